@@ -1,0 +1,230 @@
+use super::*;
+
+const GOOD: &str = r#"state: sallyport.db
+warehouses:
+  analytics: {type: postgres, url: "${WAREHOUSE_URL}"}
+  local: {type: sqlite, path: warehouse.db}
+apps:
+  customerio:
+    type: customerio
+    site_id: "${CIO_SITE_ID}"
+    api_key: "${CIO_API_KEY}"
+    region: auto
+    track_url: http://127.0.0.1:8091/
+syncs:
+  people:
+    warehouse: analytics
+    model: {sql: "select * from users"}
+    app: customerio
+    object: person
+    mode: upsert
+    primary_key: user_id
+    identifier: id
+    mapping:
+      auto: true
+      fields: {plan: plan_name}
+      exclude: [internal_notes]
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "WAREHOUSE_URL" => Some("postgres://u:pw@localhost/db".into()),
+        "CIO_SITE_ID" => Some("site".into()),
+        "CIO_API_KEY" => Some("topsecret".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/sp/sallyport.yaml"), &env)
+}
+
+fn only_problem(text: &str) -> Problem {
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    err.problems[0].clone()
+}
+
+#[test]
+fn the_reference_example_loads() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        c.state,
+        StateLocation::Sqlite("/etc/sp/sallyport.db".into())
+    );
+    let App::Customerio(cio) = &c.apps["customerio"];
+    assert_eq!(cio.api_key.expose(), "topsecret");
+    assert_eq!(cio.track_url.as_deref(), Some("http://127.0.0.1:8091"));
+    assert_eq!(cio.delivery, Delivery::default());
+    assert_eq!(
+        c.warehouses["local"],
+        Warehouse::Sqlite {
+            path: "/etc/sp/warehouse.db".into()
+        }
+    );
+    let s = &c.syncs["people"];
+    assert_eq!(s.model, Model::Sql("select * from users".into()));
+    assert_eq!(s.mapping.fields["plan"], "plan_name");
+    assert_eq!(s.mapping.exclude, vec!["internal_notes"]);
+    assert!(
+        !format!("{c:?}").contains("topsecret"),
+        "Debug never shows a secret"
+    );
+    assert!(!format!("{c:?}").contains("pw@"), "nor a database password");
+}
+
+#[test]
+fn an_unknown_key_names_its_line() {
+    let text = GOOD.replace(
+        "    identifier: id\n",
+        "    identifier: id\n    colour: blue\n",
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.line, Some(21), "{p}");
+    assert!(p.message.contains("unknown field `colour`"), "{p}");
+    assert!(
+        p.to_string().starts_with("/etc/sp/sallyport.yaml:21: "),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_missing_key_is_named() {
+    let text = GOOD.replace("    app: customerio\n", "");
+    let p = only_problem(&text);
+    assert!(p.message.contains("missing field `app`"), "{p}");
+    assert!(p.line.is_some());
+}
+
+#[test]
+fn an_unsupported_mode_lists_the_supported_ones() {
+    let text = GOOD.replace("mode: upsert", "mode: insert");
+    let p = only_problem(&text);
+    assert_eq!(p.line, Some(18));
+    assert_eq!(
+        p.message,
+        "sync `people`: mode `insert` is not supported by a person; supported: upsert"
+    );
+}
+
+#[test]
+fn an_identifier_other_than_id_or_email_is_refused() {
+    let text = GOOD.replace("identifier: id", "identifier: phone");
+    let p = only_problem(&text);
+    assert_eq!(p.line, Some(20));
+    assert!(p
+        .message
+        .contains("identifier must be `id` or `email`, not `phone`"));
+}
+
+#[test]
+fn a_missing_environment_variable_is_named_without_leaking_others() {
+    let text = GOOD.replace("${CIO_API_KEY}", "${CIO_TRACK_KEY}");
+    let p = only_problem(&text);
+    assert_eq!(p.line, Some(9));
+    assert_eq!(
+        p.message,
+        "environment variable `CIO_TRACK_KEY` is not set (used by apps.customerio.api_key)"
+    );
+}
+
+#[test]
+fn references_to_undefined_things_and_every_problem_at_once() {
+    let text = GOOD
+        .replace("warehouse: analytics", "warehouse: nowhere")
+        .replace("app: customerio", "app: braze")
+        .replace("    primary_key: user_id\n", "    event_name: ev\n");
+    let err = parse(&text).unwrap_err();
+    let all = err.to_string();
+    assert!(
+        all.contains("warehouse `nowhere` is not defined (defined: analytics, local)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("app `braze` is not defined (defined: customerio)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`event_name` belongs to event syncs, not to a person sync"),
+        "{all}"
+    );
+    assert!(all.contains("missing `primary_key`"), "{all}");
+    assert_eq!(err.problems.len(), 4);
+}
+
+#[test]
+fn event_settings_are_checked_per_event_type() {
+    let base = r#"warehouses: {w: {type: sqlite, path: w.db}}
+apps: {c: {type: customerio, site_id: s, api_key: k}}
+syncs:
+  ev:
+    warehouse: w
+    model: {table: events}
+    app: c
+    object: event
+    mode: insert
+"#;
+    let ok = format!("{base}    event_type: track\n    event_id: id\n    event_name: name\n");
+    parse(&ok).unwrap();
+    let page_with_name =
+        format!("{base}    event_type: page_view\n    event_id: id\n    event_name: name\n");
+    let all = parse(&page_with_name).unwrap_err().to_string();
+    assert!(all.contains("a page_view event needs `page_url`"), "{all}");
+    assert!(
+        all.contains("`event_name` belongs to track events"),
+        "{all}"
+    );
+    let upsert = format!(
+        "{base}    event_type: track\n    event_id: id\n    event_name: n\n    primary_key: id\n"
+    )
+    .replace("mode: insert", "mode: upsert");
+    let all = parse(&upsert).unwrap_err().to_string();
+    assert!(
+        all.contains("mode `upsert` is not supported by a event; supported: insert")
+            || all.contains("supported: insert"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`primary_key` belongs to person syncs"),
+        "{all}"
+    );
+}
+
+#[test]
+fn delivery_settings_parse_units_and_refuse_unsafe_values() {
+    let text = GOOD.replace(
+        "    track_url: http://127.0.0.1:8091/\n",
+        "    delivery: {requests_per_second: 50, concurrency: 2, timeout: 5s, max_attempts: 3, batch_bytes: 200KB}\n",
+    );
+    let c = parse(&text).unwrap();
+    let App::Customerio(cio) = &c.apps["customerio"];
+    assert_eq!(cio.delivery.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cio.delivery.batch_bytes, 200_000);
+    let text = GOOD.replace(
+        "    track_url: http://127.0.0.1:8091/\n",
+        "    delivery:\n      batch_bytes: 600KB\n",
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.line, Some(12));
+    assert!(p.message.contains("under Customer.io's 500KB"), "{p}");
+}
+
+#[test]
+fn postgres_state_is_a_secret() {
+    let text = GOOD.replace(
+        "state: sallyport.db",
+        "state: postgres://me:pw@localhost/state",
+    );
+    let c = parse(&text).unwrap();
+    assert!(matches!(c.state, StateLocation::Postgres(_)));
+}
+
+#[test]
+fn units() {
+    assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+    assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+    assert!(parse_duration("5 parsecs").is_err());
+    assert_eq!(parse_bytes("450KB").unwrap(), 450_000);
+    assert_eq!(parse_bytes("1000").unwrap(), 1000);
+    assert!(parse_bytes("1GB").is_err());
+}

@@ -1,0 +1,238 @@
+//! The sandbox's in-memory workspace: people, events and counters.
+
+use foldhash::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::IdentifyBy;
+
+/// A stored person.
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    /// Customer.io's own id for the person (`cio_id`).
+    pub cio_id: String,
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub attributes: Map<String, Value>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: Option<i64>,
+    pub attributes: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+}
+
+/// The counters `GET /_sandbox/stats` reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub people: usize,
+    pub events: u64,
+    pub anonymous_events: u64,
+    pub page_views: u64,
+    pub duplicate_events: u64,
+    pub requests: u64,
+    pub batches: u64,
+    pub ops: u64,
+    pub rejected_ops: u64,
+    pub rejected_requests: u64,
+    pub unauthorized: u64,
+    pub faults_injected: u64,
+    pub deleted_people: u64,
+    /// The most Track API requests received within any one-second window.
+    pub peak_requests_per_second: u64,
+}
+
+/// How a person is referred to by a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonRef {
+    Id(String),
+    Email(String),
+    CioId(String),
+}
+
+impl PersonRef {
+    /// Reads a v1 path identifier the way the workspace does: `cio_<id>` names Customer.io's own
+    /// id; in an email workspace a value with `@` is an email; otherwise it is an id.
+    pub fn from_path(identifier: &str, by: IdentifyBy) -> Self {
+        if let Some(cio) = identifier.strip_prefix("cio_") {
+            return Self::CioId(cio.to_string());
+        }
+        if by == IdentifyBy::Email && identifier.contains('@') {
+            return Self::Email(identifier.to_string());
+        }
+        Self::Id(identifier.to_string())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    people: HashMap<String, Person>,
+    by_id: HashMap<String, String>,
+    by_email: HashMap<String, String>,
+    events: Vec<Event>,
+    event_ids: HashSet<String>,
+    next_cio: u64,
+    pub stats: Stats,
+}
+
+impl Store {
+    fn lookup(&self, r: &PersonRef) -> Option<&String> {
+        match r {
+            PersonRef::Id(id) => self.by_id.get(id),
+            PersonRef::Email(e) => self.by_email.get(&e.to_lowercase()),
+            PersonRef::CioId(c) => self.people.get_key_value(c).map(|(k, _)| k),
+        }
+    }
+
+    /// Finds a person the way `GET /_sandbox/people/{identifier}` does: by id, then email, then
+    /// `cio_id`.
+    pub fn find(&self, identifier: &str) -> Option<&Person> {
+        let key = self
+            .by_id
+            .get(identifier)
+            .or_else(|| self.by_email.get(&identifier.to_lowercase()))
+            .or_else(|| {
+                identifier
+                    .strip_prefix("cio_")
+                    .and_then(|c| self.people.get_key_value(c).map(|(k, _)| k))
+            })?;
+        self.people.get(key)
+    }
+
+    /// Upserts a person, merging attributes. `update_only` (`_update: true`) never creates.
+    pub fn identify(&mut self, r: &PersonRef, mut attrs: Map<String, Value>) {
+        let update_only = matches!(attrs.remove("_update"), Some(Value::Bool(true)));
+        let key = match self.lookup(r) {
+            Some(k) => k.clone(),
+            None => {
+                if update_only || matches!(r, PersonRef::CioId(_)) {
+                    return;
+                }
+                self.next_cio += 1;
+                let cio = format!("{:x}", 0x5a11_0000_0000u64 + self.next_cio);
+                let (id, email) = match r {
+                    PersonRef::Id(id) => (Some(id.clone()), None),
+                    PersonRef::Email(e) => (None, Some(e.clone())),
+                    PersonRef::CioId(_) => unreachable!("handled above"),
+                };
+                if let Some(id) = &id {
+                    self.by_id.insert(id.clone(), cio.clone());
+                }
+                if let Some(e) = &email {
+                    self.by_email.insert(e.to_lowercase(), cio.clone());
+                }
+                self.people.insert(
+                    cio.clone(),
+                    Person {
+                        cio_id: cio.clone(),
+                        id,
+                        email,
+                        attributes: Map::new(),
+                    },
+                );
+                cio
+            }
+        };
+        let new_email = attrs
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let new_id = attrs.get("id").and_then(Value::as_str).map(str::to_string);
+        let person = self.people.get_mut(&key).expect("indexed person exists");
+        if let Some(e) = new_email {
+            if person.email.as_deref().map(str::to_lowercase) != Some(e.to_lowercase()) {
+                if let Some(old) = person.email.take() {
+                    self.by_email.remove(&old.to_lowercase());
+                }
+                self.by_email.insert(e.to_lowercase(), key.clone());
+                person.email = Some(e);
+            }
+        }
+        if let (Some(id), None) = (new_id, person.id.as_ref()) {
+            self.by_id.insert(id.clone(), key.clone());
+            person.id = Some(id);
+        }
+        attrs.remove("id");
+        attrs.remove("email");
+        if person.attributes.is_empty() {
+            person.attributes = attrs;
+        } else {
+            person.attributes.extend(attrs);
+        }
+        self.stats.people = self.people.len();
+    }
+
+    /// Deletes a person; answers whether one was there.
+    pub fn delete(&mut self, r: &PersonRef) -> bool {
+        let Some(key) = self.lookup(r).cloned() else {
+            return false;
+        };
+        if let Some(p) = self.people.remove(&key) {
+            if let Some(id) = p.id {
+                self.by_id.remove(&id);
+            }
+            if let Some(e) = p.email {
+                self.by_email.remove(&e.to_lowercase());
+            }
+        }
+        self.stats.people = self.people.len();
+        self.stats.deleted_people += 1;
+        true
+    }
+
+    /// Stores an event unless its dedup id was seen before; answers whether it was stored.
+    pub fn track(&mut self, event: Event) -> bool {
+        if let Some(id) = &event.id {
+            if !self.event_ids.insert(id.to_ascii_uppercase()) {
+                self.stats.duplicate_events += 1;
+                return false;
+            }
+        }
+        self.stats.events += 1;
+        if event.customer_id.is_none() {
+            self.stats.anonymous_events += 1;
+        }
+        if event.kind == "page" {
+            self.stats.page_views += 1;
+        }
+        self.events.push(event);
+        true
+    }
+
+    /// A page of people in the order they were created.
+    pub fn people_page(&self, limit: usize, offset: usize) -> Vec<&Person> {
+        let mut all: Vec<&Person> = self.people.values().collect();
+        all.sort_by(|a, b| (a.cio_id.len(), &a.cio_id).cmp(&(b.cio_id.len(), &b.cio_id)));
+        all.into_iter().skip(offset).take(limit).collect()
+    }
+
+    /// Stored events, filtered by customer or anonymous id.
+    pub fn events(
+        &self,
+        customer_id: Option<&str>,
+        anonymous_id: Option<&str>,
+        limit: usize,
+    ) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|e| customer_id.is_none_or(|c| e.customer_id.as_deref() == Some(c)))
+            .filter(|e| anonymous_id.is_none_or(|a| e.anonymous_id.as_deref() == Some(a)))
+            .take(limit)
+            .collect()
+    }
+
+    /// Forgets everything, counters included.
+    pub fn reset(&mut self) {
+        *self = Store::default();
+    }
+}
