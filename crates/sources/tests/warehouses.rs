@@ -1,0 +1,164 @@
+//! Reads real warehouses: every PostgreSQL type the issue names, SQLite's declared types, key
+//! columns as text, duplicates found by the warehouse, and streaming in chunks.
+
+use sallyport_config::{Model, Secret, Warehouse};
+use sallyport_sources::{Source, SourceError, CHUNK_ROWS};
+use serde_json::json;
+
+async fn all_rows(
+    source: &Source,
+    model: &Model,
+    key: Option<&str>,
+) -> Vec<sallyport_sources::Row> {
+    let mut stream = source.stream(model, key).await.unwrap();
+    let mut rows = Vec::new();
+    while let Some(chunk) = stream.recv().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= CHUNK_ROWS);
+        rows.extend(chunk);
+    }
+    rows
+}
+
+#[tokio::test]
+async fn postgres_types_become_customerio_values() {
+    let (client, schema) = sallyport_testkit::schema().await;
+    client
+        .batch_execute(&format!(
+            r#"CREATE TABLE {schema}.users (
+                id bigint, name varchar(20), code text, small smallint, mid integer,
+                amount numeric(12,2), huge numeric, ratio real, score double precision, active boolean,
+                born date, seen timestamp, seen_tz timestamptz, uid uuid, prefs jsonb, raw json,
+                tags text[], nums int[], nothing text, "Odd ""Name""" text);
+            INSERT INTO {schema}.users VALUES (
+                42, 'Ann', 'x', 7, 70000, 12.50, 123456789012345678901234.5, 0.5, 2.25, true,
+                '2024-01-02', '2024-01-02 03:04:05', '2024-01-02 03:04:05+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+                '{{"a": [1, 2]}}', '{{"b": null}}', ARRAY['x', 'y'], ARRAY[1, NULL], NULL, 'odd');"#
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&Warehouse::Postgres {
+        url: Secret::new(sallyport_testkit::pg_url()),
+    })
+    .await
+    .unwrap();
+    let model = Model::Table(format!("{schema}.users"));
+    let columns = source.describe(&model).await.unwrap();
+    assert_eq!(columns.len(), 20);
+    assert_eq!(columns[12].type_name, "timestamptz");
+    assert_eq!(columns[19].name, "Odd \"Name\"");
+    let rows = all_rows(&source, &model, Some("id")).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].key.as_deref(), Some("42"), "keys are text");
+    assert_eq!(
+        serde_json::Value::Array(rows[0].values.clone()),
+        json!([
+            42, "Ann", "x", 7, 70000, 12.5, "123456789012345678901234.5", 0.5, 2.25, true,
+            1704153600, 1704164645, 1704157445, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            {"a": [1, 2]}, {"b": null}, ["x", "y"], [1, null], null, "odd"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn postgres_streams_many_rows_and_finds_duplicates() {
+    let (client, schema) = sallyport_testkit::schema().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t AS SELECT g AS id, 'n' || g AS name FROM generate_series(1, 5500) g;
+             INSERT INTO {schema}.t VALUES (7, 'again'), (7, 'thrice'), (9, 'again'), (NULL, 'none');"
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&Warehouse::Postgres {
+        url: Secret::new(sallyport_testkit::pg_url()),
+    })
+    .await
+    .unwrap();
+    let model = Model::Sql(format!("select * from {schema}.t;"));
+    let rows = all_rows(&source, &model, Some("id")).await;
+    assert_eq!(rows.len(), 5504);
+    let mut dups = source.duplicate_keys(&model, "id").await.unwrap();
+    dups.sort();
+    assert_eq!(dups, vec!["7", "9"]);
+    let mut keys = source.keys(&model, "id").await.unwrap();
+    let mut n = 0;
+    while let Some(chunk) = keys.recv().await {
+        n += chunk.unwrap().len();
+    }
+    assert_eq!(n, 5504);
+    assert!(matches!(
+        source.stream(&model, Some("nope")).await,
+        Err(SourceError::NoColumn(c)) if c == "nope"
+    ));
+    let err = source
+        .describe(&Model::Table(format!("{schema}.missing")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_password_is_never_quoted() {
+    let url =
+        sallyport_testkit::pg_url().replace("postgres://postgres@", "postgres://nobody:hunter2@");
+    let url = url.replace(":5432/", ":1/");
+    let err = match Source::open(&Warehouse::Postgres {
+        url: Secret::new(url),
+    })
+    .await
+    {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("port 1 answered"),
+    };
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.starts_with("cannot connect to the warehouse"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_declared_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER, email TEXT, active BOOLEAN, born DATE, seen DATETIME,
+                             at_secs TIMESTAMP, prefs JSON, score REAL, note TEXT);
+         INSERT INTO users VALUES (1, 'a@x.com', 1, '1970-01-02', '1970-01-01 00:01:00', 120,
+                                   '{\"k\": 1}', 1.5, NULL);
+         INSERT INTO users VALUES (2, 'b@x.com', 0, 'not a date', '1970-01-01T01:00:00+01:00', NULL,
+                                   'not json', 2, 'n');",
+    )
+    .unwrap();
+    drop(conn);
+    let source = Source::open(&Warehouse::Sqlite {
+        path: path.display().to_string(),
+    })
+    .await
+    .unwrap();
+    let model = Model::Table("users".into());
+    let rows = all_rows(&source, &model, Some("email")).await;
+    assert_eq!(rows[0].key.as_deref(), Some("a@x.com"));
+    assert_eq!(
+        serde_json::Value::Array(rows[0].values.clone()),
+        json!([1, "a@x.com", true, 86400, 60, 120, {"k": 1}, 1.5, null])
+    );
+    assert_eq!(
+        serde_json::Value::Array(rows[1].values.clone()),
+        json!([
+            2,
+            "b@x.com",
+            false,
+            "not a date",
+            0,
+            null,
+            "not json",
+            2.0,
+            "n"
+        ])
+    );
+    let missing = Source::open(&Warehouse::Sqlite {
+        path: dir.path().join("nope.db").display().to_string(),
+    })
+    .await;
+    assert!(matches!(missing, Err(SourceError::Connect(_))));
+}

@@ -1,0 +1,55 @@
+//! Test helpers shared by the crates' integration tests: each test gets its own PostgreSQL
+//! schema (or database), so tests never share state.
+//!
+//! The server is `SALLYPORT_TEST_DATABASE_URL`, by default
+//! `postgres://postgres@127.0.0.1:5432/test` (what `scripts/test.sh` brings up).
+
+use tokio_postgres::{Client, NoTls};
+
+/// The URL of the test database.
+pub fn pg_url() -> String {
+    std::env::var("SALLYPORT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Connects to `url`, failing the test with a clear message when no server answers.
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {url} ({e}): run the tests with scripts/test.sh, which starts it")
+    });
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// A fresh schema in the test database, and a client on it.
+pub async fn schema() -> (Client, String) {
+    let client = connect(&pg_url()).await;
+    let name = unique("t");
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("create schema");
+    (client, name)
+}
+
+/// A fresh, empty database on the test server; its URL.
+pub async fn database() -> String {
+    let url = pg_url();
+    let client = connect(&url).await;
+    let name = unique("sp");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("cannot derive a database URL from {url}"),
+    }
+}
