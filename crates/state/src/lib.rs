@@ -1,1 +1,244 @@
+//! The state store: what each sync last delivered (a fingerprint per row key), run history,
+//! failed rows and run locks. An SQLite file by default; PostgreSQL for teams. Both hold the
+//! same schema and answer the same calls.
+//!
+//! Only what the app acknowledged is ever written here: a crash between delivery and commit
+//! costs a re-send, never a lost row.
 
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sallyport_config::StateLocation;
+use serde::Serialize;
+
+/// A run as the history shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub sync: String,
+    /// `running`, `succeeded`, `partial`, `failed` or `interrupted`.
+    pub status: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub full_resync: bool,
+    pub rows_read: u64,
+    pub rows_new: u64,
+    pub rows_changed: u64,
+    pub rows_unchanged: u64,
+    pub rows_sent: u64,
+    pub rows_failed: u64,
+    /// Keys that left the model and so left the state.
+    pub rows_removed: u64,
+    pub error: Option<String>,
+}
+
+/// A row that could not be delivered, with why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub reason: String,
+    /// The run that last tried it.
+    pub run_id: i64,
+    /// How many runs have tried it.
+    pub attempts: i64,
+    pub first_failed_at: i64,
+    pub last_failed_at: i64,
+}
+
+/// What one acknowledged batch changes in the state, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Keys the app accepted, with the fingerprint of what it accepted.
+    pub accepted: Vec<(String, u64)>,
+    /// Accepted keys that had a failure on record, now cleared.
+    pub cleared: Vec<String>,
+    /// Keys that failed, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store: {0}")]
+    Postgres(String),
+    #[error("state store: {0}")]
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for StateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => StateError::Postgres(db.message().to_string()),
+            None => StateError::Postgres(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// An open state store.
+pub enum StateStore {
+    Sqlite(sqlite::SqliteState),
+    Postgres(postgres::PgState),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            StateStore::Sqlite($s) => $e,
+            StateStore::Postgres($s) => $e,
+        }
+    };
+}
+
+impl StateStore {
+    /// Opens (and creates or migrates) the store.
+    pub async fn open(location: &StateLocation) -> Result<StateStore> {
+        match location {
+            StateLocation::Sqlite(path) => Ok(StateStore::Sqlite(sqlite::SqliteState::open(path)?)),
+            StateLocation::Postgres(url) => Ok(StateStore::Postgres(
+                postgres::PgState::connect(url.expose()).await?,
+            )),
+        }
+    }
+
+    /// Takes the run lock of `sync` for `lease`, unless a live holder has it. A holder that
+    /// crashed stops blocking when its lease runs out.
+    pub async fn try_lock(&self, sync: &str, holder: &str, lease: Duration) -> Result<bool> {
+        let now = now_ms();
+        let expires = now + lease.as_millis() as i64;
+        each!(self, s => s.try_lock(sync, holder, now, expires).await)
+    }
+
+    /// Extends a held lock.
+    pub async fn renew_lock(&self, sync: &str, holder: &str, lease: Duration) -> Result<()> {
+        let expires = now_ms() + lease.as_millis() as i64;
+        each!(self, s => s.renew_lock(sync, holder, expires).await)
+    }
+
+    /// Releases a held lock.
+    pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
+        each!(self, s => s.unlock(sync, holder).await)
+    }
+
+    /// Records the start of a run; its id.
+    pub async fn begin_run(&self, sync: &str, full_resync: bool) -> Result<i64> {
+        each!(self, s => s.begin_run(sync, full_resync, now_ms()).await)
+    }
+
+    /// Records a run's outcome and counters.
+    pub async fn finish_run(&self, run: &RunRecord) -> Result<()> {
+        each!(self, s => s.finish_run(run).await)
+    }
+
+    /// How many keys the state holds for `sync`.
+    pub async fn count(&self, sync: &str) -> Result<u64> {
+        each!(self, s => s.count(sync).await)
+    }
+
+    /// The last accepted fingerprints of those of `keys` the state knows.
+    pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        each!(self, s => s.fingerprints(sync, keys).await)
+    }
+
+    /// Writes one acknowledged batch's outcome.
+    pub async fn commit(&self, sync: &str, run_id: i64, commit: &Commit) -> Result<()> {
+        if commit.accepted.is_empty() && commit.failed.is_empty() && commit.cleared.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.commit(sync, run_id, commit, now_ms()).await)
+    }
+
+    /// Starts collecting the model's keys for [`StateStore::retain_finish`].
+    pub async fn retain_begin(&self) -> Result<()> {
+        each!(self, s => s.retain_begin().await)
+    }
+
+    /// Adds keys that are in the model now.
+    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.retain_add(keys).await)
+    }
+
+    /// Drops the state (and failures) of every key of `sync` that was not added: rows that left
+    /// the model leave the state, so that one that comes back is sent again. Answers how many
+    /// keys were dropped.
+    pub async fn retain_finish(&self, sync: &str) -> Result<u64> {
+        each!(self, s => s.retain_finish(sync).await)
+    }
+
+    /// Forgets failures of `sync` that the run `run_id` did not try again (their rows left the
+    /// model or no longer differ from what was delivered).
+    pub async fn forget_stale_failures(&self, sync: &str, run_id: i64) -> Result<()> {
+        each!(self, s => s.forget_stale_failures(sync, run_id).await)
+    }
+
+    /// The keys of `sync` with a failure on record.
+    pub async fn failed_keys(&self, sync: &str) -> Result<Vec<String>> {
+        Ok(self
+            .failures(sync)
+            .await?
+            .into_iter()
+            .map(|f| f.key)
+            .collect())
+    }
+
+    /// Run history, newest first.
+    pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        each!(self, s => s.runs(sync, limit).await)
+    }
+
+    /// Failed rows of `sync`, by key.
+    pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
+        each!(self, s => s.failures(sync).await)
+    }
+
+    /// Forgets every delivered fingerprint of `sync`.
+    pub async fn clear(&self, sync: &str) -> Result<()> {
+        each!(self, s => s.clear(sync).await)
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sync_rows (
+    sync TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint BIGINT NOT NULL,
+    run_id BIGINT NOT NULL,
+    PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    sync TEXT NOT NULL,
+    key TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run_id BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    first_failed_at BIGINT NOT NULL,
+    last_failed_at BIGINT NOT NULL,
+    PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS locks (
+    sync TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+";
+
+const RUN_COLUMNS: &str =
+    "id, sync, status, started_at, finished_at, full_resync, rows_read, rows_new, \
+    rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error";

@@ -1,0 +1,319 @@
+//! The state store in PostgreSQL: the same schema, bulk statements over arrays.
+
+use std::collections::HashMap;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA};
+
+pub struct PgState {
+    client: tokio::sync::Mutex<Client>,
+}
+
+fn run_from_row(r: &tokio_postgres::Row) -> RunRecord {
+    RunRecord {
+        id: r.get(0),
+        sync: r.get(1),
+        status: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        full_resync: r.get(5),
+        rows_read: r.get::<_, i64>(6) as u64,
+        rows_new: r.get::<_, i64>(7) as u64,
+        rows_changed: r.get::<_, i64>(8) as u64,
+        rows_unchanged: r.get::<_, i64>(9) as u64,
+        rows_sent: r.get::<_, i64>(10) as u64,
+        rows_failed: r.get::<_, i64>(11) as u64,
+        rows_removed: r.get::<_, i64>(12) as u64,
+        error: r.get(13),
+    }
+}
+
+impl PgState {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
+            // The error may quote the URL's parts; say only what kind of failure it was.
+            StateError::Postgres(format!(
+                "cannot connect to the PostgreSQL state store: {}",
+                e.to_string().split(':').next().unwrap_or("error")
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "state store connection ended");
+            }
+        });
+        client.batch_execute(SCHEMA).await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS runs (
+                    id BIGSERIAL PRIMARY KEY,
+                    sync TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    started_at BIGINT NOT NULL,
+                    finished_at BIGINT,
+                    full_resync BOOLEAN NOT NULL,
+                    rows_read BIGINT NOT NULL DEFAULT 0,
+                    rows_new BIGINT NOT NULL DEFAULT 0,
+                    rows_changed BIGINT NOT NULL DEFAULT 0,
+                    rows_unchanged BIGINT NOT NULL DEFAULT 0,
+                    rows_sent BIGINT NOT NULL DEFAULT 0,
+                    rows_failed BIGINT NOT NULL DEFAULT 0,
+                    rows_removed BIGINT NOT NULL DEFAULT 0,
+                    error TEXT
+                );
+                CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
+                CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY);",
+            )
+            .await?;
+        Ok(Self {
+            client: tokio::sync::Mutex::new(client),
+        })
+    }
+
+    pub async fn try_lock(&self, sync: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO locks (sync, holder, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (sync) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE locks.expires_at < $4 OR locks.holder = excluded.holder",
+                &[&sync, &holder, &expires, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "UPDATE locks SET expires_at = $3 WHERE sync = $1 AND holder = $2",
+                &[&sync, &holder, &expires],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "DELETE FROM locks WHERE sync = $1 AND holder = $2",
+                &[&sync, &holder],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn begin_run(&self, sync: &str, full_resync: bool, now: i64) -> Result<i64> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_one(
+                "INSERT INTO runs (sync, status, started_at, full_resync) VALUES ($1, 'running', $2, $3) RETURNING id",
+                &[&sync, &now, &full_resync],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn finish_run(&self, r: &RunRecord) -> Result<()> {
+        let n = |v: u64| v as i64;
+        self.client
+            .lock()
+            .await
+            .execute(
+                "UPDATE runs SET status = $2, finished_at = $3, rows_read = $4, rows_new = $5,
+                    rows_changed = $6, rows_unchanged = $7, rows_sent = $8, rows_failed = $9,
+                    rows_removed = $10, error = $11
+                 WHERE id = $1",
+                &[
+                    &r.id,
+                    &r.status,
+                    &r.finished_at,
+                    &n(r.rows_read),
+                    &n(r.rows_new),
+                    &n(r.rows_changed),
+                    &n(r.rows_unchanged),
+                    &n(r.rows_sent),
+                    &n(r.rows_failed),
+                    &n(r.rows_removed),
+                    &r.error,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count(&self, sync: &str) -> Result<u64> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_one("SELECT count(*) FROM sync_rows WHERE sync = $1", &[&sync])
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, fingerprint FROM sync_rows WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &keys],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
+    pub async fn commit(&self, sync: &str, run_id: i64, c: &Commit, now: i64) -> Result<()> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        if !c.accepted.is_empty() {
+            let keys: Vec<&str> = c.accepted.iter().map(|(k, _)| k.as_str()).collect();
+            let fps: Vec<i64> = c.accepted.iter().map(|(_, f)| *f as i64).collect();
+            tx.execute(
+                "INSERT INTO sync_rows (sync, key, fingerprint, run_id)
+                 SELECT $1, k, f, $4 FROM unnest($2::text[], $3::int8[]) AS t(k, f)
+                 ON CONFLICT (sync, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id",
+                &[&sync, &keys, &fps, &run_id],
+            )
+            .await?;
+        }
+        if !c.cleared.is_empty() {
+            tx.execute(
+                "DELETE FROM failures WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &c.cleared],
+            )
+            .await?;
+        }
+        if !c.failed.is_empty() {
+            let keys: Vec<&str> = c.failed.iter().map(|(k, _)| k.as_str()).collect();
+            let reasons: Vec<&str> = c.failed.iter().map(|(_, r)| r.as_str()).collect();
+            tx.execute(
+                "INSERT INTO failures (sync, key, reason, run_id, attempts, first_failed_at, last_failed_at)
+                 SELECT $1, k, r, $4, 1, $5, $5 FROM unnest($2::text[], $3::text[]) AS t(k, r)
+                 ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason, run_id = excluded.run_id,
+                    attempts = failures.attempts + CASE WHEN failures.run_id <> excluded.run_id THEN 1 ELSE 0 END,
+                    last_failed_at = excluded.last_failed_at",
+                &[&sync, &keys, &reasons, &run_id, &now],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn retain_begin(&self) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .batch_execute("TRUNCATE present_keys")
+            .await?;
+        Ok(())
+    }
+
+    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO present_keys SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                &[&keys],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn retain_finish(&self, sync: &str) -> Result<u64> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "DELETE FROM sync_rows s WHERE s.sync = $1
+                 AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.key = s.key)",
+                &[&sync],
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM failures f WHERE f.sync = $1
+             AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.key = f.key)",
+            &[&sync],
+        )
+        .await?;
+        tx.batch_execute("TRUNCATE present_keys").await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn forget_stale_failures(&self, sync: &str, run_id: i64) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "DELETE FROM failures WHERE sync = $1 AND run_id < $2",
+                &[&sync, &run_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR sync = $1) ORDER BY id DESC LIMIT $2"
+                ),
+                &[&sync, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(run_from_row).collect())
+    }
+
+    pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
+                 FROM failures WHERE sync = $1 ORDER BY key",
+                &[&sync],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Failure {
+                key: r.get(0),
+                reason: r.get(1),
+                run_id: r.get(2),
+                attempts: r.get(3),
+                first_failed_at: r.get(4),
+                last_failed_at: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn clear(&self, sync: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute("DELETE FROM sync_rows WHERE sync = $1", &[&sync])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,271 @@
+//! The state store in an SQLite file (WAL mode). Calls are short and run on the caller's thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA};
+
+pub struct SqliteState {
+    conn: Mutex<Connection>,
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        sync: r.get(1)?,
+        status: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        full_resync: r.get(5)?,
+        rows_read: r.get::<_, i64>(6)? as u64,
+        rows_new: r.get::<_, i64>(7)? as u64,
+        rows_changed: r.get::<_, i64>(8)? as u64,
+        rows_unchanged: r.get::<_, i64>(9)? as u64,
+        rows_sent: r.get::<_, i64>(10)? as u64,
+        rows_failed: r.get::<_, i64>(11)? as u64,
+        rows_removed: r.get::<_, i64>(12)? as u64,
+        error: r.get(13)?,
+    })
+}
+
+impl SqliteState {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StateError::Other(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                sync TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                finished_at BIGINT,
+                full_resync BOOLEAN NOT NULL,
+                rows_read BIGINT NOT NULL DEFAULT 0,
+                rows_new BIGINT NOT NULL DEFAULT 0,
+                rows_changed BIGINT NOT NULL DEFAULT 0,
+                rows_unchanged BIGINT NOT NULL DEFAULT 0,
+                rows_sent BIGINT NOT NULL DEFAULT 0,
+                rows_failed BIGINT NOT NULL DEFAULT 0,
+                rows_removed BIGINT NOT NULL DEFAULT 0,
+                error TEXT
+            );
+            CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
+            CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;",
+        )?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn try_lock(&self, sync: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT INTO locks (sync, holder, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sync) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE locks.expires_at < ?4 OR locks.holder = excluded.holder",
+            params![sync, holder, expires, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE locks SET expires_at = ?3 WHERE sync = ?1 AND holder = ?2",
+            params![sync, holder, expires],
+        )?;
+        Ok(())
+    }
+
+    pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM locks WHERE sync = ?1 AND holder = ?2",
+            params![sync, holder],
+        )?;
+        Ok(())
+    }
+
+    pub async fn begin_run(&self, sync: &str, full_resync: bool, now: i64) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO runs (sync, status, started_at, full_resync) VALUES (?1, 'running', ?2, ?3)",
+            params![sync, now, full_resync],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub async fn finish_run(&self, r: &RunRecord) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, rows_read = ?4, rows_new = ?5,
+                rows_changed = ?6, rows_unchanged = ?7, rows_sent = ?8, rows_failed = ?9,
+                rows_removed = ?10, error = ?11
+             WHERE id = ?1",
+            params![
+                r.id,
+                r.status,
+                r.finished_at,
+                r.rows_read as i64,
+                r.rows_new as i64,
+                r.rows_changed as i64,
+                r.rows_unchanged as i64,
+                r.rows_sent as i64,
+                r.rows_failed as i64,
+                r.rows_removed as i64,
+                r.error
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub async fn count(&self, sync: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT count(*) FROM sync_rows WHERE sync = ?1",
+            [sync],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT fingerprint FROM sync_rows WHERE sync = ?1 AND key = ?2")?;
+        let mut out = HashMap::with_capacity(keys.len());
+        for k in keys {
+            if let Some(fp) = stmt
+                .query_row(params![sync, k], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                out.insert((*k).to_string(), fp as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn commit(&self, sync: &str, run_id: i64, c: &Commit, now: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO sync_rows (sync, key, fingerprint, run_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sync, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id",
+            )?;
+            for (k, fp) in &c.accepted {
+                upsert.execute(params![sync, k, *fp as i64, run_id])?;
+            }
+            let mut clear =
+                tx.prepare_cached("DELETE FROM failures WHERE sync = ?1 AND key = ?2")?;
+            for k in &c.cleared {
+                clear.execute(params![sync, k])?;
+            }
+            let mut fail = tx.prepare_cached(
+                "INSERT INTO failures (sync, key, reason, run_id, attempts, first_failed_at, last_failed_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
+                 ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason, run_id = excluded.run_id,
+                    attempts = failures.attempts + CASE WHEN failures.run_id <> excluded.run_id THEN 1 ELSE 0 END,
+                    last_failed_at = excluded.last_failed_at",
+            )?;
+            for (k, reason) in &c.failed {
+                fail.execute(params![sync, k, reason, run_id, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub async fn retain_begin(&self) -> Result<()> {
+        self.conn().execute("DELETE FROM temp.present_keys", [])?;
+        Ok(())
+    }
+
+    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT OR IGNORE INTO temp.present_keys (key) VALUES (?1)")?;
+            for k in keys {
+                ins.execute([k])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub async fn retain_finish(&self, sync: &str) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM sync_rows WHERE sync = ?1 AND key NOT IN (SELECT key FROM temp.present_keys)",
+            [sync],
+        )?;
+        tx.execute(
+            "DELETE FROM failures WHERE sync = ?1 AND key NOT IN (SELECT key FROM temp.present_keys)",
+            [sync],
+        )?;
+        tx.execute("DELETE FROM temp.present_keys", [])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    pub async fn forget_stale_failures(&self, sync: &str, run_id: i64) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM failures WHERE sync = ?1 AND run_id < ?2",
+            params![sync, run_id],
+        )?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1) ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![sync, limit as i64], run_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
+             FROM failures WHERE sync = ?1 ORDER BY key",
+        )?;
+        let rows = stmt
+            .query_map([sync], |r| {
+                Ok(Failure {
+                    key: r.get(0)?,
+                    reason: r.get(1)?,
+                    run_id: r.get(2)?,
+                    attempts: r.get(3)?,
+                    first_failed_at: r.get(4)?,
+                    last_failed_at: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub async fn clear(&self, sync: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM sync_rows WHERE sync = ?1", [sync])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The same calls against both backends: an SQLite file and a fresh PostgreSQL database.
+
+use std::time::Duration;
+
+use sallyport_config::{Secret, StateLocation};
+use sallyport_state::{Commit, RunRecord, StateStore};
+
+async fn exercise(store: StateStore) {
+    // Locks: one holder at a time; an expired lease stops blocking.
+    assert!(store
+        .try_lock("people", "a", Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert!(!store
+        .try_lock("people", "b", Duration::from_secs(60))
+        .await
+        .unwrap());
+    assert!(store
+        .try_lock("events", "b", Duration::from_secs(60))
+        .await
+        .unwrap());
+    store.unlock("people", "a").await.unwrap();
+    assert!(store
+        .try_lock("people", "b", Duration::from_millis(1))
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        store
+            .try_lock("people", "c", Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "a crashed holder's lease ran out"
+    );
+
+    let run = store.begin_run("people", false).await.unwrap();
+    store
+        .commit(
+            "people",
+            run,
+            &Commit {
+                accepted: vec![("1".into(), 11), ("2".into(), 22), ("3".into(), u64::MAX)],
+                cleared: vec![],
+                failed: vec![("4".into(), "id is too long".into())],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count("people").await.unwrap(), 3);
+    let fps = store
+        .fingerprints("people", &["1", "3", "9"])
+        .await
+        .unwrap();
+    assert_eq!(fps.len(), 2);
+    assert_eq!(fps["1"], 11);
+    assert_eq!(fps["3"], u64::MAX, "all 64 bits survive");
+    assert!(
+        store
+            .fingerprints("other", &["1"])
+            .await
+            .unwrap()
+            .is_empty(),
+        "syncs do not share state"
+    );
+
+    store
+        .finish_run(&RunRecord {
+            id: run,
+            sync: "people".into(),
+            status: "partial".into(),
+            finished_at: Some(sallyport_state::now_ms()),
+            rows_read: 4,
+            rows_new: 4,
+            rows_sent: 3,
+            rows_failed: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A second run fails key 4 again: one more attempt.
+    let run2 = store.begin_run("people", false).await.unwrap();
+    let again = Commit {
+        failed: vec![("4".into(), "still too long".into())],
+        ..Default::default()
+    };
+    store.commit("people", run2, &again).await.unwrap();
+    store.commit("people", run2, &again).await.unwrap();
+    let f = store.failures("people").await.unwrap();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (
+            f[0].key.as_str(),
+            f[0].reason.as_str(),
+            f[0].attempts,
+            f[0].run_id
+        ),
+        ("4", "still too long", 2, run2)
+    );
+
+    // Keys 2 and 4 leave the model.
+    store.retain_begin().await.unwrap();
+    store.retain_add(&["1".into(), "3".into()]).await.unwrap();
+    assert_eq!(store.retain_finish("people").await.unwrap(), 1);
+    assert_eq!(store.count("people").await.unwrap(), 2);
+    assert!(store.failures("people").await.unwrap().is_empty());
+
+    // Stale failures are forgotten.
+    store
+        .commit(
+            "people",
+            run,
+            &Commit {
+                failed: vec![("7".into(), "x".into())],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.forget_stale_failures("people", run2).await.unwrap();
+    assert!(store.failures("people").await.unwrap().is_empty());
+
+    let runs = store.runs(Some("people"), 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, run2, "newest first");
+    assert_eq!(runs[1].status, "partial");
+    assert_eq!(runs[1].rows_failed, 1);
+    assert_eq!(store.runs(None, 1).await.unwrap().len(), 1);
+    store.clear("people").await.unwrap();
+    assert_eq!(store.count("people").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&StateLocation::Sqlite(dir.path().join("sub/state.db")))
+        .await
+        .unwrap();
+    exercise(store).await;
+}
+
+#[tokio::test]
+async fn postgres() {
+    let url = sallyport_testkit::database().await;
+    let store = StateStore::open(&StateLocation::Postgres(Secret::new(url.clone())))
+        .await
+        .unwrap();
+    exercise(store).await;
+    // Reopening an existing store is fine.
+    StateStore::open(&StateLocation::Postgres(Secret::new(url)))
+        .await
+        .unwrap();
+}
