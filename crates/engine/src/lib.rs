@@ -1,1 +1,115 @@
+//! The engine: one run of a sync from read to commit.
+//!
+//! ```text
+//! warehouse ──rows──▶ change detection ──changes──▶ mapping ──ops──▶ delivery ──acks──▶ state commit
+//! ```
+//!
+//! Rows stream in chunks; each chunk's keys are looked up in the state store; new and changed
+//! rows become ops, packed into batches and delivered with bounded concurrency; each answered
+//! batch commits the fingerprints of exactly the ops the app accepted. A bad row becomes a
+//! failed row with a reason and never stops the run.
 
+mod classify;
+mod run;
+
+use std::sync::Arc;
+
+use sallyport_config::{Config, ConfigError, Problem};
+use sallyport_state::StateStore;
+use serde::Serialize;
+
+pub use run::{Preview, PreviewOp, Progress, RunOptions};
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    pub sync: String,
+    pub run_id: i64,
+    /// `succeeded`, `partial` (some rows failed), `failed` (the run could not complete) or
+    /// `interrupted` (stopped by a signal).
+    pub status: String,
+    pub rows_read: u64,
+    pub rows_new: u64,
+    pub rows_changed: u64,
+    pub rows_unchanged: u64,
+    pub rows_sent: u64,
+    pub rows_failed: u64,
+    pub rows_removed: u64,
+    pub duration_ms: u64,
+    pub requests: u64,
+    pub retries: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first few failure reasons.
+    pub failures: Vec<String>,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0} is already running")]
+    AlreadyRunning(String),
+    #[error("{0}")]
+    Warehouse(String),
+    #[error("{0}")]
+    Credentials(String),
+    #[error("{0}")]
+    App(String),
+    #[error("{0}")]
+    State(String),
+}
+
+impl From<sallyport_state::StateError> for RunError {
+    fn from(e: sallyport_state::StateError) -> Self {
+        RunError::State(e.to_string())
+    }
+}
+
+/// The engine over one config and its state store.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub state: Arc<StateStore>,
+}
+
+impl Engine {
+    /// Opens the state store the config names.
+    pub async fn open(config: Config) -> Result<Engine, RunError> {
+        let state = StateStore::open(&config.state).await?;
+        Ok(Engine {
+            config: Arc::new(config),
+            state: Arc::new(state),
+        })
+    }
+
+    /// A config error located at a setting of a sync.
+    pub(crate) fn sync_problem(&self, sync: &str, path: &[String], message: &str) -> Problem {
+        let mut full: Vec<&str> = vec!["syncs", sync];
+        full.extend(path.iter().map(String::as_str));
+        self.config
+            .problem_at(&full, format!("sync `{sync}`: {message}"))
+    }
+
+    /// The sync of that name, or an error listing the defined ones.
+    pub fn sync(&self, name: &str) -> Result<&sallyport_config::Sync, RunError> {
+        self.config.syncs.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.config.syncs.keys().map(String::as_str).collect();
+            RunError::Config(
+                Problem {
+                    file: self.config.path.display().to_string(),
+                    line: None,
+                    message: format!(
+                        "no sync named `{name}` (defined: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                }
+                .into(),
+            )
+        })
+    }
+}

@@ -1,1 +1,128 @@
-fn main() {}
+//! `sallyport`: keep Customer.io in step with your warehouse.
+//!
+//! Exit codes: 0 all rows synced (or the command succeeded); 1 the run could not complete
+//! (config, connection, credentials, already running); 2 the run completed but some rows failed;
+//! 130 the run was interrupted.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Reverse ETL: keep Customer.io in step with your warehouse.
+#[derive(Parser, Debug)]
+#[command(name = "sallyport", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        env = "SALLYPORT_CONFIG",
+        default_value = "sallyport.yaml",
+        hide_env_values = true
+    )]
+    pub config: PathBuf,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes:
+  0    everything synced (or the command succeeded)
+  1    the run could not complete: config, connection, credentials, already running
+  2    the run completed, but some rows failed (see `sallyport failures SYNC`)
+  130  interrupted (Ctrl-C / SIGTERM): what was acknowledged is committed";
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the config, connect to each warehouse and app, describe each model.
+    Check {
+        /// Only these syncs (default: all).
+        syncs: Vec<String>,
+    },
+    /// Dry run: what a sync would send, with the first request bodies. Sends nothing.
+    Preview {
+        sync: String,
+        /// How many ops to show.
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        /// Preview a full resync.
+        #[arg(long)]
+        full_resync: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run syncs: send new and changed rows.
+    Sync {
+        /// The syncs to run.
+        #[arg(required_unless_present = "all")]
+        syncs: Vec<String>,
+        /// Run every sync in the config.
+        #[arg(long, conflicts_with = "syncs")]
+        all: bool,
+        /// Send every row again, whatever was sent before.
+        #[arg(long)]
+        full_resync: bool,
+        /// One JSON object per sync on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run history.
+    Runs {
+        /// Only this sync.
+        sync: Option<String>,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Failed rows of a sync, with the reason and how often they were tried.
+    Failures {
+        sync: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync sample data from an SQLite warehouse to a local Customer.io sandbox, twice.
+    Demo {
+        /// Where to put the demo's warehouse, state and config (default: a new temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the sandbox running afterwards, to look at it, until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Run a local Customer.io Track API (for tests, demos and benchmarks).
+    Sandbox(commands::SandboxArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let code = runtime.block_on(commands::dispatch(cli));
+    ExitCode::from(code)
+}

@@ -1,0 +1,367 @@
+//! Event (INSERT): a row becomes a Track Event or a Track Page View, sent once per event id.
+//! Identified events travel as v2 person `event` / `page` ops; anonymous ones through
+//! `POST /api/v1/events`. Each carries a ULID derived from the sync and the event id, so that a
+//! re-send is deduplicated by Customer.io.
+
+use sallyport_config::Sync;
+use sallyport_sources::{parse_datetime, Column, Row};
+use serde_json::Value;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use super::{limits, push_json_object, push_json_str};
+use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
+use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+
+/// Timestamps at or above this are milliseconds (in seconds, the year 5138).
+const MILLISECONDS_FROM: f64 = 100_000_000_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Track,
+    PageView,
+}
+
+pub struct EventMapper {
+    sync: String,
+    kind: Kind,
+    key_column: String,
+    name: (usize, String),
+    customer_id: Option<(usize, String)>,
+    anonymous_id: Option<(usize, String)>,
+    timestamp: Option<(usize, String)>,
+    fields: FieldMap,
+}
+
+impl EventMapper {
+    pub fn new(
+        sync_name: &str,
+        sync: &Sync,
+        columns: &[Column],
+    ) -> Result<Self, Vec<SettingProblem>> {
+        let mut problems = Vec::new();
+        let mut col = |setting: &'static str, name: Option<&String>| -> Option<(usize, String)> {
+            let name = name?;
+            match find_column(columns, name, &[setting]) {
+                Ok(i) => Some((i, name.clone())),
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+            }
+        };
+        let kind = if sync.event_type.as_deref() == Some("page_view") {
+            Kind::PageView
+        } else {
+            Kind::Track
+        };
+        let key = col("event_id", sync.event_id.as_ref());
+        let name = match kind {
+            Kind::Track => col("event_name", sync.event_name.as_ref()),
+            Kind::PageView => col("page_url", sync.page_url.as_ref()),
+        };
+        let customer_id = col("customer_id", sync.customer_id.as_ref());
+        let anonymous_id = col("anonymous_id", sync.anonymous_id.as_ref());
+        let timestamp = col("timestamp", sync.timestamp.as_ref());
+        let used: Vec<usize> = [&key, &name, &customer_id, &anonymous_id, &timestamp]
+            .iter()
+            .filter_map(|c| c.as_ref().map(|(i, _)| *i))
+            .collect();
+        let fields = resolve(&sync.mapping, columns, &used);
+        match (key, name, fields) {
+            (Some(key), Some(name), Ok(fields)) if problems.is_empty() => Ok(Self {
+                sync: sync_name.to_string(),
+                kind,
+                key_column: key.1,
+                name,
+                customer_id,
+                anonymous_id,
+                timestamp,
+                fields,
+            }),
+            (_, _, fields) => {
+                if let Err(p) = fields {
+                    problems.extend(p);
+                }
+                Err(problems)
+            }
+        }
+    }
+
+    /// The dedup id of an event: the event id itself when it is a ULID, otherwise a ULID made
+    /// from a hash of the sync's name and the event id (the same on every run).
+    pub fn dedup_id(&self, event_id: &str) -> String {
+        dedup_id(&self.sync, event_id)
+    }
+}
+
+/// See [`EventMapper::dedup_id`].
+pub fn dedup_id(sync: &str, event_id: &str) -> String {
+    if is_ulid(event_id) {
+        return event_id.to_ascii_uppercase();
+    }
+    let mut seed = Vec::with_capacity(sync.len() + event_id.len() + 1);
+    seed.extend_from_slice(sync.as_bytes());
+    seed.push(0);
+    seed.extend_from_slice(event_id.as_bytes());
+    encode_ulid(xxh3_128(&seed))
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn encode_ulid(x: u128) -> String {
+    (0..26)
+        .map(|i| CROCKFORD[((x >> (125 - 5 * i)) & 0x1f) as usize] as char)
+        .collect()
+}
+
+/// Whether `s` is a ULID: 26 characters of Crockford's base32, the first at most `7`.
+pub fn is_ulid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 26
+        && matches!(b[0], b'0'..=b'7')
+        && b.iter()
+            .all(|c| CROCKFORD.contains(&c.to_ascii_uppercase()))
+}
+
+/// Unix seconds from a timestamp value: integer seconds, integer milliseconds (detected),
+/// float seconds, or an ISO-8601 / RFC 3339 string.
+pub fn timestamp_seconds(v: &Value) -> Result<Option<i64>, String> {
+    let from_f64 = |f: f64| -> Result<i64, String> {
+        if !f.is_finite() {
+            return Err(format!("`{f}` is not a time"));
+        }
+        let secs = if f.abs() >= MILLISECONDS_FROM {
+            f / 1000.0
+        } else {
+            f
+        };
+        Ok(secs.floor() as i64)
+    };
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if (i as f64).abs() >= MILLISECONDS_FROM => Ok(Some(i.div_euclid(1000))),
+            Some(i) => Ok(Some(i)),
+            None => from_f64(n.as_f64().unwrap_or(f64::NAN)).map(Some),
+        },
+        Value::String(s) => match parse_datetime(s) {
+            Some(t) => Ok(Some(t)),
+            None => match s.trim().parse::<f64>() {
+                Ok(f) => from_f64(f).map(Some),
+                Err(_) => Err(format!("`{s}` is not a time: use Unix seconds or milliseconds, or an ISO-8601 date-time")),
+            },
+        },
+        other => Err(format!("`{other}` is not a time")),
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+impl ObjectMapper for EventMapper {
+    fn key_column(&self) -> &str {
+        &self.key_column
+    }
+
+    fn policy(&self) -> ChangePolicy {
+        ChangePolicy::InsertOnce
+    }
+
+    fn endpoint(&self, route: Route) -> &'static str {
+        match route {
+            Route::Batch => "POST /api/v2/batch",
+            Route::Single => "POST /api/v1/events",
+        }
+    }
+
+    fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure> {
+        let (name_col, name_column) = &self.name;
+        let what = match self.kind {
+            Kind::Track => "event name",
+            Kind::PageView => "page URL",
+        };
+        let name = text_of(&row.values[*name_col])
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| RowFailure::column(name_column, format!("the {what} is blank")))?;
+        if name.len() > limits::EVENT_NAME_BYTES {
+            return Err(RowFailure::column(
+                name_column,
+                format!(
+                    "the {what} is {} bytes; Customer.io allows at most {} bytes for an event name",
+                    name.len(),
+                    limits::EVENT_NAME_BYTES
+                ),
+            ));
+        }
+        let timestamp = match &self.timestamp {
+            Some((i, c)) => {
+                timestamp_seconds(&row.values[*i]).map_err(|e| RowFailure::column(c, e))?
+            }
+            None => None,
+        };
+        let customer = match &self.customer_id {
+            Some((i, c)) => match text_of(&row.values[*i]).filter(|s| !s.is_empty()) {
+                Some(id) if id.len() > limits::ID_BYTES => {
+                    return Err(RowFailure::column(
+                        c,
+                        format!(
+                            "the customer id is {} bytes; Customer.io allows at most {} bytes",
+                            id.len(),
+                            limits::ID_BYTES
+                        ),
+                    ))
+                }
+                other => other,
+            },
+            None => None,
+        };
+        let anonymous = self
+            .anonymous_id
+            .as_ref()
+            .and_then(|(i, _)| text_of(&row.values[*i]))
+            .filter(|s| !s.is_empty());
+        let attributes = || {
+            self.fields
+                .fields
+                .iter()
+                .map(|(i, n)| (n.as_str(), &row.values[*i] as &Value))
+        };
+        let mut data = String::new();
+        push_json_object(&mut data, attributes());
+        if data.len() > limits::EVENT_DATA_BYTES {
+            return Err(RowFailure::row(format!(
+                "the attributes are {} bytes; Customer.io allows at most {} bytes of event data",
+                data.len(),
+                limits::EVENT_DATA_BYTES
+            )));
+        }
+        let id = self.dedup_id(key);
+        let kind = match self.kind {
+            Kind::Track => "event",
+            Kind::PageView => "page",
+        };
+        let mut body = String::with_capacity(data.len() + name.len() + 160);
+        let route = match customer {
+            Some(customer) => {
+                body.push_str("{\"type\":\"person\",\"identifiers\":{\"id\":");
+                push_json_str(&mut body, &customer);
+                body.push_str("},\"action\":\"");
+                body.push_str(kind);
+                body.push_str("\",\"name\":");
+                push_json_str(&mut body, &name);
+                body.push_str(",\"id\":\"");
+                body.push_str(&id);
+                body.push('"');
+                if let Some(t) = timestamp {
+                    body.push_str(&format!(",\"timestamp\":{t}"));
+                }
+                body.push_str(",\"attributes\":");
+                body.push_str(&data);
+                body.push('}');
+                if body.len() > limits::OP_BYTES {
+                    return Err(RowFailure::row(format!(
+                        "the operation is {} bytes; Customer.io allows at most {} bytes per operation",
+                        body.len(),
+                        limits::OP_BYTES
+                    )));
+                }
+                Route::Batch
+            }
+            None => {
+                let has_recipient = self
+                    .fields
+                    .fields
+                    .iter()
+                    .any(|(i, n)| n == "recipient" && !matches!(row.values[*i], Value::Null));
+                if anonymous.is_none() && !has_recipient {
+                    return Err(RowFailure::row(
+                        "anonymous event needs anonymous_id or recipient (no customer id in this row)",
+                    ));
+                }
+                body.push_str("{\"name\":");
+                push_json_str(&mut body, &name);
+                body.push_str(",\"type\":\"");
+                body.push_str(kind);
+                body.push_str("\",\"id\":\"");
+                body.push_str(&id);
+                body.push('"');
+                if let Some(a) = &anonymous {
+                    body.push_str(",\"anonymous_id\":");
+                    push_json_str(&mut body, a);
+                }
+                if let Some(t) = timestamp {
+                    body.push_str(&format!(",\"timestamp\":{t}"));
+                }
+                body.push_str(",\"data\":");
+                body.push_str(&data);
+                body.push('}');
+                Route::Single
+            }
+        };
+        Ok(Op {
+            key: key.to_string(),
+            fingerprint: xxh3_64(body.as_bytes()),
+            body,
+            route,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dedup_ids_are_stable_ulids() {
+        let a = dedup_id("purchases", "p-1");
+        assert!(is_ulid(&a), "{a}");
+        assert_eq!(a, dedup_id("purchases", "p-1"));
+        assert_ne!(a, dedup_id("purchases", "p-2"));
+        assert_ne!(a, dedup_id("signups", "p-1"), "two syncs never share an id");
+        assert_eq!(
+            dedup_id("x", "01arz3ndektsv4rrffq69g5fav"),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        );
+        assert_eq!(encode_ulid(u128::MAX), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
+        assert_eq!(encode_ulid(0), "00000000000000000000000000");
+    }
+
+    #[test]
+    fn every_timestamp_form() {
+        assert_eq!(
+            timestamp_seconds(&json!(1_700_000_000)),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(
+            timestamp_seconds(&json!(1_700_000_000_123i64)),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(
+            timestamp_seconds(&json!(1_700_000_000.75)),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(
+            timestamp_seconds(&json!("2023-11-14T22:13:20Z")),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(
+            timestamp_seconds(&json!("2023-11-14 23:13:20+01:00")),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(
+            timestamp_seconds(&json!("1700000000")),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(timestamp_seconds(&Value::Null), Ok(None));
+        assert!(timestamp_seconds(&json!("last tuesday"))
+            .unwrap_err()
+            .contains("`last tuesday`"));
+        assert!(timestamp_seconds(&json!(true)).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! Customer.io, through its Track API: people are identified (upserted) and events tracked
+//! through `POST /api/v2/batch`; anonymous events through `POST /api/v1/events`.
+
+mod event;
+mod person;
+
+use base64::Engine;
+use reqwest::StatusCode;
+use sallyport_config::{CustomerIo as Settings, ObjectKind, Region, Sync};
+use sallyport_sources::Column;
+use serde::Deserialize;
+
+use crate::delivery::{SendError, Sender};
+use crate::{DestinationError, ObjectMapper, Op, OpResults, Route, SettingProblem};
+
+pub use event::{dedup_id, is_ulid, timestamp_seconds, EventMapper};
+pub use person::PersonMapper;
+
+pub const US_URL: &str = "https://track.customer.io";
+pub const EU_URL: &str = "https://track-eu.customer.io";
+
+/// Customer.io's limits, checked before anything is sent.
+pub mod limits {
+    pub const ID_BYTES: usize = 150;
+    pub const ATTRIBUTE_NAME_BYTES: usize = 150;
+    pub const ATTRIBUTE_VALUE_BYTES: usize = 1000;
+    pub const ATTRIBUTES: usize = 300;
+    pub const EVENT_NAME_BYTES: usize = 100;
+    pub const EVENT_DATA_BYTES: usize = 100_000;
+    /// One op of a batch (Customer.io: 32 KB; taken as 32,000 bytes to be safe).
+    pub const OP_BYTES: usize = 32_000;
+}
+
+/// The bytes a batch adds around its ops: `{"batch":[` and `]}`, and a comma between two.
+pub const BATCH_OVERHEAD: (usize, usize) = (12, 1);
+
+/// The bytes a value counts for against the attribute value limit: a string's UTF-8 length,
+/// otherwise its JSON text's.
+pub fn value_bytes(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len(),
+        other => serde_json::to_string(other).map(|s| s.len()).unwrap_or(0),
+    }
+}
+
+/// A Customer.io workspace.
+pub struct CustomerIo {
+    name: String,
+    base: String,
+    region: Region,
+    pinned: bool,
+    auth: String,
+    sender: Sender,
+}
+
+#[derive(Deserialize)]
+struct RegionAnswer {
+    url: String,
+    region: String,
+}
+
+impl CustomerIo {
+    pub fn new(name: &str, s: &Settings) -> Self {
+        let (base, pinned) = match (&s.track_url, s.region) {
+            (Some(u), _) => (u.trim_end_matches('/').to_string(), true),
+            (None, Region::Eu) => (EU_URL.to_string(), true),
+            (None, Region::Us) => (US_URL.to_string(), true),
+            (None, Region::Auto) => (US_URL.to_string(), false),
+        };
+        let creds = format!("{}:{}", s.site_id.expose(), s.api_key.expose());
+        Self {
+            name: name.to_string(),
+            base,
+            region: s.region,
+            pinned,
+            auth: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(creds)
+            ),
+            sender: Sender::new(&s.delivery),
+        }
+    }
+
+    pub fn sender(&self) -> &Sender {
+        &self.sender
+    }
+
+    /// The Track API URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn credentials_error(&self, status: StatusCode) -> DestinationError {
+        DestinationError::Credentials(format!(
+            "Customer.io rejected the Site ID / API key of app `{}` ({status}): check site_id and api_key (a Track API key, not an App API key) and the region",
+            self.name
+        ))
+    }
+
+    /// Asks `GET /api/v1/accounts/region`: validates the credentials and, with `region: auto`,
+    /// learns the workspace's host.
+    pub async fn check(&mut self) -> Result<String, DestinationError> {
+        let url = format!("{}/api/v1/accounts/region", self.base);
+        let auth = self.auth.clone();
+        let answer = self
+            .sender
+            .send(|c| c.get(&url).header("Authorization", &auth))
+            .await
+            .map_err(|e| match e {
+                SendError::Unauthorized { status } => self.credentials_error(status),
+                SendError::GaveUp { last, .. } => DestinationError::Unreachable(format!(
+                    "Customer.io app `{}` did not answer at {}: {last}",
+                    self.name, self.base
+                )),
+            })?;
+        if !answer.status.is_success() {
+            return Err(DestinationError::Unreachable(format!(
+                "Customer.io app `{}`: the region endpoint answered {}",
+                self.name, answer.status
+            )));
+        }
+        let region: RegionAnswer = serde_json::from_slice(&answer.body).map_err(|e| {
+            DestinationError::Unreachable(format!(
+                "Customer.io app `{}`: unexpected region answer: {e}",
+                self.name
+            ))
+        })?;
+        if !self.pinned && self.region == Region::Auto {
+            self.base = region.url.trim_end_matches('/').to_string();
+            self.pinned = true;
+        }
+        Ok(format!(
+            "credentials accepted; workspace region {} ({}), sending to {}",
+            region.region, region.url, self.base
+        ))
+    }
+
+    /// Delivers a batch (`POST /api/v2/batch`) or one anonymous event (`POST /api/v1/events`).
+    pub async fn deliver(&self, route: Route, ops: &[&Op]) -> Result<OpResults, DestinationError> {
+        let (url, body) = match route {
+            Route::Batch => {
+                let mut body = String::with_capacity(
+                    ops.iter().map(|o| o.body.len() + 1).sum::<usize>() + BATCH_OVERHEAD.0,
+                );
+                body.push_str("{\"batch\":[");
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    body.push_str(&op.body);
+                }
+                body.push_str("]}");
+                (format!("{}/api/v2/batch", self.base), body)
+            }
+            Route::Single => {
+                assert_eq!(ops.len(), 1, "a single-route delivery carries one op");
+                (format!("{}/api/v1/events", self.base), ops[0].body.clone())
+            }
+        };
+        let body = bytes::Bytes::from(body);
+        let auth = &self.auth;
+        let sent = self
+            .sender
+            .send(|c| {
+                c.post(&url)
+                    .header("Authorization", auth)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+            })
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(SendError::Unauthorized { status }) => return Err(self.credentials_error(status)),
+            Err(e @ SendError::GaveUp { .. }) => {
+                return Ok(ops.iter().map(|_| Err(e.to_string())).collect())
+            }
+        };
+        Ok(read_answer(answer.status, &answer.body, ops.len()))
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorItem {
+    batch_index: Option<usize>,
+    #[serde(default)]
+    field: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorsBody {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+    #[serde(default)]
+    meta: Option<serde_json::Value>,
+}
+
+fn item_message(e: &ErrorItem) -> String {
+    let msg = e
+        .message
+        .clone()
+        .or_else(|| e.reason.clone())
+        .unwrap_or_else(|| "rejected".into());
+    match e.field.as_deref() {
+        Some(f) if !f.is_empty() => format!("Customer.io rejected it: {msg} (field `{f}`)"),
+        _ => format!("Customer.io rejected it: {msg}"),
+    }
+}
+
+/// Maps an answer back to the ops: a 207 fails the ops its `batch_index`es name; a 4xx fails
+/// them all with Customer.io's message.
+fn read_answer(status: StatusCode, body: &[u8], n: usize) -> OpResults {
+    if status.is_success() && status != StatusCode::MULTI_STATUS {
+        return vec![Ok(()); n];
+    }
+    let parsed: Option<ErrorsBody> = serde_json::from_slice(body).ok();
+    if status == StatusCode::MULTI_STATUS {
+        let mut out = vec![Ok(()); n];
+        if let Some(p) = parsed {
+            for e in &p.errors {
+                match e.batch_index {
+                    Some(i) if i < n => out[i] = Err(item_message(e)),
+                    _ => {}
+                }
+            }
+        }
+        return out;
+    }
+    let message = parsed
+        .and_then(|p| {
+            if let Some(first) = p.errors.first() {
+                return Some(item_message(first));
+            }
+            let meta = p.meta?;
+            let m = meta
+                .get("error")
+                .and_then(|e| e.as_str().map(str::to_string))
+                .or_else(|| meta.get("errors").map(|e| e.to_string()))?;
+            Some(format!("Customer.io rejected it: {m}"))
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "Customer.io answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )
+        });
+    vec![Err(message); n]
+}
+
+/// The mapper for a sync's object, checked against the model's columns.
+pub fn mapper(
+    sync_name: &str,
+    sync: &Sync,
+    columns: &[Column],
+) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
+    match sync.object {
+        ObjectKind::Person => Ok(Box::new(PersonMapper::new(sync, columns)?)),
+        ObjectKind::Event => Ok(Box::new(EventMapper::new(sync_name, sync, columns)?)),
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+}
+
+/// Appends a JSON object of `fields` (in order).
+pub(crate) fn push_json_object<'a>(
+    out: &mut String,
+    fields: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
+) {
+    out.push('{');
+    for (i, (name, value)) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, name);
+        out.push(':');
+        out.push_str(&serde_json::to_string(value).expect("a value serializes"));
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_207_fails_only_the_named_ops() {
+        let body = br#"{"errors":[{"batch_index":1,"reason":"too_long","field":"attributes.bio","message":"value too long"}]}"#;
+        let r = read_answer(StatusCode::MULTI_STATUS, body, 3);
+        assert_eq!(r[0], Ok(()));
+        assert_eq!(
+            r[1],
+            Err("Customer.io rejected it: value too long (field `attributes.bio`)".into())
+        );
+        assert_eq!(r[2], Ok(()));
+    }
+
+    #[test]
+    fn a_400_fails_every_op_with_the_message() {
+        let r = read_answer(
+            StatusCode::BAD_REQUEST,
+            br#"{"meta":{"error":"event name must not be blank"}}"#,
+            2,
+        );
+        assert_eq!(
+            r,
+            vec![Err("Customer.io rejected it: event name must not be blank".to_string()); 2]
+        );
+        let r = read_answer(StatusCode::NOT_FOUND, b"nope", 1);
+        assert_eq!(
+            r,
+            vec![Err("Customer.io answered 404 Not Found: nope".to_string())]
+        );
+    }
+}

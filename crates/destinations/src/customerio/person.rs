@@ -1,0 +1,147 @@
+//! Person (UPSERT): a row becomes a v2 `identify` op keyed by `id` or `email`.
+
+use sallyport_config::Sync;
+use sallyport_sources::{Column, Row};
+use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{limits, push_json_object, push_json_str, value_bytes};
+use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
+use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+
+pub struct PersonMapper {
+    key_column: String,
+    by_email: bool,
+    fields: FieldMap,
+    columns: Vec<String>,
+}
+
+impl PersonMapper {
+    pub fn new(sync: &Sync, columns: &[Column]) -> Result<Self, Vec<SettingProblem>> {
+        let key_column = sync.primary_key.clone().unwrap_or_default();
+        let mut problems = Vec::new();
+        let key = match find_column(columns, &key_column, &["primary_key"]) {
+            Ok(i) => Some(i),
+            Err(p) => {
+                problems.push(p);
+                None
+            }
+        };
+        let used: Vec<usize> = key.into_iter().collect();
+        let fields = match resolve(&sync.mapping, columns, &used) {
+            Ok(f) => Some(f),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        match fields {
+            Some(fields) if problems.is_empty() => Ok(Self {
+                key_column,
+                by_email: sync.identifier.as_deref() == Some("email"),
+                fields,
+                columns: columns.iter().map(|c| c.name.clone()).collect(),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl ObjectMapper for PersonMapper {
+    fn key_column(&self) -> &str {
+        &self.key_column
+    }
+
+    fn policy(&self) -> ChangePolicy {
+        ChangePolicy::Upsert
+    }
+
+    fn endpoint(&self, _route: Route) -> &'static str {
+        "POST /api/v2/batch"
+    }
+
+    fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure> {
+        let kc = &self.key_column;
+        if key.trim().is_empty() {
+            return Err(RowFailure::column(kc, "the identifier is empty"));
+        }
+        if key.len() > limits::ID_BYTES {
+            return Err(RowFailure::column(
+                kc,
+                format!(
+                    "the identifier is {} bytes; Customer.io allows at most {} bytes",
+                    key.len(),
+                    limits::ID_BYTES
+                ),
+            ));
+        }
+        if self.by_email && !key.contains('@') {
+            return Err(RowFailure::column(
+                kc,
+                format!(
+                    "`{key}` is not an email address, and this sync identifies people by email"
+                ),
+            ));
+        }
+        if self.fields.fields.len() > limits::ATTRIBUTES {
+            return Err(RowFailure::row(format!(
+                "{} attributes; Customer.io allows at most {} per person",
+                self.fields.fields.len(),
+                limits::ATTRIBUTES
+            )));
+        }
+        for (i, name) in &self.fields.fields {
+            if name.len() > limits::ATTRIBUTE_NAME_BYTES {
+                return Err(RowFailure::column(
+                    &self.columns[*i],
+                    format!(
+                        "the attribute name is {} bytes; Customer.io allows at most {} bytes",
+                        name.len(),
+                        limits::ATTRIBUTE_NAME_BYTES
+                    ),
+                ));
+            }
+            let v = &row.values[*i];
+            let n = value_bytes(v);
+            if n > limits::ATTRIBUTE_VALUE_BYTES {
+                return Err(RowFailure::column(
+                    &self.columns[*i],
+                    format!(
+                        "the value is {n} bytes; Customer.io allows at most {} bytes per attribute value",
+                        limits::ATTRIBUTE_VALUE_BYTES
+                    ),
+                ));
+            }
+        }
+        let mut body = String::with_capacity(128 + 24 * self.fields.fields.len());
+        body.push_str("{\"type\":\"person\",\"identifiers\":{");
+        body.push_str(if self.by_email {
+            "\"email\":"
+        } else {
+            "\"id\":"
+        });
+        push_json_str(&mut body, key);
+        body.push_str("},\"action\":\"identify\",\"attributes\":");
+        push_json_object(
+            &mut body,
+            self.fields
+                .fields
+                .iter()
+                .map(|(i, name)| (name.as_str(), &row.values[*i] as &Value)),
+        );
+        body.push('}');
+        if body.len() > limits::OP_BYTES {
+            return Err(RowFailure::row(format!(
+                "the operation is {} bytes; Customer.io allows at most {} bytes per operation",
+                body.len(),
+                limits::OP_BYTES
+            )));
+        }
+        Ok(Op {
+            key: key.to_string(),
+            fingerprint: xxh3_64(body.as_bytes()),
+            body,
+            route: Route::Batch,
+        })
+    }
+}

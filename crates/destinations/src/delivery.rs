@@ -1,0 +1,316 @@
+//! The delivery layer every destination shares: a token bucket over all requests to an app, a
+//! per-request timeout, and retries of what is transient (timeouts, connection errors, 408, 429,
+//! 500, 502, 503, 504) with exponential backoff and full jitter, honouring `Retry-After`.
+//!
+//! Destinations build requests and read answers; they never loop on retries themselves.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::{header::HeaderMap, StatusCode};
+use sallyport_config::Delivery;
+use tokio::sync::Mutex;
+
+/// Base and ceiling of the backoff between attempts.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` honoured; a longer one is cut to this.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
+
+/// A token bucket of one token refilled `rate` times a second: requests are spaced at least
+/// `1/rate` apart, so no one-second window ever holds more than `rate` of them.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            burst: 1.0,
+            state: Mutex::new((1.0, Instant::now())),
+        }
+    }
+
+    /// Waits for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let now = Instant::now();
+                let (tokens, last) = *s;
+                let tokens =
+                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+                if tokens >= 1.0 {
+                    *s = (tokens - 1.0, now);
+                    return;
+                }
+                *s = (tokens, now);
+                Duration::from_secs_f64((1.0 - tokens) / self.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The answer of a request that was not retried further.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// Why a request produced no usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// 401 or 403: the credentials are wrong; the run must stop.
+    #[error("{status}")]
+    Unauthorized { status: StatusCode },
+    /// Transient failures until the attempts ran out.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+/// Counters a run reports.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub waited_ms: AtomicU64,
+}
+
+/// Sends requests to one app under its delivery settings.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    limiter: Arc<RateLimiter>,
+    settings: Delivery,
+    pub stats: Arc<DeliveryStats>,
+}
+
+/// How an attempt ended, for the retry decision.
+enum Verdict {
+    Done(Answer),
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
+    Stop(SendError),
+}
+
+impl Sender {
+    pub fn new(settings: &Delivery) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(settings.concurrency.max(1))
+            .user_agent(concat!("sallyport/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with default TLS");
+        Self {
+            client,
+            limiter: Arc::new(RateLimiter::new(settings.requests_per_second)),
+            settings: settings.clone(),
+            stats: Arc::new(DeliveryStats::default()),
+        }
+    }
+
+    pub fn settings(&self) -> &Delivery {
+        &self.settings
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request that `build` makes, retrying what is transient. `build` is called once
+    /// per attempt.
+    pub async fn send<F>(&self, build: F) -> Result<Answer, SendError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let max = self.settings.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter.acquire().await;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let verdict = match build(&self.client).send().await {
+                Ok(resp) => classify(resp, attempt).await,
+                Err(e) => Verdict::Retry {
+                    why: describe_transport_error(&e),
+                    after: None,
+                },
+            };
+            match verdict {
+                Verdict::Done(a) => return Ok(a),
+                Verdict::Stop(e) => return Err(e),
+                Verdict::Retry { why, after } => {
+                    if attempt >= max {
+                        return Err(SendError::GaveUp {
+                            attempts: attempt,
+                            last: why,
+                        });
+                    }
+                    let wait = after.unwrap_or_else(|| backoff(attempt));
+                    tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, why = %why, "retrying");
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .waited_ms
+                        .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+async fn classify(resp: reqwest::Response, attempt: u32) -> Verdict {
+    let status = resp.status();
+    let retry_after = retry_after(resp.headers());
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Verdict::Stop(SendError::Unauthorized { status });
+    }
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Verdict::Retry {
+                why: format!(
+                    "reading the answer failed: {}",
+                    describe_transport_error(&e)
+                ),
+                after: None,
+            }
+        }
+    };
+    if is_transient(status) {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        return Verdict::Retry {
+            why: format!("{status} {}", snippet.trim()).trim().to_string(),
+            after: retry_after,
+        };
+    }
+    Verdict::Done(Answer {
+        status,
+        body,
+        attempts: attempt,
+    })
+}
+
+/// Whether a status is worth another attempt.
+pub fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Full jitter: a random wait between 0 and `min(cap, base × 2^(attempt-1))`.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = httpdate::parse_http_date(v).ok()?;
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(RETRY_AFTER_CAP))
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "connection error"
+    };
+    // The URL may name a proxy's credentials; say what happened, not where.
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_under_a_growing_ceiling() {
+        for attempt in 1..10 {
+            let ceiling = BACKOFF_BASE * 2u32.pow(attempt - 1);
+            for _ in 0..50 {
+                assert!(backoff(attempt) <= ceiling.min(BACKOFF_CAP));
+            }
+        }
+        assert!(backoff(40) <= BACKOFF_CAP);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(30);
+        h.insert(
+            "retry-after",
+            httpdate::fmt_http_date(later).parse().unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn transient_statuses() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_transient(StatusCode::from_u16(s).unwrap()));
+        }
+        for s in [200, 207, 400, 401, 404, 413] {
+            assert!(!is_transient(StatusCode::from_u16(s).unwrap()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bucket_paces_requests() {
+        let limiter = RateLimiter::new(50.0);
+        let start = Instant::now();
+        for _ in 0..26 {
+            limiter.acquire().await;
+        }
+        // One token up front, then 25 at 50/s: about half a second.
+        assert!(
+            start.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! One run of a sync, and its dry run (preview).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sallyport_config::{ConfigError, Model};
+use sallyport_destinations::{Destination, DestinationError, ObjectMapper, Op, OpResults, Route};
+use sallyport_sources::Source;
+use sallyport_state::{Commit, RunRecord};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::classify::Classifier;
+use crate::{Engine, RunError, RunSummary};
+
+/// How long a run's lock lasts without renewal: a crashed holder blocks no longer than this.
+const LOCK_LEASE: Duration = Duration::from_secs(60);
+/// How many failure reasons a summary quotes.
+const SUMMARY_FAILURES: usize = 5;
+
+/// Receives a run's progress.
+pub trait Progress: Send + Sync {
+    fn update(&self, rows_read: u64, rows_sent: u64, rows_failed: u64);
+}
+
+/// Options of one run.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    /// Send every row again, whatever the state says.
+    pub full_resync: bool,
+    /// Becomes `true` to stop the run: it stops reading, lets requests in flight finish,
+    /// commits what was acknowledged and ends `interrupted`.
+    pub cancel: Option<watch::Receiver<bool>>,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// An op as a preview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewOp {
+    pub key: String,
+    /// `new` or `changed` (`unchanged` with a full resync).
+    pub change: String,
+    /// Method and path it goes to.
+    pub endpoint: String,
+    pub body: serde_json::Value,
+}
+
+/// What a dry run found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Preview {
+    pub sync: String,
+    pub rows_read: u64,
+    pub rows_new: u64,
+    pub rows_changed: u64,
+    pub rows_unchanged: u64,
+    pub rows_failed: u64,
+    pub ops: Vec<PreviewOp>,
+    pub failures: Vec<String>,
+}
+
+/// What the read side needs for a run.
+struct Prepared {
+    source: Source,
+    destination: Destination,
+    mapper: Box<dyn ObjectMapper>,
+    model: Model,
+}
+
+impl Engine {
+    async fn prepare(&self, name: &str, check_app: bool) -> Result<Prepared, RunError> {
+        let sync = self.sync(name)?;
+        let warehouse = self
+            .config
+            .warehouses
+            .get(&sync.warehouse)
+            .expect("config validation checked the warehouse");
+        let source = Source::open(warehouse)
+            .await
+            .map_err(|e| RunError::Warehouse(format!("warehouse `{}`: {e}", sync.warehouse)))?;
+        let columns = source.describe(&sync.model).await.map_err(|e| {
+            RunError::Warehouse(format!(
+                "sync `{name}`: model on warehouse `{}`: {e}",
+                sync.warehouse
+            ))
+        })?;
+        let app = self
+            .config
+            .apps
+            .get(&sync.app)
+            .expect("config validation checked the app");
+        let mut destination = Destination::new(&sync.app, app);
+        let mapper = destination
+            .mapper(name, sync, &columns)
+            .map_err(|problems| {
+                RunError::Config(ConfigError {
+                    problems: problems
+                        .iter()
+                        .map(|p| self.sync_problem(name, &p.path, &p.message))
+                        .collect(),
+                })
+            })?;
+        if check_app {
+            destination.check().await.map_err(|e| match e {
+                DestinationError::Credentials(m) => RunError::Credentials(m),
+                other => RunError::App(other.to_string()),
+            })?;
+        }
+        Ok(Prepared {
+            source,
+            destination,
+            mapper,
+            model: sync.model.clone(),
+        })
+    }
+
+    /// Checks a sync without reading its rows: the model runs, its columns fit the settings,
+    /// and the app accepts the credentials. A line for the user.
+    pub async fn check_sync(&self, name: &str) -> Result<String, RunError> {
+        let p = self.prepare(name, false).await?;
+        let columns = p
+            .source
+            .describe(&p.model)
+            .await
+            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+        Ok(format!(
+            "model has {} columns; key column `{}`",
+            columns.len(),
+            p.mapper.key_column()
+        ))
+    }
+
+    /// A dry run: what a sync would send, with the first `limit` ops. Sends and commits nothing.
+    pub async fn preview(
+        &self,
+        name: &str,
+        limit: usize,
+        full_resync: bool,
+    ) -> Result<Preview, RunError> {
+        let p = self.prepare(name, false).await?;
+        let key = p.mapper.key_column().to_string();
+        let duplicates: HashSet<String> = p
+            .source
+            .duplicate_keys(&p.model, &key)
+            .await
+            .map_err(|e| RunError::Warehouse(e.to_string()))?
+            .into_iter()
+            .collect();
+        let mut classifier = Classifier::new(name, p.mapper.as_ref(), duplicates, full_resync);
+        let mut stream = p
+            .source
+            .stream(&p.model, Some(&key))
+            .await
+            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+        let mut preview = Preview {
+            sync: name.to_string(),
+            ..Default::default()
+        };
+        while let Some(chunk) = stream.recv().await {
+            let chunk = chunk.map_err(|e| RunError::Warehouse(e.to_string()))?;
+            let out = classifier.chunk(chunk, &self.state).await?;
+            for op in out.send {
+                if preview.ops.len() < limit {
+                    preview.ops.push(PreviewOp {
+                        change: String::new(),
+                        endpoint: p.mapper.endpoint(op.route).to_string(),
+                        body: serde_json::from_str(&op.body).unwrap_or(serde_json::Value::Null),
+                        key: op.key,
+                    });
+                }
+            }
+            for (_, reason) in out.failed {
+                if preview.failures.len() < limit.max(SUMMARY_FAILURES) {
+                    preview.failures.push(reason);
+                }
+            }
+        }
+        // Label each shown op by looking its key up once more.
+        let keys: Vec<&str> = preview.ops.iter().map(|o| o.key.as_str()).collect();
+        let known = self.state.fingerprints(name, &keys).await?;
+        for op in &mut preview.ops {
+            op.change = if known.contains_key(&op.key) {
+                if full_resync {
+                    "unchanged"
+                } else {
+                    "changed"
+                }
+            } else {
+                "new"
+            }
+            .to_string();
+        }
+        let c = classifier.counts;
+        preview.rows_read = c.read;
+        preview.rows_new = c.new;
+        preview.rows_changed = c.changed;
+        preview.rows_unchanged = c.unchanged;
+        preview.rows_failed = c.failed;
+        Ok(preview)
+    }
+
+    /// Runs a sync: reads, detects changes, delivers, commits. `Err` when it could not start;
+    /// a run that started ends with a summary (status `failed` if it could not complete).
+    pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
+        let started = Instant::now();
+        let p = self.prepare(name, true).await?;
+        let holder = format!("{}:{:016x}", std::process::id(), fastrand::u64(..));
+        if !self.state.try_lock(name, &holder, LOCK_LEASE).await? {
+            return Err(RunError::AlreadyRunning(name.to_string()));
+        }
+        let renew = {
+            let state = self.state.clone();
+            let (name, holder) = (name.to_string(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LOCK_LEASE / 4).await;
+                    if let Err(e) = state.renew_lock(&name, &holder, LOCK_LEASE).await {
+                        tracing::warn!(error = %e, "could not renew the run lock");
+                    }
+                }
+            })
+        };
+        let run_id = match self.state.begin_run(name, opts.full_resync).await {
+            Ok(id) => id,
+            Err(e) => {
+                renew.abort();
+                let _ = self.state.unlock(name, &holder).await;
+                return Err(e.into());
+            }
+        };
+        let span = tracing::info_span!("run", sync = name, run_id);
+        let _enter = span.enter();
+        let mut record = RunRecord {
+            id: run_id,
+            sync: name.to_string(),
+            full_resync: opts.full_resync,
+            ..Default::default()
+        };
+        let destination = Arc::new(p.destination);
+        let outcome = Pipeline {
+            engine: self,
+            name,
+            run_id,
+            opts: &opts,
+            destination: destination.clone(),
+            record: &mut record,
+            failures: Vec::new(),
+            fatal: None,
+            delivery_failed: 0,
+            read_failed: 0,
+        }
+        .run(&p.source, p.mapper.as_ref(), &p.model)
+        .await;
+        renew.abort();
+        let (status, error, failures) = match outcome {
+            Ok((interrupted, failures)) => {
+                let status = if interrupted {
+                    "interrupted"
+                } else if record.rows_failed > 0 {
+                    "partial"
+                } else {
+                    "succeeded"
+                };
+                (status, None, failures)
+            }
+            Err((e, failures)) => ("failed", Some(e), failures),
+        };
+        record.status = status.to_string();
+        record.error = error.clone();
+        record.finished_at = Some(sallyport_state::now_ms());
+        let finish = self.state.finish_run(&record).await;
+        let _ = self.state.unlock(name, &holder).await;
+        finish?;
+        let stats = destination.stats();
+        Ok(RunSummary {
+            sync: name.to_string(),
+            run_id,
+            status: status.to_string(),
+            rows_read: record.rows_read,
+            rows_new: record.rows_new,
+            rows_changed: record.rows_changed,
+            rows_unchanged: record.rows_unchanged,
+            rows_sent: record.rows_sent,
+            rows_failed: record.rows_failed,
+            rows_removed: record.rows_removed,
+            duration_ms: started.elapsed().as_millis() as u64,
+            requests: stats.requests.load(Ordering::Relaxed),
+            retries: stats.retries.load(Ordering::Relaxed),
+            error,
+            failures,
+        })
+    }
+}
+
+type Flight = (Vec<Op>, Result<OpResults, DestinationError>);
+
+struct Pipeline<'a> {
+    engine: &'a Engine,
+    name: &'a str,
+    run_id: i64,
+    opts: &'a RunOptions,
+    destination: Arc<Destination>,
+    record: &'a mut RunRecord,
+    failures: Vec<String>,
+    /// The error that stops the run (credentials refused mid-run).
+    fatal: Option<String>,
+    /// Rows the app refused.
+    delivery_failed: u64,
+    /// Rows that failed before delivery.
+    read_failed: u64,
+}
+
+impl Pipeline<'_> {
+    /// Runs the read–send–commit loop. `Ok(interrupted)`, or the error that stopped it; both
+    /// with the first failure reasons.
+    async fn run(
+        mut self,
+        source: &Source,
+        mapper: &dyn ObjectMapper,
+        model: &Model,
+    ) -> Result<(bool, Vec<String>), (String, Vec<String>)> {
+        let result = self.inner(source, mapper, model).await;
+        let failures = std::mem::take(&mut self.failures);
+        match result {
+            Ok(i) => Ok((i, failures)),
+            Err(e) => Err((e, failures)),
+        }
+    }
+
+    async fn inner(
+        &mut self,
+        source: &Source,
+        mapper: &dyn ObjectMapper,
+        model: &Model,
+    ) -> Result<bool, String> {
+        let state = &self.engine.state;
+        let key = mapper.key_column().to_string();
+        let duplicates: HashSet<String> = source
+            .duplicate_keys(model, &key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let failed_before: HashSet<String> = state
+            .failed_keys(self.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        let state_count = state.count(self.name).await.map_err(|e| e.to_string())?;
+        let mut stream = source
+            .stream(model, Some(&key))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut classifier = Classifier::new(self.name, mapper, duplicates, self.opts.full_resync);
+        let concurrency = self.destination.concurrency().max(1);
+        let limit = self.destination.batch_bytes();
+        let (open, comma) = self.destination.batch_overhead();
+        let mut inflight: JoinSet<Flight> = JoinSet::new();
+        let mut batch: Vec<Op> = Vec::new();
+        let mut batch_len = open;
+        let mut cancel = self.opts.cancel.clone();
+        let mut interrupted = false;
+        let mut fatal: Option<String> = None;
+
+        'read: loop {
+            let next = match cancel.as_mut() {
+                Some(c) => tokio::select! {
+                    biased;
+                    _ = wait_true(c) => { interrupted = true; break 'read; }
+                    next = stream.recv() => next,
+                },
+                None => stream.recv().await,
+            };
+            let Some(chunk) = next else { break };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    fatal = Some(format!("reading the model failed: {e}"));
+                    break;
+                }
+            };
+            let out = classifier
+                .chunk(chunk, state)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.record_counts(&classifier);
+            if !out.failed.is_empty() {
+                self.note_failures(out.failed.iter().map(|(_, r)| r));
+                let commit = Commit {
+                    failed: out.failed,
+                    ..Default::default()
+                };
+                state
+                    .commit(self.name, self.run_id, &commit)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for op in out.send {
+                match op.route {
+                    Route::Single => {
+                        self.dispatch(
+                            &mut inflight,
+                            vec![op],
+                            Route::Single,
+                            concurrency,
+                            &failed_before,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    }
+                    Route::Batch => {
+                        let extra = op.body.len() + if batch.is_empty() { 0 } else { comma };
+                        if !batch.is_empty() && batch_len + extra > limit {
+                            let full = std::mem::take(&mut batch);
+                            batch_len = open;
+                            self.dispatch(
+                                &mut inflight,
+                                full,
+                                Route::Batch,
+                                concurrency,
+                                &failed_before,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        }
+                        batch_len += op.body.len() + if batch.is_empty() { 0 } else { comma };
+                        batch.push(op);
+                    }
+                }
+                if let Some(e) = self.fatal.take() {
+                    fatal = Some(e);
+                    break 'read;
+                }
+            }
+            self.progress();
+        }
+        if fatal.is_none() && !batch.is_empty() {
+            let full = std::mem::take(&mut batch);
+            self.dispatch(
+                &mut inflight,
+                full,
+                Route::Batch,
+                concurrency,
+                &failed_before,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        while let Some(done) = inflight.join_next().await {
+            if let Ok(flight) = done {
+                self.settle(flight, &failed_before)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if fatal.is_none() {
+                fatal = self.fatal.take();
+            }
+        }
+        self.progress();
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if interrupted {
+            return Ok(true);
+        }
+        if classifier.matched < state_count {
+            self.record.rows_removed = self
+                .retain(source, model, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        state
+            .forget_stale_failures(self.name, self.run_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(false)
+    }
+
+    fn record_counts(&mut self, c: &Classifier<'_>) {
+        self.record.rows_read = c.counts.read;
+        self.record.rows_new = c.counts.new;
+        self.record.rows_changed = c.counts.changed;
+        self.record.rows_unchanged = c.counts.unchanged;
+        self.read_failed = c.counts.failed;
+        self.record.rows_failed = self.read_failed + self.delivery_failed;
+    }
+
+    fn progress(&self) {
+        if let Some(p) = &self.opts.progress {
+            p.update(
+                self.record.rows_read,
+                self.record.rows_sent,
+                self.record.rows_failed,
+            );
+        }
+    }
+
+    fn note_failures<'r>(&mut self, reasons: impl Iterator<Item = &'r String>) {
+        for r in reasons {
+            if self.failures.len() >= SUMMARY_FAILURES {
+                break;
+            }
+            self.failures.push(r.clone());
+        }
+    }
+
+    /// Sends a batch once a slot is free, settling finished batches meanwhile.
+    async fn dispatch(
+        &mut self,
+        inflight: &mut JoinSet<Flight>,
+        ops: Vec<Op>,
+        route: Route,
+        concurrency: usize,
+        failed_before: &HashSet<String>,
+    ) -> Result<(), sallyport_state::StateError> {
+        while inflight.len() >= concurrency {
+            if let Some(Ok(flight)) = inflight.join_next().await {
+                self.settle(flight, failed_before).await?;
+            }
+        }
+        let destination = self.destination.clone();
+        inflight.spawn(async move {
+            let refs: Vec<&Op> = ops.iter().collect();
+            let result = destination.deliver(route, &refs).await;
+            (ops, result)
+        });
+        Ok(())
+    }
+
+    /// Commits what the app answered for one batch.
+    async fn settle(
+        &mut self,
+        (ops, result): Flight,
+        failed_before: &HashSet<String>,
+    ) -> Result<(), sallyport_state::StateError> {
+        let results = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Credentials refused: nothing of this batch is marked, and the run stops.
+                self.fatal.get_or_insert(e.to_string());
+                return Ok(());
+            }
+        };
+        let mut commit = Commit::default();
+        for (op, r) in ops.into_iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    if failed_before.contains(&op.key) {
+                        commit.cleared.push(op.key.clone());
+                    }
+                    commit.accepted.push((op.key, op.fingerprint));
+                }
+                Err(msg) => {
+                    let reason = format!("row {}: {msg}", op.key);
+                    commit.failed.push((op.key, reason));
+                }
+            }
+        }
+        self.record.rows_sent += commit.accepted.len() as u64;
+        self.delivery_failed += commit.failed.len() as u64;
+        self.record.rows_failed = self.read_failed + self.delivery_failed;
+        self.note_failures(commit.failed.iter().map(|(_, r)| r));
+        self.engine
+            .state
+            .commit(self.name, self.run_id, &commit)
+            .await?;
+        self.progress();
+        Ok(())
+    }
+
+    /// Drops the state of keys that left the model.
+    async fn retain(&self, source: &Source, model: &Model, key: &str) -> Result<u64, String> {
+        let state = &self.engine.state;
+        state.retain_begin().await.map_err(|e| e.to_string())?;
+        let mut keys = source.keys(model, key).await.map_err(|e| e.to_string())?;
+        while let Some(chunk) = keys.recv().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            let present: Vec<String> = chunk.into_iter().filter_map(|r| r.key).collect();
+            state
+                .retain_add(&present)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        state
+            .retain_finish(self.name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
