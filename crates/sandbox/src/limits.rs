@@ -92,7 +92,25 @@ pub fn check_identifier(field: &str, value: &str) -> Result<(), Violation> {
             format!("{field} cannot be longer than {MAX_ID_BYTES} bytes"),
         ));
     }
+    if field == "email" && !is_email(value) {
+        return Err(Violation::new(
+            "invalid",
+            field,
+            format!("{value:?} is not a valid email address"),
+        ));
+    }
     Ok(())
+}
+
+/// An email address as Customer.io accepts one: `local@domain.tld`, no spaces.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !s.chars().any(char::is_whitespace)
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|p| !p.is_empty())
 }
 
 /// Checks an event's name, data, dedup id and timestamp.
@@ -217,6 +235,14 @@ mod tests {
         assert!(!is_ulid("81ARZ3NDEKTSV4RRFFQ69G5FAV"), "overflows 128 bits");
         assert!(!is_ulid("01ARZ3NDEKTSV4RRFFQ69G5FAU"), "U is not Crockford");
         assert!(!is_ulid("purchase-1"));
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_email("a+b@x.com"));
+        assert!(!is_email("a@x"));
+        assert!(!is_email("a b@x.com"));
+        assert!(!is_email("@x.com"));
     }
 
     #[test]
