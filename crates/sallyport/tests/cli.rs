@@ -1,0 +1,307 @@
+//! The `sallyport` binary as a user runs it: exit codes, `--json`, `--config` before the
+//! subcommand, `runs` and `failures`, `--help`, and secrets that never show.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sallyport_sandbox::{RunningSandbox, SandboxConfig};
+use serde_json::Value;
+
+const SECRET_KEY: &str = "sk-Very-Secret-4242";
+const DB_PASSWORD: &str = "hunter2-db-pass";
+
+fn sallyport(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sallyport"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("SALLYPORT_CONFIG")
+        .env("CI", "true");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn sandbox() -> RunningSandbox {
+    sallyport_sandbox::start(
+        SandboxConfig {
+            site_id: "site".into(),
+            api_key: SECRET_KEY.into(),
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A warehouse table in a fresh schema and a config naming it, with the key and the database
+/// password taken from the environment.
+async fn setup(dir: &Path, sandbox: &RunningSandbox) -> String {
+    let (pg, schema) = sallyport_testkit::schema().await;
+    pg.batch_execute(&format!(
+        "CREATE TABLE {schema}.users (user_id int, email text, bio text);
+         INSERT INTO {schema}.users SELECT g, 'u' || g || '@x.com', 'hi' FROM generate_series(1, 30) g;"
+    ))
+    .await
+    .unwrap();
+    let url = sallyport_testkit::pg_url().replacen(
+        "://postgres@",
+        &format!("://postgres:{DB_PASSWORD}@"),
+        1,
+    );
+    let config = format!(
+        "warehouses:
+  pg: {{type: postgres, url: \"${{WAREHOUSE_URL}}\"}}
+apps:
+  cio:
+    type: customerio
+    site_id: site
+    api_key: \"${{CIO_API_KEY}}\"
+    region: auto
+    track_url: {}
+syncs:
+  people:
+    warehouse: pg
+    model: {{table: \"{schema}.users\"}}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: user_id
+",
+        sandbox.url()
+    );
+    std::fs::write(dir.join("custom.yaml"), config).unwrap();
+    assert!(url.contains(DB_PASSWORD));
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_runs_failures_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sandbox().await;
+    let url = setup(dir.path(), &s).await;
+    let env = [
+        ("WAREHOUSE_URL", url.as_str()),
+        ("CIO_API_KEY", SECRET_KEY),
+        ("RUST_LOG", "trace"),
+    ];
+    let mut everything = String::new();
+
+    // --config before the subcommand; --json: one object per sync.
+    let o = sallyport(
+        dir.path(),
+        &["--config", "custom.yaml", "sync", "people", "--json"],
+        &env,
+    );
+    everything += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let j: Value = serde_json::from_str(&line).unwrap();
+    for k in [
+        "sync",
+        "run_id",
+        "status",
+        "rows_read",
+        "rows_new",
+        "rows_changed",
+        "rows_unchanged",
+        "rows_sent",
+        "rows_failed",
+        "duration_ms",
+    ] {
+        assert!(j.get(k).is_some(), "missing {k} in {j}");
+    }
+    assert_eq!(j["status"], "succeeded");
+    assert_eq!(j["rows_sent"], 30);
+
+    // A bad row: exit 2, and `failures` lists it.
+    let (pg, _) = sallyport_testkit::schema().await;
+    let schema = std::fs::read_to_string(dir.path().join("custom.yaml")).unwrap();
+    let schema = schema
+        .split("table: \"")
+        .nth(1)
+        .unwrap()
+        .split(".users")
+        .next()
+        .unwrap()
+        .to_string();
+    pg.batch_execute(&format!(
+        "UPDATE {schema}.users SET bio = repeat('b', 2000) WHERE user_id = 7"
+    ))
+    .await
+    .unwrap();
+    let o = sallyport(
+        dir.path(),
+        &["sync", "people", "--config", "custom.yaml"],
+        &env,
+    );
+    everything += &text(&o);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("people: partial"), "{out}");
+    assert!(
+        out.contains("row 7: column `bio`: the value is 2000 bytes"),
+        "{out}"
+    );
+
+    let o = sallyport(
+        dir.path(),
+        &["--config", "custom.yaml", "failures", "people", "--json"],
+        &env,
+    );
+    everything += &text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    let f: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f[0]["key"], "7");
+    assert_eq!(f[0]["attempts"], 1);
+    assert!(f[0]["reason"].as_str().unwrap().contains("1000 bytes"));
+
+    let o = sallyport(dir.path(), &["--config", "custom.yaml", "runs"], &env);
+    everything += &text(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("partial") && out.contains("succeeded"),
+        "{out}"
+    );
+
+    let o = sallyport(
+        dir.path(),
+        &[
+            "--config",
+            "custom.yaml",
+            "preview",
+            "people",
+            "--limit",
+            "1",
+        ],
+        &env,
+    );
+    everything += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("would send 0 rows"),
+        "{}",
+        text(&o)
+    );
+
+    let o = sallyport(dir.path(), &["--config", "custom.yaml", "check"], &env);
+    everything += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok    app cio: credentials accepted"),
+        "{}",
+        text(&o)
+    );
+
+    // Wrong key: exit 1 with the credentials message, and the key is not printed.
+    let wrong = [
+        ("WAREHOUSE_URL", url.as_str()),
+        ("CIO_API_KEY", "sk-wrong-9999"),
+        ("RUST_LOG", "trace"),
+    ];
+    let o = sallyport(
+        dir.path(),
+        &["--config", "custom.yaml", "sync", "people"],
+        &wrong,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("Customer.io rejected the Site ID / API key of app `cio`"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("sk-wrong-9999"));
+    let o = sallyport(dir.path(), &["--config", "custom.yaml", "check"], &wrong);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!text(&o).contains("sk-wrong-9999"));
+
+    // Secrets never appear, even with trace logs.
+    assert!(
+        !everything.contains(SECRET_KEY),
+        "the API key leaked:\n{everything}"
+    );
+    assert!(
+        !everything.contains(DB_PASSWORD),
+        "the database password leaked:\n{everything}"
+    );
+    s.stop().await;
+}
+
+#[test]
+fn config_errors_exit_1_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sallyport.yaml"),
+        "warehouses:\n  w: {type: sqlite, path: w.db}\napps:\n  c: {type: customerio, site_id: s, api_key: \"${NOPE_KEY}\"}\nsyncs:\n  p:\n    warehouse: w\n    model: {table: t}\n    app: c\n    object: person\n    mode: insert\n    primary_key: id\n",
+    )
+    .unwrap();
+    let o = sallyport(dir.path(), &["sync", "p"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("sallyport.yaml:4: environment variable `NOPE_KEY` is not set"),
+        "{t}"
+    );
+    assert!(t.contains("sallyport.yaml:11: sync `p`: mode `insert` is not supported by a person; supported: upsert"), "{t}");
+    let o = sallyport(dir.path(), &["--config", "missing.yaml", "runs"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("missing.yaml: cannot read the config file"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sallyport(dir.path(), &["--help"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = text(&o);
+    assert!(t.contains("Exit codes:"), "{t}");
+    for cmd in [
+        "check", "preview", "sync", "runs", "failures", "demo", "sandbox",
+    ] {
+        assert!(t.contains(cmd), "{cmd} missing from --help");
+        let o = sallyport(dir.path(), &[cmd, "--help"], &[]);
+        assert_eq!(o.status.code(), Some(0), "{cmd} --help");
+        assert!(text(&o).contains("Usage: sallyport"), "{cmd}");
+    }
+}
+
+#[test]
+fn the_demo_runs_offline_and_the_second_run_sends_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sallyport(dir.path(), &["demo", "--dir", "."], &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let second = t.split("second run").nth(1).expect("a second run");
+    assert!(second.contains("people: succeeded"), "{t}");
+    assert!(
+        second.contains("new 4 · changed 5 · unchanged 293 · sent 9 · failed 0 · left the model 2"),
+        "{t}"
+    );
+    assert!(
+        second.contains("read 210 · new 10 · changed 0 · unchanged 200 · sent 10"),
+        "{t}"
+    );
+    assert!(
+        second.contains("read 156 · new 6 · changed 0 · unchanged 150 · sent 6"),
+        "{t}"
+    );
+    assert!(t.contains("people 304 · events 366"), "{t}");
+    assert!(dir.path().join("sallyport.yaml").exists());
+}

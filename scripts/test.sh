@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. The integration tests need PostgreSQL: when none answers at
+# SALLYPORT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), this script
+# starts one: from the installed server binaries, or from Debian's packages when it may install
+# them (as root). It fails with a clear message when it can do neither.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SALLYPORT_TEST_DATABASE_URL="${SALLYPORT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+hostport="${SALLYPORT_TEST_DATABASE_URL#*@}"; hostport="${hostport%%/*}"
+PGHOST_="${hostport%%:*}"; PGPORT_="${hostport##*:}"; [ "$PGPORT_" = "$hostport" ] && PGPORT_=5432
+dbname="${SALLYPORT_TEST_DATABASE_URL##*/}"; dbname="${dbname%%\?*}"
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+answers() {
+  # Is a PostgreSQL server accepting connections there?
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h "$PGHOST_" -p "$PGPORT_" -t 2
+  else
+    (exec 3<>"/dev/tcp/$PGHOST_/$PGPORT_") 2>/dev/null
+  fi
+}
+
+find_bin() {
+  # A PostgreSQL server binary: on PATH, or in Debian's versioned folder.
+  local name=$1 found
+  found=$(command -v "$name" 2>/dev/null || true)
+  if [ -z "$found" ]; then
+    found=$(ls -1d /usr/lib/postgresql/*/bin/"$name" 2>/dev/null | sort -V | tail -n 1 || true)
+  fi
+  printf '%s' "$found"
+}
+
+start_cluster() {
+  # A throwaway cluster with trust auth, owned by a non-root user (PostgreSQL refuses root).
+  local initdb pg_ctl data log runas=()
+  initdb=$(find_bin initdb); pg_ctl=$(find_bin pg_ctl)
+  [ -n "$initdb" ] && [ -n "$pg_ctl" ] || return 1
+  data="${TMPDIR:-/tmp}/sallyport-test-pg-$PGPORT_"
+  log="$data.log"
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    runas=(runuser -u postgres --)
+  fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    rm -rf "$data"; mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres "$data"
+    "${runas[@]}" "$initdb" -D "$data" -U postgres --auth=trust >/dev/null
+  fi
+  touch "$log"; [ "$(id -u)" = 0 ] && chown postgres "$log"
+  say "starting PostgreSQL ($data) on $PGHOST_:$PGPORT_"
+  "${runas[@]}" "$pg_ctl" -D "$data" -l "$log" -w -t 60 \
+    -o "-h $PGHOST_ -p $PGPORT_ -k ${TMPDIR:-/tmp}" start >/dev/null
+}
+
+install_postgres() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+  say "installing PostgreSQL from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null
+}
+
+if ! answers; then
+  say "no PostgreSQL answers at $PGHOST_:$PGPORT_"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/*/main >/dev/null 2>&1 \
+     && [ "$PGPORT_" = 5432 ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start || true
+  fi
+  if ! answers; then
+    start_cluster || { install_postgres && start_cluster; } || die \
+      "cannot start PostgreSQL: no server binaries (initdb, pg_ctl) were found and they could not be installed (apt-get needs root). Install PostgreSQL, or point SALLYPORT_TEST_DATABASE_URL at a server with trust auth."
+  fi
+  answers || die "PostgreSQL was started but does not answer at $PGHOST_:$PGPORT_"
+fi
+
+# The test database.
+if command -v psql >/dev/null 2>&1; then
+  if ! psql -h "$PGHOST_" -p "$PGPORT_" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$dbname'" | grep -q 1; then
+    psql -h "$PGHOST_" -p "$PGPORT_" -U postgres -d postgres -qc "CREATE DATABASE \"$dbname\"" >/dev/null
+  fi
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
