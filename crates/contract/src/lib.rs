@@ -34,13 +34,33 @@ pub fn resolve(v: &Value) -> &Value {
 }
 
 /// A validator for `schema`, with the document's components in reach of its `$ref`s.
+///
+/// The document's `oneOf` lists overlap (an anonymous page view matches both its "Standard
+/// anonymous event" and its "Page view" alternatives), so that some valid bodies could never
+/// satisfy them; they are read as `anyOf`: a body must match at least one documented
+/// alternative.
 pub fn validator(schema: &Value) -> jsonschema::Validator {
     let mut root: Map<String, Value> = match schema {
         Value::Object(m) => m.clone(),
         other => return jsonschema::draft202012::new(other).expect("valid schema"),
     };
     root.insert("components".into(), spec()["components"].clone());
-    jsonschema::draft202012::new(&Value::Object(root)).expect("valid schema")
+    let mut root = Value::Object(root);
+    one_of_as_any_of(&mut root);
+    jsonschema::draft202012::new(&root).expect("valid schema")
+}
+
+fn one_of_as_any_of(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(alts) = m.remove("oneOf") {
+                m.insert("anyOf".into(), alts);
+            }
+            m.values_mut().for_each(one_of_as_any_of);
+        }
+        Value::Array(a) => a.iter_mut().for_each(one_of_as_any_of),
+        _ => {}
+    }
 }
 
 /// The JSON schema of an operation's request body.

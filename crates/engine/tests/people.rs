@@ -238,9 +238,11 @@ async fn every_bad_row_fails_alone_with_its_reason_and_is_retried() {
         "mapping: {auto: true}",
     );
     let f = engine.state.failures("people").await.unwrap();
-    assert!(f.iter().any(|f| f.reason == format!(
-        "row ok-1: column `note`: the attribute name is 151 bytes; Customer.io allows at most 150 bytes"
-    )), "{f:#?}");
+    assert!(
+        f.iter().any(|f| f.reason
+            == "row ok-1: column `note`: the attribute name is 151 bytes; Customer.io allows at most 150 bytes"),
+        "{f:#?}"
+    );
 
     let engine = h.engine(&syncs).await;
     let s = h.run(&engine, "people").await;

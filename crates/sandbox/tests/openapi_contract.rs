@@ -47,6 +47,7 @@ async fn every_documented_request_example_is_accepted() {
     assert!(!identifiers.is_empty());
     let mut checked = 0;
     let mut skipped = Vec::new();
+    let mut off_schema = Vec::new();
     let endpoints = [
         ("/api/v1/customers/{identifier}", "put"),
         ("/api/v1/customers/{identifier}/events", "post"),
@@ -64,8 +65,9 @@ async fn every_documented_request_example_is_accepted() {
                 skipped.push(example);
                 continue;
             }
-            // Some of the document's own examples match two `oneOf` alternatives at once, so
-            // they are not checked against its schemas: the service accepts them, so must we.
+            if contract::check_request(path, method, &example).is_err() {
+                off_schema.push(format!("{method} {path} {example}"));
+            }
             for id in &identifiers {
                 let url = path.replace("{identifier}", &seg(id));
                 let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -81,6 +83,15 @@ async fn every_documented_request_example_is_accepted() {
     }
     assert!(checked >= 10, "only {checked} examples were sent");
     assert!(skipped.len() <= 1, "fragments skipped: {skipped:?}");
+    // One example contradicts its own schema: the document's identified "Mobile screen view"
+    // requires `anonymous_id`, and its example has none. Customer.io accepts it; so do we.
+    assert_eq!(
+        off_schema,
+        vec![
+            r#"post /api/v1/customers/{identifier}/events {"data":{"from":"push-notification"},"name":"homepage","type":"screen"}"#
+        ],
+        "examples that fail the document's own schemas"
+    );
     let stats = call(&s, reqwest::Method::GET, "/_sandbox/stats", None)
         .await
         .1;

@@ -225,11 +225,14 @@ impl ObjectMapper for EventMapper {
             .as_ref()
             .and_then(|(i, _)| text_of(&row.values[*i]))
             .filter(|s| !s.is_empty());
+        // An event is never updated, so a NULL says nothing: it is left out (and a reserved
+        // property such as `recipient` must be a string when present).
         let attributes = || {
             self.fields
                 .fields
                 .iter()
                 .map(|(i, n)| (n.as_str(), &row.values[*i] as &Value))
+                .filter(|(_, v)| !v.is_null())
         };
         let mut data = String::new();
         push_json_object(&mut data, attributes());
