@@ -1,6 +1,7 @@
 //! One run of a sync, and its dry run (preview).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,6 +117,17 @@ impl Engine {
         })
     }
 
+    /// Takes the lock of a run that died on this machine.
+    async fn take_dead_lock(&self, name: &str, holder: &str) -> Result<bool, RunError> {
+        match self.state.lock_holder(name).await? {
+            Some(old) if holder_is_dead(&old) => {
+                tracing::warn!(sync = name, previous = %old, "taking over the lock of a run that died");
+                Ok(self.state.take_lock(name, &old, holder, LOCK_LEASE).await?)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Checks a sync without reading its rows: the model runs, its columns fit the settings,
     /// and the app accepts the credentials. A line for the user.
     pub async fn check_sync(&self, name: &str) -> Result<String, RunError> {
@@ -206,8 +218,15 @@ impl Engine {
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         let p = self.prepare(name, true).await?;
-        let holder = format!("{}:{:016x}", std::process::id(), fastrand::u64(..));
-        if !self.state.try_lock(name, &holder, LOCK_LEASE).await? {
+        let holder = format!(
+            "{}/{}/{:016x}",
+            host(),
+            std::process::id(),
+            fastrand::u64(..)
+        );
+        if !self.state.try_lock(name, &holder, LOCK_LEASE).await?
+            && !self.take_dead_lock(name, &holder).await?
+        {
             return Err(RunError::AlreadyRunning(name.to_string()));
         }
         let renew = {
@@ -292,6 +311,29 @@ impl Engine {
             failures,
         })
     }
+}
+
+/// This machine's name, as lock holders record it.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a lock holder is a process of this machine that no longer exists (killed, crashed):
+/// then its lock is taken at once instead of waiting for its lease to run out.
+fn holder_is_dead(holder: &str) -> bool {
+    let mut parts = holder.split('/');
+    let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    h == host()
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id()
+                && Path::new("/proc/self").exists()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+        })
 }
 
 type Flight = (Vec<Op>, Result<OpResults, DestinationError>);

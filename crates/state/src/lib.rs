@@ -120,6 +120,24 @@ impl StateStore {
         each!(self, s => s.try_lock(sync, holder, now, expires).await)
     }
 
+    /// Who holds the run lock of `sync`, if anyone.
+    pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
+        each!(self, s => s.lock_holder(sync).await)
+    }
+
+    /// Takes the lock of `sync` from `from` (a holder known to be dead), unless it changed hands
+    /// meanwhile.
+    pub async fn take_lock(
+        &self,
+        sync: &str,
+        from: &str,
+        to: &str,
+        lease: Duration,
+    ) -> Result<bool> {
+        let expires = now_ms() + lease.as_millis() as i64;
+        each!(self, s => s.take_lock(sync, from, to, expires).await)
+    }
+
     /// Extends a held lock.
     pub async fn renew_lock(&self, sync: &str, holder: &str, lease: Duration) -> Result<()> {
         let expires = now_ms() + lease.as_millis() as i64;

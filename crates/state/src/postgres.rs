@@ -86,6 +86,29 @@ impl PgState {
         Ok(n == 1)
     }
 
+    pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_opt("SELECT holder FROM locks WHERE sync = $1", &[&sync])
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn take_lock(&self, sync: &str, from: &str, to: &str, expires: i64) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "UPDATE locks SET holder = $3, expires_at = $4 WHERE sync = $1 AND holder = $2",
+                &[&sync, &from, &to, &expires],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
         self.client
             .lock()

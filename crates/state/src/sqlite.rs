@@ -84,6 +84,23 @@ impl SqliteState {
         Ok(n == 1)
     }
 
+    pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT holder FROM locks WHERE sync = ?1", [sync], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub async fn take_lock(&self, sync: &str, from: &str, to: &str, expires: i64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE locks SET holder = ?3, expires_at = ?4 WHERE sync = ?1 AND holder = ?2",
+            params![sync, from, to, expires],
+        )?;
+        Ok(n == 1)
+    }
+
     pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
         self.conn().execute(
             "UPDATE locks SET expires_at = ?3 WHERE sync = ?1 AND holder = ?2",

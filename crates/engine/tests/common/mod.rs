@@ -21,6 +21,10 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// `state:` line of the config (default: an SQLite file in `dir`).
     pub state: String,
+    /// The app's `delivery:` settings.
+    pub delivery: String,
+    /// The warehouse URL.
+    pub warehouse_url: String,
 }
 
 impl Harness {
@@ -44,6 +48,8 @@ impl Harness {
             dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::new(),
             state: "state.db".into(),
+            delivery: "{requests_per_second: 1000, max_attempts: 3}".into(),
+            warehouse_url: sallyport_testkit::pg_url(),
         }
     }
 
@@ -59,9 +65,10 @@ impl Harness {
     /// with `{s}` standing for the schema).
     pub fn config_text(&self, syncs: &str, api_key: &str) -> String {
         format!(
-            "state: {state}\nwarehouses:\n  pg: {{type: postgres, url: \"{url}\"}}\napps:\n  cio:\n    type: customerio\n    site_id: {SITE}\n    api_key: \"{api_key}\"\n    track_url: {track}\n    delivery: {{requests_per_second: 1000, max_attempts: 3}}\nsyncs:\n{syncs}",
+            "state: {state}\nwarehouses:\n  pg: {{type: postgres, url: \"{url}\"}}\napps:\n  cio:\n    type: customerio\n    site_id: {SITE}\n    api_key: \"{api_key}\"\n    track_url: {track}\n    delivery: {delivery}\nsyncs:\n{syncs}",
             state = self.state,
-            url = sallyport_testkit::pg_url(),
+            delivery = self.delivery,
+            url = self.warehouse_url,
             track = self.sandbox.url(),
             syncs = syncs.replace("{s}", &self.schema),
         )
@@ -104,6 +111,11 @@ impl Harness {
             (200, p) => Some(p),
             _ => None,
         }
+    }
+
+    pub fn faults(&self, faults: serde_json::Value) {
+        let f: sallyport_sandbox::Faults = serde_json::from_value(faults).unwrap();
+        self.sandbox.shared().set_faults(f).unwrap();
     }
 
     pub async fn stats(&self) -> Value {
