@@ -6,7 +6,7 @@ pub mod customerio;
 pub mod delivery;
 pub mod mapping;
 
-use sallyport_sources::{Column, Row};
+use sallyport_sources::{Column, FingerprintSpec, Row};
 
 pub use mapping::SettingProblem;
 
@@ -81,6 +81,11 @@ pub trait ObjectMapper: Send + Sync {
     fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure>;
     /// The endpoint path an op of `route` goes to (for previews).
     fn endpoint(&self, route: Route) -> &'static str;
+    /// What a warehouse-side fingerprint of a row must cover so that it changes exactly when the
+    /// op would: `None` when the object does not compare payloads (insert-once).
+    fn fingerprint_spec(&self) -> Option<FingerprintSpec> {
+        None
+    }
 }
 
 /// What an app answered for a batch: one result per op, in order.

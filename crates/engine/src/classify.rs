@@ -1,8 +1,8 @@
 //! Change detection: each chunk of rows against the state store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use sallyport_destinations::{ChangePolicy, ObjectMapper, Op};
+use sallyport_destinations::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 use sallyport_sources::Row;
 use sallyport_state::StateStore;
 
@@ -23,10 +23,83 @@ pub struct Classified {
     pub failed: Vec<(String, String)>,
 }
 
+/// A row after mapping: its key, and its op or why it cannot be sent. Rows with no key or with
+/// a duplicated key are not mapped.
+pub struct Mapped {
+    pub key: Option<String>,
+    pub op: Option<Result<Op, RowFailure>>,
+}
+
+/// A chunk of mapped rows, with the state's fingerprints of their keys when they were already
+/// looked up.
+pub struct MappedChunk {
+    pub rows: Vec<Mapped>,
+    pub known: Option<HashMap<String, u64>>,
+}
+
+/// Maps a chunk of rows: the CPU-heavy part (building each op's JSON), done on its own task
+/// while the previous chunk is being compared and sent. Rows that carry the warehouse's
+/// fingerprint are first compared with the state: an unchanged one is never decoded nor built.
+pub async fn map_chunk(
+    sync: &str,
+    mapper: &dyn ObjectMapper,
+    mut rows: Vec<Row>,
+    duplicates: &HashSet<String>,
+    state: &StateStore,
+    full_resync: bool,
+) -> Result<MappedChunk, String> {
+    let fingerprinted = rows.iter().any(|r| r.fingerprint.is_some());
+    let known = if fingerprinted {
+        let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
+        Some(
+            state
+                .fingerprints(sync, &keys)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows.iter_mut() {
+        let key = row.key.take();
+        let op = match key.as_deref() {
+            None => None,
+            Some(k) if duplicates.contains(k) => None,
+            Some(k) => {
+                let unchanged = !full_resync
+                    && row.fingerprint.is_some()
+                    && known.as_ref().and_then(|m| m.get(k)).copied() == row.fingerprint;
+                if unchanged {
+                    Some(Ok(Op {
+                        key: k.to_string(),
+                        fingerprint: row.fingerprint.unwrap_or_default(),
+                        body: String::new(),
+                        route: Route::Batch,
+                    }))
+                } else {
+                    row.materialize()
+                        .map_err(|e| format!("reading the model failed: {e}"))?;
+                    Some(mapper.map(k, row).map(|mut op| {
+                        // The warehouse row's fingerprint, when there is one, is what the state
+                        // keeps.
+                        if let Some(fp) = row.fingerprint {
+                            op.fingerprint = fp;
+                        }
+                        op
+                    }))
+                }
+            }
+        };
+        out.push(Mapped { key, op });
+    }
+    Ok(MappedChunk { rows: out, known })
+}
+
 pub struct Classifier<'a> {
     sync: &'a str,
-    mapper: &'a dyn ObjectMapper,
-    duplicates: HashSet<String>,
+    key_column: String,
+    policy: ChangePolicy,
     full_resync: bool,
     row_no: u64,
     pub counts: Counts,
@@ -36,16 +109,11 @@ pub struct Classifier<'a> {
 }
 
 impl<'a> Classifier<'a> {
-    pub fn new(
-        sync: &'a str,
-        mapper: &'a dyn ObjectMapper,
-        duplicates: HashSet<String>,
-        full_resync: bool,
-    ) -> Self {
+    pub fn new(sync: &'a str, mapper: &dyn ObjectMapper, full_resync: bool) -> Self {
         Self {
             sync,
-            mapper,
-            duplicates,
+            key_column: mapper.key_column().to_string(),
+            policy: mapper.policy(),
             full_resync,
             row_no: 0,
             counts: Counts::default(),
@@ -56,51 +124,55 @@ impl<'a> Classifier<'a> {
 
     pub async fn chunk(
         &mut self,
-        rows: Vec<Row>,
+        chunk: MappedChunk,
         state: &StateStore,
     ) -> Result<Classified, sallyport_state::StateError> {
-        let key_column = self.mapper.key_column().to_string();
-        let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
-        let known = state.fingerprints(self.sync, &keys).await?;
+        let key_column = &self.key_column;
+        let rows = chunk.rows;
+        let known = match chunk.known {
+            Some(k) => k,
+            None => {
+                let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
+                state.fingerprints(self.sync, &keys).await?
+            }
+        };
         let mut out = Classified::default();
-        for row in &rows {
+        for row in rows {
             self.row_no += 1;
             self.counts.read += 1;
-            let Some(key) = row.key.as_deref() else {
+            let Some(key) = row.key else {
                 self.counts.failed += 1;
                 let key = format!("(row {})", self.row_no);
-                out.failed.push((
-                    key.clone(),
-                    format!("{key}: column `{key_column}`: the key is NULL"),
-                ));
+                let reason = format!("{key}: column `{key_column}`: the key is NULL");
+                out.failed.push((key, reason));
                 continue;
             };
-            let previous = known.get(key).copied();
-            if self.duplicates.contains(key) {
-                if previous.is_some() && self.matched_duplicates.insert(key.to_string()) {
+            let previous = known.get(&key).copied();
+            let Some(mapped) = row.op else {
+                // A key in more than one row of the model.
+                if previous.is_some() && self.matched_duplicates.insert(key.clone()) {
                     self.matched += 1;
                 }
                 self.counts.failed += 1;
-                out.failed.push((
-                    key.to_string(),
-                    format!(
-                        "row {key}: column `{key_column}`: the key `{key}` is in more than one row of the model; each must be unique, so none of them is sent"
-                    ),
-                ));
+                let reason = format!(
+                    "row {key}: column `{key_column}`: the key `{key}` is in more than one row of the model; each must be unique, so none of them is sent"
+                );
+                out.failed.push((key, reason));
                 continue;
-            }
+            };
             if previous.is_some() {
                 self.matched += 1;
             }
-            let op = match self.mapper.map(key, row) {
+            let op = match mapped {
                 Ok(op) => op,
                 Err(f) => {
                     self.counts.failed += 1;
-                    out.failed.push((key.to_string(), f.reason(key)));
+                    let reason = f.reason(&key);
+                    out.failed.push((key, reason));
                     continue;
                 }
             };
-            let send = match (previous, self.mapper.policy()) {
+            let send = match (previous, self.policy) {
                 (None, _) => {
                     self.counts.new += 1;
                     true

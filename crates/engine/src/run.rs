@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use sallyport_config::{ConfigError, Model};
 use sallyport_destinations::{Destination, DestinationError, ObjectMapper, Op, OpResults, Route};
-use sallyport_sources::Source;
-use sallyport_state::{Commit, RunRecord};
+use sallyport_sources::{ReadSpec, Source};
+use sallyport_state::{Commit, RunRecord, StateStore};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::classify::Classifier;
+use crate::classify::{map_chunk, Classifier, MappedChunk};
 use crate::{Engine, RunError, RunSummary};
 
 /// How long a run's lock lasts without renewal: a crashed holder blocks no longer than this.
@@ -66,7 +66,7 @@ pub struct Preview {
 struct Prepared {
     source: Source,
     destination: Destination,
-    mapper: Box<dyn ObjectMapper>,
+    mapper: Arc<dyn ObjectMapper>,
     model: Model,
 }
 
@@ -112,7 +112,7 @@ impl Engine {
         Ok(Prepared {
             source,
             destination,
-            mapper,
+            mapper: Arc::from(mapper),
             model: sync.model.clone(),
         })
     }
@@ -153,25 +153,32 @@ impl Engine {
     ) -> Result<Preview, RunError> {
         let p = self.prepare(name, false).await?;
         let key = p.mapper.key_column().to_string();
-        let duplicates: HashSet<String> = p
-            .source
-            .duplicate_keys(&p.model, &key)
+        let dups = duplicates(&p.source, &p.model, &key)
             .await
-            .map_err(|e| RunError::Warehouse(e.to_string()))?
-            .into_iter()
-            .collect();
-        let mut classifier = Classifier::new(name, p.mapper.as_ref(), duplicates, full_resync);
-        let mut stream = p
-            .source
-            .stream(&p.model, Some(&key))
-            .await
-            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+            .map_err(RunError::Warehouse)?;
+        let spec = ReadSpec {
+            key: Some(&key),
+            ..Default::default()
+        };
+        let mut stream = mapped_stream(
+            self.state.clone(),
+            name,
+            full_resync,
+            &p.source,
+            &p.model,
+            p.mapper.clone(),
+            dups,
+            &spec,
+        )
+        .await
+        .map_err(RunError::Warehouse)?;
+        let mut classifier = Classifier::new(name, p.mapper.as_ref(), full_resync);
         let mut preview = Preview {
             sync: name.to_string(),
             ..Default::default()
         };
         while let Some(chunk) = stream.recv().await {
-            let chunk = chunk.map_err(|e| RunError::Warehouse(e.to_string()))?;
+            let chunk = chunk.map_err(RunError::Warehouse)?;
             let out = classifier.chunk(chunk, &self.state).await?;
             for op in out.send {
                 if preview.ops.len() < limit {
@@ -270,7 +277,7 @@ impl Engine {
             delivery_failed: 0,
             read_failed: 0,
         }
-        .run(&p.source, p.mapper.as_ref(), &p.model)
+        .run(&p.source, p.mapper.clone(), &p.model)
         .await;
         renew.abort();
         let (status, error, failures) = match outcome {
@@ -360,7 +367,7 @@ impl Pipeline<'_> {
     async fn run(
         mut self,
         source: &Source,
-        mapper: &dyn ObjectMapper,
+        mapper: Arc<dyn ObjectMapper>,
         model: &Model,
     ) -> Result<(bool, Vec<String>), (String, Vec<String>)> {
         let result = self.inner(source, mapper, model).await;
@@ -374,17 +381,11 @@ impl Pipeline<'_> {
     async fn inner(
         &mut self,
         source: &Source,
-        mapper: &dyn ObjectMapper,
+        mapper: Arc<dyn ObjectMapper>,
         model: &Model,
     ) -> Result<bool, String> {
         let state = &self.engine.state;
         let key = mapper.key_column().to_string();
-        let duplicates: HashSet<String> = source
-            .duplicate_keys(model, &key)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
         let failed_before: HashSet<String> = state
             .failed_keys(self.name)
             .await
@@ -392,11 +393,30 @@ impl Pipeline<'_> {
             .into_iter()
             .collect();
         let state_count = state.count(self.name).await.map_err(|e| e.to_string())?;
-        let mut stream = source
-            .stream(model, Some(&key))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut classifier = Classifier::new(self.name, mapper, duplicates, self.opts.full_resync);
+        let dups = duplicates(source, model, &key).await?;
+        let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
+        // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
+        // state keeps those fingerprints, and unchanged rows are never decoded nor built.
+        let fingerprint = if source.computes_fingerprints() {
+            mapper.fingerprint_spec()
+        } else {
+            None
+        };
+        let spec = ReadSpec {
+            key: Some(&key),
+            fingerprint: fingerprint.as_ref(),
+        };
+        let mut stream = mapped_stream(
+            self.engine.state.clone(),
+            self.name,
+            self.opts.full_resync,
+            source,
+            model,
+            mapper.clone(),
+            dups,
+            &spec,
+        )
+        .await?;
         let concurrency = self.destination.concurrency().max(1);
         let limit = self.destination.batch_bytes();
         let (open, comma) = self.destination.batch_overhead();
@@ -420,7 +440,7 @@ impl Pipeline<'_> {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    fatal = Some(format!("reading the model failed: {e}"));
+                    fatal = Some(e);
                     break;
                 }
             };
@@ -429,17 +449,7 @@ impl Pipeline<'_> {
                 .await
                 .map_err(|e| e.to_string())?;
             self.record_counts(&classifier);
-            if !out.failed.is_empty() {
-                self.note_failures(out.failed.iter().map(|(_, r)| r));
-                let commit = Commit {
-                    failed: out.failed,
-                    ..Default::default()
-                };
-                state
-                    .commit(self.name, self.run_id, &commit)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            self.commit_failures(out.failed).await?;
             for op in out.send {
                 match op.route {
                     Route::Single => {
@@ -508,17 +518,50 @@ impl Pipeline<'_> {
         if interrupted {
             return Ok(true);
         }
+        self.finish(source, model, &key, &classifier, state_count)
+            .await?;
+        Ok(false)
+    }
+
+    /// The end of a run that read the whole model: keys that left it leave the state, and
+    /// failures not tried again are forgotten.
+    async fn finish(
+        &mut self,
+        source: &Source,
+        model: &Model,
+        key: &str,
+        classifier: &Classifier<'_>,
+        state_count: u64,
+    ) -> Result<(), String> {
+        self.progress();
         if classifier.matched < state_count {
             self.record.rows_removed = self
-                .retain(source, model, &key)
+                .retain(source, model, key)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        state
+        self.engine
+            .state
             .forget_stale_failures(self.name, self.run_id)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(false)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records rows that failed before delivery.
+    async fn commit_failures(&mut self, failed: Vec<(String, String)>) -> Result<(), String> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        self.note_failures(failed.iter().map(|(_, r)| r));
+        let commit = Commit {
+            failed,
+            ..Default::default()
+        };
+        self.engine
+            .state
+            .commit(self.name, self.run_id, &commit)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn record_counts(&mut self, c: &Classifier<'_>) {
@@ -631,6 +674,64 @@ impl Pipeline<'_> {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// Streams the model's rows, mapped on a task of their own: while one chunk is compared with
+/// the state and sent, the next is being read and mapped. Keys in more than one row of the
+/// model are found first, by the warehouse.
+#[allow(clippy::too_many_arguments)]
+async fn mapped_stream(
+    state: Arc<StateStore>,
+    sync: &str,
+    full_resync: bool,
+    source: &Source,
+    model: &Model,
+    mapper: Arc<dyn ObjectMapper>,
+    duplicates: Arc<HashSet<String>>,
+    spec: &ReadSpec<'_>,
+) -> Result<mpsc::Receiver<Result<MappedChunk, String>>, String> {
+    let mut rows = source.read(model, spec).await.map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(2);
+    let sync = sync.to_string();
+    // A thread of its own: mapping is CPU work, and the runtime's workers must stay free to
+    // drain the warehouse connection and to deliver.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rows.blocking_recv() {
+            let mapped = match chunk {
+                Ok(rows) => handle.block_on(map_chunk(
+                    &sync,
+                    mapper.as_ref(),
+                    rows,
+                    &duplicates,
+                    &state,
+                    full_resync,
+                )),
+                Err(e) => Err(format!("reading the model failed: {e}")),
+            };
+            let failed = mapped.is_err();
+            if tx.blocking_send(mapped).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The keys that more than one row of the model has, found by the warehouse.
+async fn duplicates(
+    source: &Source,
+    model: &Model,
+    key: &str,
+) -> Result<Arc<HashSet<String>>, String> {
+    Ok(Arc::new(
+        source
+            .duplicate_keys(model, key)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect(),
+    ))
 }
 
 async fn wait_true(rx: &mut watch::Receiver<bool>) {

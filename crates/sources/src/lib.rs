@@ -5,7 +5,7 @@
 //! Unix seconds (a timestamp without time zone is taken as UTC), JSON columns as JSON, arrays as
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
-mod postgres;
+pub mod postgres;
 mod sqlite;
 
 use sallyport_config::{Model, Warehouse};
@@ -25,10 +25,52 @@ pub struct Column {
 
 /// One row of a model: its key (the key column as text, if one was asked for) and its values in
 /// column order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Row {
     pub key: Option<String>,
+    /// The values, once decoded (see [`Row::materialize`]).
     pub values: Vec<Value>,
+    /// A fingerprint of the row's mapped columns in the warehouse's wire format, when one was
+    /// asked for: computed before decoding, so that an unchanged row need never be decoded.
+    pub fingerprint: Option<u64>,
+    lazy: Option<postgres::Undecoded>,
+}
+
+impl Row {
+    pub fn new(key: Option<String>, values: Vec<Value>) -> Row {
+        Row {
+            key,
+            values,
+            fingerprint: None,
+            lazy: None,
+        }
+    }
+
+    /// Decodes the values if they were left in the warehouse's wire format.
+    pub fn materialize(&mut self) -> Result<(), SourceError> {
+        if let Some(raw) = self.lazy.take() {
+            self.values = raw.decode()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a warehouse-side fingerprint covers: these columns' values, in order, and a salt that
+/// changes when what is built from them changes (attribute names, object settings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FingerprintSpec {
+    pub columns: Vec<String>,
+    pub salt: String,
+}
+
+/// How a model is read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSpec<'a> {
+    /// Carry this column as each row's key (as text).
+    pub key: Option<&'a str>,
+    /// Fingerprint these columns as they arrive, and leave the values undecoded until
+    /// [`Row::materialize`].
+    pub fingerprint: Option<&'a FingerprintSpec>,
 }
 
 /// A stream of row chunks; it ends after the last chunk, or with an error.
@@ -73,10 +115,34 @@ impl Source {
 
     /// Streams the model's rows; with `key`, each row carries that column as text.
     pub async fn stream(&self, model: &Model, key: Option<&str>) -> Result<RowStream, SourceError> {
+        self.read(
+            model,
+            &ReadSpec {
+                key,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Streams the model as `spec` asks.
+    pub async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
         match self {
-            Source::Postgres(s) => s.stream(model, key).await,
-            Source::Sqlite(s) => s.stream(model, key),
+            Source::Postgres(s) => s.read(model, spec).await,
+            Source::Sqlite(s) => {
+                if spec.fingerprint.is_some() {
+                    return Err(SourceError::Other(
+                        "SQLite rows are not fingerprinted before decoding".into(),
+                    ));
+                }
+                s.stream(model, spec.key)
+            }
         }
+    }
+
+    /// Whether rows can be fingerprinted in the warehouse's wire format before decoding.
+    pub fn computes_fingerprints(&self) -> bool {
+        matches!(self, Source::Postgres(_))
     }
 
     /// The values of `key` that more than one row of the model has, computed by the warehouse.

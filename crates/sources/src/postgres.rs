@@ -7,11 +7,13 @@ use futures_util::{pin_mut, StreamExt};
 use sallyport_config::Model;
 use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_postgres::types::{Kind as PgKind, Type};
+use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
 use tokio_postgres::{Client, NoTls};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::{
-    decimal_value, model_from, quote_ident, Column, Row, RowStream, SourceError, CHUNK_ROWS,
+    decimal_value, model_from, quote_ident, Column, ReadSpec, Row, RowStream, SourceError,
+    CHUNK_ROWS,
 };
 
 pub struct PgSource {
@@ -20,7 +22,7 @@ pub struct PgSource {
 
 /// How a column is read back.
 #[derive(Debug, Clone, Copy)]
-enum Decode {
+pub(crate) enum Decode {
     Bool,
     I16,
     I32,
@@ -29,7 +31,9 @@ enum Decode {
     F64,
     Text,
     Json,
-    Decimal,
+    Numeric,
+    Timestamp,
+    Date,
 }
 
 fn query_error(e: tokio_postgres::Error) -> SourceError {
@@ -79,13 +83,27 @@ impl PgSource {
             .collect())
     }
 
-    pub async fn stream(&self, model: &Model, key: Option<&str>) -> Result<RowStream, SourceError> {
+    pub async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
         let columns = self.columns(model).await?;
-        if let Some(k) = key {
-            if !columns.iter().any(|(n, _)| n == k) {
-                return Err(SourceError::NoColumn(k.to_string()));
-            }
+        let position = |k: &str| {
+            columns
+                .iter()
+                .position(|(n, _)| n == k)
+                .ok_or_else(|| SourceError::NoColumn(k.to_string()))
+        };
+        if let Some(k) = spec.key {
+            position(k)?;
         }
+        let fingerprint = match spec.fingerprint {
+            Some(f) => Some((
+                f.salt.clone(),
+                f.columns
+                    .iter()
+                    .map(|c| position(c))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )),
+            None => None,
+        };
         let mut select = Vec::with_capacity(columns.len() + 1);
         let mut decode = Vec::with_capacity(columns.len());
         for (name, t) in &columns {
@@ -93,24 +111,45 @@ impl PgSource {
             select.push(expr);
             decode.push(d);
         }
-        if let Some(k) = key {
+        let key_at = spec.key.map(|k| {
             select.push(format!("m.{}::text", quote_ident(k)));
-        }
+            select.len() - 1
+        });
         let sql = format!("SELECT {} FROM {}", select.join(", "), model_from(model));
-        let with_key = key.is_some();
+        let decode = Arc::new(decode);
         self.run(sql, move |row| {
-            let values = decode
-                .iter()
-                .enumerate()
-                .map(|(i, d)| read(row, i, *d))
-                .collect::<Result<Vec<_>, _>>()?;
-            let key = if with_key {
-                row.try_get::<_, Option<String>>(decode.len())
-                    .map_err(|e| SourceError::Query(e.to_string()))?
-            } else {
-                None
+            let key = match key_at {
+                Some(i) => row
+                    .try_get::<_, Option<String>>(i)
+                    .map_err(|e| SourceError::Query(e.to_string()))?,
+                None => None,
             };
-            Ok(Row { key, values })
+            let Some((salt, columns)) = &fingerprint else {
+                return Ok(Row::new(key, decode_row(&row, &decode)?));
+            };
+            // Hash the mapped columns' bytes as they came off the wire; decode later, and only
+            // if the row is to be sent.
+            let mut h = Xxh3::new();
+            h.update(salt.as_bytes());
+            for &i in columns {
+                match row
+                    .try_get::<_, Option<Wire>>(i)
+                    .map_err(|e| SourceError::Query(e.to_string()))?
+                {
+                    Some(Wire(bytes)) => {
+                        h.update(&(bytes.len() as u32).to_le_bytes());
+                        h.update(bytes);
+                    }
+                    None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
+                }
+            }
+            let mut r = Row::new(key, Vec::new());
+            r.fingerprint = Some(h.digest());
+            r.lazy = Some(Undecoded {
+                row,
+                decode: decode.clone(),
+            });
+            Ok(r)
         })
         .await
     }
@@ -122,12 +161,11 @@ impl PgSource {
             model_from(model)
         );
         self.run(sql, |row| {
-            Ok(Row {
-                key: row
-                    .try_get::<_, Option<String>>(0)
+            Ok(Row::new(
+                row.try_get::<_, Option<String>>(0)
                     .map_err(|e| SourceError::Query(e.to_string()))?,
-                values: Vec::new(),
-            })
+                Vec::new(),
+            ))
         })
         .await
     }
@@ -151,7 +189,7 @@ impl PgSource {
 
     async fn run<F>(&self, sql: String, convert: F) -> Result<RowStream, SourceError>
     where
-        F: Fn(&tokio_postgres::Row) -> Result<Row, SourceError> + Send + 'static,
+        F: Fn(tokio_postgres::Row) -> Result<Row, SourceError> + Send + 'static,
     {
         let stmt = self.client.prepare(&sql).await.map_err(query_error)?;
         let client = self.client.clone();
@@ -173,7 +211,7 @@ impl PgSource {
             pin_mut!(rows);
             let mut chunk = Vec::with_capacity(CHUNK_ROWS);
             while let Some(row) = rows.next().await {
-                let converted = row.map_err(query_error).and_then(|r| convert(&r));
+                let converted = row.map_err(query_error).and_then(&convert);
                 match converted {
                     Ok(r) => chunk.push(r),
                     Err(e) => {
@@ -196,29 +234,69 @@ impl PgSource {
     }
 }
 
+/// A row's values still in the wire format, decoded on demand.
+pub struct Undecoded {
+    row: tokio_postgres::Row,
+    decode: Arc<Vec<Decode>>,
+}
+
+impl Undecoded {
+    pub fn decode(&self) -> Result<Vec<Value>, SourceError> {
+        decode_row(&self.row, &self.decode)
+    }
+}
+
+impl std::fmt::Debug for Undecoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Undecoded")
+    }
+}
+
+fn decode_row(row: &tokio_postgres::Row, decode: &[Decode]) -> Result<Vec<Value>, SourceError> {
+    let mut values = Vec::with_capacity(decode.len());
+    for (i, d) in decode.iter().enumerate() {
+        values.push(read(row, i, *d)?);
+    }
+    Ok(values)
+}
+
+/// A column's bytes as they came off the wire, whatever its type.
+struct Wire<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Wire<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Wire(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 /// The select expression for a column, and how to read it back.
 fn select_expr(col: &str, t: &Type) -> (String, Decode) {
     if let PgKind::Array(_) = t.kind() {
         return (format!("to_json({col})"), Decode::Json);
     }
-    let epoch = |c: String| {
-        format!("CASE WHEN isfinite({col}) THEN floor(extract(epoch FROM {c}))::int8 END")
+    let d = match *t {
+        Type::BOOL => Decode::Bool,
+        Type::INT2 => Decode::I16,
+        Type::INT4 => Decode::I32,
+        Type::INT8 => Decode::I64,
+        Type::FLOAT4 => Decode::F32,
+        Type::FLOAT8 => Decode::F64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Decode::Text,
+        Type::JSON | Type::JSONB => Decode::Json,
+        Type::NUMERIC => Decode::Numeric,
+        Type::DATE => Decode::Date,
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => Decode::Timestamp,
+        _ => return (format!("{col}::text"), Decode::Text),
     };
-    match *t {
-        Type::BOOL => (col.to_string(), Decode::Bool),
-        Type::INT2 => (col.to_string(), Decode::I16),
-        Type::INT4 => (col.to_string(), Decode::I32),
-        Type::INT8 => (col.to_string(), Decode::I64),
-        Type::FLOAT4 => (col.to_string(), Decode::F32),
-        Type::FLOAT8 => (col.to_string(), Decode::F64),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => (col.to_string(), Decode::Text),
-        Type::JSON | Type::JSONB => (col.to_string(), Decode::Json),
-        Type::NUMERIC => (format!("{col}::text"), Decode::Decimal),
-        Type::DATE => (epoch(format!("{col}::timestamp")), Decode::I64),
-        Type::TIMESTAMP | Type::TIMESTAMPTZ => (epoch(col.to_string()), Decode::I64),
-        _ => (format!("{col}::text"), Decode::Text),
-    }
+    (col.to_string(), d)
 }
+
+/// Seconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH: i64 = 946_684_800;
 
 fn read(row: &tokio_postgres::Row, i: usize, d: Decode) -> Result<Value, SourceError> {
     fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
@@ -233,6 +311,12 @@ fn read(row: &tokio_postgres::Row, i: usize, d: Decode) -> Result<Value, SourceE
             .map(Value::Number)
             .unwrap_or(Value::Null)
     };
+    let bad = |what: &str| {
+        SourceError::Query(format!(
+            "column {}: malformed {what}",
+            row.columns()[i].name()
+        ))
+    };
     Ok(match d {
         Decode::Bool => get::<bool>(row, i)?.map(Value::Bool).unwrap_or(Value::Null),
         Decode::I16 => get::<i16>(row, i)?.map(Value::from).unwrap_or(Value::Null),
@@ -246,10 +330,115 @@ fn read(row: &tokio_postgres::Row, i: usize, d: Decode) -> Result<Value, SourceE
             .map(Value::String)
             .unwrap_or(Value::Null),
         Decode::Json => get::<Value>(row, i)?.unwrap_or(Value::Null),
-        Decode::Decimal => get::<&str>(row, i)?
-            .map(decimal_value)
-            .unwrap_or(Value::Null),
+        // Times arrive as microseconds (days for a date) since 2000-01-01; the extremes are
+        // PostgreSQL's infinities, which have no Unix time.
+        Decode::Timestamp => match get::<Wire>(row, i)? {
+            None => Value::Null,
+            Some(Wire(b)) => {
+                let micros = i64::from_be_bytes(b.try_into().map_err(|_| bad("timestamp"))?);
+                if micros == i64::MAX || micros == i64::MIN {
+                    Value::Null
+                } else {
+                    Value::from(micros.div_euclid(1_000_000) + PG_EPOCH)
+                }
+            }
+        },
+        Decode::Date => match get::<Wire>(row, i)? {
+            None => Value::Null,
+            Some(Wire(b)) => {
+                let days = i32::from_be_bytes(b.try_into().map_err(|_| bad("date"))?);
+                if days == i32::MAX || days == i32::MIN {
+                    Value::Null
+                } else {
+                    Value::from(days as i64 * 86_400 + PG_EPOCH)
+                }
+            }
+        },
+        Decode::Numeric => match get::<Wire>(row, i)? {
+            None => Value::Null,
+            Some(Wire(b)) => match numeric_text(b).ok_or_else(|| bad("numeric"))? {
+                Some(text) => decimal_value(&text),
+                None => Value::Null,
+            },
+        },
     })
+}
+
+/// The decimal text of a binary NUMERIC (`None` for NaN and the infinities): base-10000 digits
+/// with a weight, a sign and a display scale.
+fn numeric_text(b: &[u8]) -> Option<Option<String>> {
+    let u16_at = |i: usize| b.get(i..i + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
+    let ndigits = u16_at(0)? as usize;
+    let weight = u16_at(2)? as i16 as i64;
+    let sign = u16_at(4)?;
+    let dscale = u16_at(6)? as usize;
+    if sign != 0x0000 && sign != 0x4000 {
+        return Some(None);
+    }
+    let digits: Vec<u16> = (0..ndigits)
+        .map(|k| u16_at(8 + 2 * k))
+        .collect::<Option<_>>()?;
+    let group = |k: i64| -> u16 {
+        if k < 0 {
+            0
+        } else {
+            digits.get(k as usize).copied().unwrap_or(0)
+        }
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        for k in 0..=weight {
+            if k == 0 {
+                out.push_str(&group(0).to_string());
+            } else {
+                out.push_str(&format!("{:04}", group(k)));
+            }
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let mut frac = String::new();
+        let mut k = weight + 1;
+        while frac.len() < dscale {
+            frac.push_str(&format!("{:04}", group(k)));
+            k += 1;
+        }
+        frac.truncate(dscale);
+        out.push_str(&frac);
+    }
+    Some(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_text;
+
+    fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [ndigits, weight as u16, sign, dscale] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        for d in digits {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn numerics() {
+        let t = |b: Vec<u8>| numeric_text(&b).unwrap().unwrap();
+        assert_eq!(t(numeric(2, 0, 0, 2, &[12, 5000])), "12.50");
+        assert_eq!(t(numeric(3, 1, 0x4000, 0, &[1, 2345, 6789])), "-12345");
+        assert_eq!(t(numeric(1, -1, 0, 4, &[50])), "0.0050");
+        assert_eq!(t(numeric(0, 0, 0, 0, &[])), "0");
+        assert_eq!(t(numeric(1, 2, 0, 0, &[7])), "700000000");
+        assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])), Some(None));
+    }
 }
 
 /// Connection errors may quote the URL; never its password.

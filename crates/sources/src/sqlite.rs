@@ -108,7 +108,7 @@ impl SqliteSource {
             } else {
                 None
             };
-            Ok(Row { key, values })
+            Ok(Row::new(key, values))
         })
     }
 
@@ -119,10 +119,10 @@ impl SqliteSource {
             model_from(model)
         );
         self.run(sql, |row| {
-            Ok(Row {
-                key: row.get::<_, Option<String>>(0).map_err(query_error)?,
-                values: Vec::new(),
-            })
+            Ok(Row::new(
+                row.get::<_, Option<String>>(0).map_err(query_error)?,
+                Vec::new(),
+            ))
         })
     }
 

@@ -232,14 +232,18 @@ impl StateStore {
     }
 }
 
-const SCHEMA: &str = "
+/// What the app last accepted for each key of each sync. (SQLite stores it `WITHOUT ROWID`, so
+/// that a lookup is one B-tree search.)
+const SYNC_ROWS: &str = "
 CREATE TABLE IF NOT EXISTS sync_rows (
     sync TEXT NOT NULL,
     key TEXT NOT NULL,
     fingerprint BIGINT NOT NULL,
     run_id BIGINT NOT NULL,
     PRIMARY KEY (sync, key)
-);
+)";
+
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS failures (
     sync TEXT NOT NULL,
     key TEXT NOT NULL,

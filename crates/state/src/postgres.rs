@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA};
+use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS};
 
 pub struct PgState {
     client: tokio::sync::Mutex<Client>,
@@ -43,6 +43,7 @@ impl PgState {
                 tracing::debug!(error = %e, "state store connection ended");
             }
         });
+        client.batch_execute(SYNC_ROWS).await?;
         client.batch_execute(SCHEMA).await?;
         client
             .batch_execute(

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA};
+use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS};
 
 pub struct SqliteState {
     conn: Mutex<Connection>,
@@ -44,6 +44,7 @@ impl SqliteState {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(&format!("{SYNC_ROWS} WITHOUT ROWID;"))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS runs (
@@ -159,18 +160,24 @@ impl SqliteState {
     }
 
     pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT fingerprint FROM sync_rows WHERE sync = ?1 AND key = ?2")?;
+        let mut conn = self.conn();
+        // One read transaction for the whole chunk: SQLite then takes its file lock once, not
+        // once per key.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
         let mut out = HashMap::with_capacity(keys.len());
-        for k in keys {
-            if let Some(fp) = stmt
-                .query_row(params![sync, k], |r| r.get::<_, i64>(0))
-                .optional()?
-            {
-                out.insert((*k).to_string(), fp as u64);
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT fingerprint FROM sync_rows WHERE sync = ?1 AND key = ?2")?;
+            for k in keys {
+                if let Some(fp) = stmt
+                    .query_row(params![sync, k], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    out.insert((*k).to_string(), fp as u64);
+                }
             }
         }
+        tx.commit()?;
         Ok(out)
     }
 

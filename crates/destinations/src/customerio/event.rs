@@ -8,7 +8,7 @@ use sallyport_sources::{parse_datetime, Column, Row};
 use serde_json::Value;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use super::{limits, push_json_object, push_json_str};
+use super::{limits, JsonBuf};
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
 use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 
@@ -234,8 +234,9 @@ impl ObjectMapper for EventMapper {
                 .map(|(i, n)| (n.as_str(), &row.values[*i] as &Value))
                 .filter(|(_, v)| !v.is_null())
         };
-        let mut data = String::new();
-        push_json_object(&mut data, attributes());
+        let mut data = JsonBuf::with_capacity(64);
+        data.object(attributes());
+        let data = data.into_string();
         if data.len() > limits::EVENT_DATA_BYTES {
             return Err(RowFailure::row(format!(
                 "the attributes are {} bytes; Customer.io allows at most {} bytes of event data",
@@ -248,24 +249,24 @@ impl ObjectMapper for EventMapper {
             Kind::Track => "event",
             Kind::PageView => "page",
         };
-        let mut body = String::with_capacity(data.len() + name.len() + 160);
+        let mut body = JsonBuf::with_capacity(data.len() + name.len() + 160);
         let route = match customer {
             Some(customer) => {
-                body.push_str("{\"type\":\"person\",\"identifiers\":{\"id\":");
-                push_json_str(&mut body, &customer);
-                body.push_str("},\"action\":\"");
-                body.push_str(kind);
-                body.push_str("\",\"name\":");
-                push_json_str(&mut body, &name);
-                body.push_str(",\"id\":\"");
-                body.push_str(&id);
-                body.push('"');
+                body.raw("{\"type\":\"person\",\"identifiers\":{\"id\":");
+                body.str(&customer);
+                body.raw("},\"action\":\"");
+                body.raw(kind);
+                body.raw("\",\"name\":");
+                body.str(&name);
+                body.raw(",\"id\":\"");
+                body.raw(&id);
+                body.raw("\"");
                 if let Some(t) = timestamp {
-                    body.push_str(&format!(",\"timestamp\":{t}"));
+                    body.raw(&format!(",\"timestamp\":{t}"));
                 }
-                body.push_str(",\"attributes\":");
-                body.push_str(&data);
-                body.push('}');
+                body.raw(",\"attributes\":");
+                body.raw(&data);
+                body.raw("}");
                 if body.len() > limits::OP_BYTES {
                     return Err(RowFailure::row(format!(
                         "the operation is {} bytes; Customer.io allows at most {} bytes per operation",
@@ -286,26 +287,27 @@ impl ObjectMapper for EventMapper {
                         "anonymous event needs anonymous_id or recipient (no customer id in this row)",
                     ));
                 }
-                body.push_str("{\"name\":");
-                push_json_str(&mut body, &name);
-                body.push_str(",\"type\":\"");
-                body.push_str(kind);
-                body.push_str("\",\"id\":\"");
-                body.push_str(&id);
-                body.push('"');
+                body.raw("{\"name\":");
+                body.str(&name);
+                body.raw(",\"type\":\"");
+                body.raw(kind);
+                body.raw("\",\"id\":\"");
+                body.raw(&id);
+                body.raw("\"");
                 if let Some(a) = &anonymous {
-                    body.push_str(",\"anonymous_id\":");
-                    push_json_str(&mut body, a);
+                    body.raw(",\"anonymous_id\":");
+                    body.str(a);
                 }
                 if let Some(t) = timestamp {
-                    body.push_str(&format!(",\"timestamp\":{t}"));
+                    body.raw(&format!(",\"timestamp\":{t}"));
                 }
-                body.push_str(",\"data\":");
-                body.push_str(&data);
-                body.push('}');
+                body.raw(",\"data\":");
+                body.raw(&data);
+                body.raw("}");
                 Route::Single
             }
         };
+        let body = body.into_string();
         Ok(Op {
             key: key.to_string(),
             fingerprint: xxh3_64(body.as_bytes()),

@@ -34,15 +34,6 @@ pub mod limits {
 /// The bytes a batch adds around its ops: `{"batch":[` and `]}`, and a comma between two.
 pub const BATCH_OVERHEAD: (usize, usize) = (12, 1);
 
-/// The bytes a value counts for against the attribute value limit: a string's UTF-8 length,
-/// otherwise its JSON text's.
-pub fn value_bytes(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::String(s) => s.len(),
-        other => serde_json::to_string(other).map(|s| s.len()).unwrap_or(0),
-    }
-}
-
 /// A Customer.io workspace.
 pub struct CustomerIo {
     name: String,
@@ -262,26 +253,50 @@ pub fn mapper(
     }
 }
 
-/// Appends `s` as a JSON string.
-pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    out.push_str(&serde_json::to_string(s).expect("a string serializes"));
-}
+/// A JSON text written straight into one buffer, without a value tree or temporary strings.
+pub(crate) struct JsonBuf(Vec<u8>);
 
-/// Appends a JSON object of `fields` (in order).
-pub(crate) fn push_json_object<'a>(
-    out: &mut String,
-    fields: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
-) {
-    out.push('{');
-    for (i, (name, value)) in fields.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_str(out, name);
-        out.push(':');
-        out.push_str(&serde_json::to_string(value).expect("a value serializes"));
+impl JsonBuf {
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
     }
-    out.push('}');
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Appends JSON text as it is.
+    pub fn raw(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// Appends `s` as a JSON string.
+    pub fn str(&mut self, s: &str) {
+        serde_json::to_writer(&mut self.0, s).expect("writing to memory cannot fail");
+    }
+
+    /// Appends a value.
+    pub fn value(&mut self, v: &serde_json::Value) {
+        serde_json::to_writer(&mut self.0, v).expect("writing to memory cannot fail");
+    }
+
+    /// Appends a JSON object of `fields`, in order.
+    pub fn object<'a>(&mut self, fields: impl Iterator<Item = (&'a str, &'a serde_json::Value)>) {
+        self.raw("{");
+        for (i, (name, value)) in fields.enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            self.str(name);
+            self.raw(":");
+            self.value(value);
+        }
+        self.raw("}");
+    }
+
+    pub fn into_string(self) -> String {
+        String::from_utf8(self.0).expect("JSON text is UTF-8")
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! Person (UPSERT): a row becomes a v2 `identify` op keyed by `id` or `email`.
 
 use sallyport_config::Sync;
-use sallyport_sources::{Column, Row};
+use sallyport_sources::{Column, FingerprintSpec, Row};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{limits, push_json_object, push_json_str, value_bytes};
+use super::{limits, JsonBuf};
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
 use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 
@@ -60,6 +60,23 @@ impl ObjectMapper for PersonMapper {
         "POST /api/v2/batch"
     }
 
+    fn fingerprint_spec(&self) -> Option<FingerprintSpec> {
+        let names: Vec<&str> = self.fields.fields.iter().map(|(_, n)| n.as_str()).collect();
+        Some(FingerprintSpec {
+            columns: self
+                .fields
+                .fields
+                .iter()
+                .map(|(i, _)| self.columns[*i].clone())
+                .collect(),
+            salt: format!(
+                "person/v1/{}/{}",
+                if self.by_email { "email" } else { "id" },
+                names.join("\u{1f}")
+            ),
+        })
+    }
+
     fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure> {
         let kc = &self.key_column;
         if key.trim().is_empty() {
@@ -90,7 +107,17 @@ impl ObjectMapper for PersonMapper {
                 limits::ATTRIBUTES
             )));
         }
-        for (i, name) in &self.fields.fields {
+        // Written straight into the body; each value is measured as it is written: a string by
+        // its UTF-8 length, anything else by its JSON text.
+        let mut body = JsonBuf::with_capacity(128 + 24 * self.fields.fields.len());
+        body.raw(if self.by_email {
+            "{\"type\":\"person\",\"identifiers\":{\"email\":"
+        } else {
+            "{\"type\":\"person\",\"identifiers\":{\"id\":"
+        });
+        body.str(key);
+        body.raw("},\"action\":\"identify\",\"attributes\":{");
+        for (n, (i, name)) in self.fields.fields.iter().enumerate() {
             if name.len() > limits::ATTRIBUTE_NAME_BYTES {
                 return Err(RowFailure::column(
                     &self.columns[*i],
@@ -101,35 +128,29 @@ impl ObjectMapper for PersonMapper {
                     ),
                 ));
             }
-            let v = &row.values[*i];
-            let n = value_bytes(v);
-            if n > limits::ATTRIBUTE_VALUE_BYTES {
+            if n > 0 {
+                body.raw(",");
+            }
+            body.str(name);
+            body.raw(":");
+            let v: &Value = &row.values[*i];
+            let start = body.len();
+            body.value(v);
+            let size = match v {
+                Value::String(s) => s.len(),
+                _ => body.len() - start,
+            };
+            if size > limits::ATTRIBUTE_VALUE_BYTES {
                 return Err(RowFailure::column(
                     &self.columns[*i],
                     format!(
-                        "the value is {n} bytes; Customer.io allows at most {} bytes per attribute value",
+                        "the value is {size} bytes; Customer.io allows at most {} bytes per attribute value",
                         limits::ATTRIBUTE_VALUE_BYTES
                     ),
                 ));
             }
         }
-        let mut body = String::with_capacity(128 + 24 * self.fields.fields.len());
-        body.push_str("{\"type\":\"person\",\"identifiers\":{");
-        body.push_str(if self.by_email {
-            "\"email\":"
-        } else {
-            "\"id\":"
-        });
-        push_json_str(&mut body, key);
-        body.push_str("},\"action\":\"identify\",\"attributes\":");
-        push_json_object(
-            &mut body,
-            self.fields
-                .fields
-                .iter()
-                .map(|(i, name)| (name.as_str(), &row.values[*i] as &Value)),
-        );
-        body.push('}');
+        body.raw("}}");
         if body.len() > limits::OP_BYTES {
             return Err(RowFailure::row(format!(
                 "the operation is {} bytes; Customer.io allows at most {} bytes per operation",
@@ -137,6 +158,7 @@ impl ObjectMapper for PersonMapper {
                 limits::OP_BYTES
             )));
         }
+        let body = body.into_string();
         Ok(Op {
             key: key.to_string(),
             fingerprint: xxh3_64(body.as_bytes()),

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Whole-run benchmark of `sallyport sync` against PostgreSQL and the Customer.io sandbox.
+
+Builds (or reuses) PostgreSQL tables of people (12 columns of mixed types) and events, starts the
+sandbox without faults, and measures, in one run, each case against a reference measured in the
+same run: the time `psql` takes to export the same model as CSV to /dev/null.
+
+    scripts/bench.py                 # 1,000,000 people and events, plus 5,000,000 people for memory
+    scripts/bench.py --rows 100000 --big-rows 0 --no-build   # a quick look
+
+Needs: a PostgreSQL with trust auth (SALLYPORT_TEST_DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/test; scripts/test.sh starts one), psql, cargo.
+Prints a Markdown table (for BENCHMARKS.md) and writes the figures as JSON to bench-out/.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "sallyport")
+SCHEMA = "sallyport_bench"
+
+
+def psql(url, sql, capture=False):
+    out = subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+        check=True,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        text=True,
+    )
+    return out.stdout.strip() if capture else None
+
+
+def people_sql(table, n):
+    return f"""
+    DROP TABLE IF EXISTS {SCHEMA}.{table};
+    CREATE TABLE {SCHEMA}.{table} AS
+    SELECT g::bigint AS user_id,
+           'user' || g || '@example.com' AS email,
+           'First' || (g % 1000) AS first_name,
+           'Last' || (g % 5000) AS last_name,
+           (ARRAY['free', 'pro', 'enterprise'])[1 + g % 3] AS plan,
+           (ARRAY['GB', 'FR', 'DE', 'US', 'BR'])[1 + g % 5] AS country,
+           timestamptz '2024-01-01' + g * interval '1 minute' AS signed_up_at,
+           date '2020-01-01' + (g % 1500) AS last_seen,
+           ((g % 100000) / 100.0)::numeric(12, 2) AS lifetime_value,
+           ((g % 997) / 7.0)::float8 AS score,
+           g % 2 = 0 AS active,
+           jsonb_build_object('segment', g % 10, 'beta', g % 3 = 0) AS prefs
+    FROM generate_series(1, {n}) g;
+    ALTER TABLE {SCHEMA}.{table} ADD PRIMARY KEY (user_id);
+    ANALYZE {SCHEMA}.{table};"""
+
+
+def events_sql(table, n, people):
+    return f"""
+    DROP TABLE IF EXISTS {SCHEMA}.{table};
+    CREATE TABLE {SCHEMA}.{table} AS
+    SELECT 'ev-' || g AS event_id,
+           (g % {people}) + 1 AS user_id,
+           (ARRAY['purchase', 'signup', 'upgrade'])[1 + g % 3] AS event,
+           (g % 50000)::int AS amount_cents,
+           (ARRAY['Widget', 'Gadget', 'Gizmo'])[1 + g % 3] AS product,
+           timestamptz '2025-01-01' + g * interval '1 second' AS happened_at
+    FROM generate_series(1, {n}) g;
+    ANALYZE {SCHEMA}.{table};"""
+
+
+def ensure_table(url, table, n, make_sql, rebuild):
+    exists = psql(
+        url,
+        f"SELECT count(*) FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = '{table}'",
+        capture=True,
+    )
+    if exists == "1" and not rebuild:
+        count = int(psql(url, f"SELECT count(*) FROM {SCHEMA}.{table}", capture=True))
+        if count == n:
+            return
+    print(f"building {SCHEMA}.{table} ({n:,} rows)...", file=sys.stderr)
+    psql(url, make_sql)
+
+
+def reference(url, table, repeat=3):
+    """Median seconds for psql to export the model as CSV to /dev/null."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(
+            ["psql", url, "-qc", f"\\copy (SELECT * FROM {SCHEMA}.{table}) TO '/dev/null' CSV"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_sync(config, sync, full_resync=False):
+    """Runs `sallyport sync SYNC --json`: (seconds, peak RSS in MB, summary)."""
+    args = [BIN, "--config", config, "sync", sync, "--json"]
+    if full_resync:
+        args.append("--full-resync")
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"sync {sync} exited {code}:\n{out}\n{err}")
+    summary = json.loads(out.strip().splitlines()[-1])
+    return seconds, usage.ru_maxrss / 1024.0, summary
+
+
+def sandbox_get(base, path, method="GET"):
+    req = urllib.request.Request(base + path, method=method)
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="people and events in the main cases")
+    ap.add_argument("--big-rows", type=int, default=5_000_000, help="people in the memory case (0 skips it)")
+    ap.add_argument("--database-url", default=os.environ.get(
+        "SALLYPORT_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--requests-per-second", type=int, default=1000,
+                    help="the app's delivery.requests_per_second (Customer.io documents up to 1,000)")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the tables even if they exist")
+    ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
+    a = ap.parse_args()
+    url = a.database_url
+    n, big = a.rows, a.big_rows
+
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "sallyport"], cwd=ROOT, check=True)
+    psql(url, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    ensure_table(url, f"people_{n}", n, people_sql(f"people_{n}", n), a.rebuild)
+    ensure_table(url, f"events_{n}", n, events_sql(f"events_{n}", n, n), a.rebuild)
+    if big:
+        ensure_table(url, f"people_{big}", big, people_sql(f"people_{big}", big), a.rebuild)
+
+    port = free_port()
+    sandbox = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            sandbox_get(base, "/_sandbox/stats")
+            break
+        except OSError:
+            time.sleep(0.05)
+    work = tempfile.mkdtemp(prefix="sallyport-bench-")
+    results = {"rows": n, "big_rows": big}
+    try:
+        def config(name, table_people, table_events):
+            path = os.path.join(work, name + ".yaml")
+            with open(path, "w") as f:
+                f.write(f"""state: {name}.db
+warehouses:
+  pg: {{type: postgres, url: "{url}"}}
+apps:
+  cio:
+    type: customerio
+    site_id: sandbox-site
+    api_key: sandbox-key
+    track_url: {base}
+    delivery: {{requests_per_second: {a.requests_per_second}, concurrency: 8}}
+syncs:
+  people: {{warehouse: pg, model: {{table: {SCHEMA}.{table_people}}}, app: cio, object: person, mode: upsert, primary_key: user_id}}
+  events:
+    warehouse: pg
+    model: {{table: {SCHEMA}.{table_events}}}
+    app: cio
+    object: event
+    mode: insert
+    event_type: track
+    event_id: event_id
+    customer_id: user_id
+    timestamp: happened_at
+    event_name: event
+""")
+            return path
+
+        main_cfg = config("main", f"people_{n}", f"events_{n}")
+        ref = reference(url, f"people_{n}")
+        ref_events = reference(url, f"events_{n}")
+        results["reference_s"] = ref
+        results["reference_events_s"] = ref_events
+
+        sandbox_get(base, "/_sandbox/reset", "POST")
+        t1, rss1, s1 = run_sync(main_cfg, "people")
+        assert s1["rows_sent"] == n, s1
+        t2, rss2, s2 = run_sync(main_cfg, "people")
+        assert s2["rows_sent"] == 0, s2
+        psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = plan || '+' WHERE user_id % 100 = 0")
+        try:
+            t3, rss3, s3 = run_sync(main_cfg, "people")
+        finally:
+            psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = rtrim(plan, '+') WHERE user_id % 100 = 0")
+        assert s3["rows_sent"] == n // 100, s3
+        te, rsse, se = run_sync(main_cfg, "events")
+        assert se["rows_sent"] == n, se
+        stats = sandbox_get(base, "/_sandbox/stats")
+        results.update(first_s=t1, second_s=t2, third_s=t3, events_s=te,
+                       rss_first_mb=rss1, rss_second_mb=rss2, rss_third_mb=rss3, rss_events_mb=rsse,
+                       sandbox_people=stats["people"], sandbox_events=stats["events"])
+
+        if big:
+            big_cfg = config("big", f"people_{big}", f"events_{n}")
+            sandbox_get(base, "/_sandbox/reset", "POST")
+            tb, rssb, sb = run_sync(big_cfg, "people")
+            assert sb["rows_sent"] == big, sb
+            results.update(big_first_s=tb, rss_big_mb=rssb)
+    finally:
+        sandbox.terminate()
+        sandbox.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = [
+        (f"first sync of {n:,} people", results["first_s"], ref, "≤ 5 ×", 5.0),
+        ("second sync, nothing changed", results["second_s"], ref, "≤ 1.5 ×", 1.5),
+        ("third sync, 1 % of rows changed", results["third_s"], ref, "≤ 2 ×", 2.0),
+        (f"{n:,} events, first sync", results["events_s"], ref, "≤ 5 ×", 5.0),
+    ]
+    print(f"\nreference: psql \\copy of the people model to /dev/null as CSV: {ref:.2f} s "
+          f"(events model: {ref_events:.2f} s), median of 3\n")
+    print("| case | time | × reference | target | met |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, t, r, target, limit in rows:
+        ratio = t / r
+        print(f"| {name} | {t:.2f} s | {ratio:.2f} × | {target} | {'yes' if ratio <= limit else 'no'} |")
+    print(f"| peak memory of `sallyport sync` at {n:,} rows | {results['rss_first_mb']:.0f} MB | | ≤ 300 MB "
+          f"| {'yes' if results['rss_first_mb'] <= 300 else 'no'} |")
+    if big:
+        ratio = results["rss_big_mb"] / results["rss_first_mb"]
+        print(f"| peak memory at {big:,} rows | {results['rss_big_mb']:.0f} MB ({ratio:.2f} × the figure at "
+              f"{n:,}; first sync {results['big_first_s']:.1f} s) | | ≤ 1.5 × | {'yes' if ratio <= 1.5 else 'no'} |")
+    os.makedirs(os.path.join(ROOT, "bench-out"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench-out", "bench.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
