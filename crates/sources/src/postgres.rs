@@ -111,17 +111,33 @@ impl PgSource {
             select.push(expr);
             decode.push(d);
         }
-        let key_at = spec.key.map(|k| {
-            select.push(format!("m.{}::text", quote_ident(k)));
-            select.len() - 1
-        });
+        // The key as PostgreSQL writes it as text: read from the column itself where its text
+        // form is plain (integers, text), otherwise asked for as `::text`.
+        let key_at = match spec.key {
+            None => None,
+            Some(k) => {
+                let i = position(k)?;
+                match columns[i].1 {
+                    Type::INT2 | Type::INT4 | Type::INT8 => Some(KeyAt::Int(i)),
+                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Some(KeyAt::Text(i)),
+                    _ => {
+                        select.push(format!("m.{}::text", quote_ident(k)));
+                        Some(KeyAt::Text(select.len() - 1))
+                    }
+                }
+            }
+        };
         let sql = format!("SELECT {} FROM {}", select.join(", "), model_from(model));
         let decode = Arc::new(decode);
         self.run(sql, move |row| {
             let key = match key_at {
-                Some(i) => row
+                Some(KeyAt::Text(i)) => row
                     .try_get::<_, Option<String>>(i)
                     .map_err(|e| SourceError::Query(e.to_string()))?,
+                Some(KeyAt::Int(i)) => match read(&row, i, decode[i])? {
+                    Value::Null => None,
+                    v => Some(v.to_string()),
+                },
                 None => None,
             };
             let Some((salt, columns)) = &fingerprint else {
@@ -232,6 +248,13 @@ impl PgSource {
         });
         Ok(rx)
     }
+}
+
+/// Where a row's key is read from.
+#[derive(Debug, Clone, Copy)]
+enum KeyAt {
+    Int(usize),
+    Text(usize),
 }
 
 /// A row's values still in the wire format, decoded on demand.
