@@ -22,6 +22,7 @@
 
 mod locate;
 mod model;
+mod schedule;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use locate::line_of;
 pub use model::*;
+pub use schedule::{CronSpec, Schedule, ScheduleSpec};
 
 /// Where the state store lives.
 #[derive(Debug, Clone, PartialEq)]
@@ -424,6 +426,11 @@ impl Validator<'_> {
                         format!("sync `{name}`: event_type must be `track` or `page_view`, not `{other}`"),
                     ),
                 }
+            }
+        }
+        if let Some(spec) = &s.schedule {
+            if let Err(e) = Schedule::parse(spec) {
+                self.problem(&at("schedule"), format!("sync `{name}`: {e}"));
             }
         }
         for column in s.mapping.fields.keys() {

@@ -173,6 +173,10 @@ pub struct Sync {
     /// Which columns become attributes, and under which names.
     #[serde(default)]
     pub mapping: Mapping,
+    /// When `sallyport serve` runs it: `every 15m` (s, m, h, d) or `{cron: "0 */2 * * *"}`
+    /// (UTC); none for manual runs only.
+    #[serde(default)]
+    pub schedule: Option<crate::ScheduleSpec>,
 }
 
 /// What a model is: `{sql: "..."}` or `{table: "..."}`.

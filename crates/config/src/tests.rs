@@ -228,3 +228,35 @@ fn units() {
     assert_eq!(parse_bytes("1000").unwrap(), 1000);
     assert!(parse_bytes("1GB").is_err());
 }
+
+#[test]
+fn schedules() {
+    let every = GOOD.replace(
+        "    identifier: id\n",
+        "    identifier: id\n    schedule: every 15m\n",
+    );
+    let c = parse(&every).unwrap();
+    assert!(matches!(
+        c.syncs["people"].schedule,
+        Some(ScheduleSpec::Every(_))
+    ));
+    let cron = GOOD.replace(
+        "    identifier: id\n",
+        "    identifier: id\n    schedule: {cron: \"0 */2 * * *\"}\n",
+    );
+    assert!(matches!(
+        parse(&cron).unwrap().syncs["people"].schedule,
+        Some(ScheduleSpec::Cron(_))
+    ));
+    let bad = GOOD.replace(
+        "    identifier: id\n",
+        "    identifier: id\n    schedule: hourly\n",
+    );
+    let p = only_problem(&bad);
+    assert_eq!(p.line, Some(21));
+    assert!(
+        p.message
+            .contains("schedule `hourly` is not like \"every 15m\""),
+        "{p}"
+    );
+}

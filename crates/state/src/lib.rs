@@ -226,6 +226,16 @@ impl StateStore {
         each!(self, s => s.failures(sync).await)
     }
 
+    /// Pauses or resumes the schedule of `sync`.
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
+        each!(self, s => s.set_paused(sync, paused).await)
+    }
+
+    /// The syncs whose schedules are paused.
+    pub async fn paused(&self) -> Result<Vec<String>> {
+        each!(self, s => s.paused().await)
+    }
+
     /// Forgets every delivered fingerprint of `sync`.
     pub async fn clear(&self, sync: &str) -> Result<()> {
         each!(self, s => s.clear(sync).await)
@@ -253,6 +263,10 @@ CREATE TABLE IF NOT EXISTS failures (
     first_failed_at BIGINT NOT NULL,
     last_failed_at BIGINT NOT NULL,
     PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS sync_flags (
+    sync TEXT PRIMARY KEY,
+    paused BOOLEAN NOT NULL
 );
 CREATE TABLE IF NOT EXISTS locks (
     sync TEXT PRIMARY KEY,

@@ -332,6 +332,32 @@ impl PgState {
             .collect())
     }
 
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO sync_flags (sync, paused) VALUES ($1, $2)
+                 ON CONFLICT (sync) DO UPDATE SET paused = excluded.paused",
+                &[&sync, &paused],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn paused(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT sync FROM sync_flags WHERE paused ORDER BY sync",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub async fn clear(&self, sync: &str) -> Result<()> {
         self.client
             .lock()

@@ -287,6 +287,24 @@ impl SqliteState {
         Ok(rows)
     }
 
+    pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO sync_flags (sync, paused) VALUES (?1, ?2)
+             ON CONFLICT (sync) DO UPDATE SET paused = excluded.paused",
+            params![sync, paused],
+        )?;
+        Ok(())
+    }
+
+    pub async fn paused(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT sync FROM sync_flags WHERE paused ORDER BY sync")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
     pub async fn clear(&self, sync: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM sync_rows WHERE sync = ?1", [sync])?;

@@ -128,6 +128,12 @@ async fn exercise(store: StateStore) {
     assert_eq!(store.runs(None, 1).await.unwrap().len(), 1);
     store.clear("people").await.unwrap();
     assert_eq!(store.count("people").await.unwrap(), 0);
+
+    assert!(store.paused().await.unwrap().is_empty());
+    store.set_paused("people", true).await.unwrap();
+    store.set_paused("events", true).await.unwrap();
+    store.set_paused("events", false).await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), vec!["people".to_string()]);
 }
 
 #[tokio::test]
