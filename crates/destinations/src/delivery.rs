@@ -81,6 +81,8 @@ pub enum SendError {
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
     pub requests: AtomicU64,
+    /// Milliseconds spent in requests (attempts included).
+    pub request_ms: AtomicU64,
     pub retries: AtomicU64,
     pub waited_ms: AtomicU64,
 }
@@ -141,6 +143,7 @@ impl Sender {
             attempt += 1;
             self.limiter.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = Instant::now();
             let verdict = match build(&self.client).send().await {
                 Ok(resp) => classify(resp, attempt).await,
                 Err(e) => Verdict::Retry {
@@ -148,6 +151,9 @@ impl Sender {
                     after: None,
                 },
             };
+            self.stats
+                .request_ms
+                .fetch_add(sent.elapsed().as_millis() as u64, Ordering::Relaxed);
             match verdict {
                 Verdict::Done(a) => return Ok(a),
                 Verdict::Stop(e) => return Err(e),

@@ -38,6 +38,8 @@ pub struct RunSummary {
     pub duration_ms: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Milliseconds spent in requests to the app.
+    pub request_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The first few failure reasons.

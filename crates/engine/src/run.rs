@@ -314,6 +314,7 @@ impl Engine {
             duration_ms: started.elapsed().as_millis() as u64,
             requests: stats.requests.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),
+            request_ms: stats.request_ms.load(Ordering::Relaxed),
             error,
             failures,
         })

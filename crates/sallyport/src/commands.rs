@@ -93,6 +93,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Failures { sync, json } => {
             with_engine(&cli.config, |e| failures(e, sync, json)).await
         }
+        Command::Serve { listen } => {
+            let token_path = cli
+                .config
+                .parent()
+                .map(|d| d.join("sallyport.token"))
+                .unwrap_or_else(|| "sallyport.token".into());
+            with_engine(&cli.config, |e| serve(e, listen, token_path)).await
+        }
     }
 }
 
@@ -420,6 +428,60 @@ async fn failures(engine: Engine, sync: String, json: bool) -> u8 {
         );
     }
     OK
+}
+
+async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBuf) -> u8 {
+    let token = match sallyport_server::load_token(&token_path) {
+        Ok((token, created)) => {
+            if created {
+                println!("API token (kept in {}): {token}", token_path.display());
+            } else {
+                println!(
+                    "API token: from SALLYPORT_TOKEN or {}",
+                    token_path.display()
+                );
+            }
+            token
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot read or create the API token at {}: {e}",
+                token_path.display()
+            );
+            return FAILED;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return FAILED;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!(
+        "Sallyport serving on http://{addr} (API under /api/v1, health /healthz, metrics /metrics)"
+    );
+    let server = sallyport_server::Server::new(engine, token);
+    let stop = stop_signal();
+    let shutdown = async move {
+        let mut stop = stop;
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    match sallyport_server::serve(server, listener, shutdown).await {
+        Ok(()) => OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            FAILED
+        }
+    }
 }
 
 async fn sandbox(a: SandboxArgs) -> u8 {

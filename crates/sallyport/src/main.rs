@@ -108,6 +108,12 @@ pub enum Command {
     },
     /// Run a local Customer.io Track API (for tests, demos and benchmarks).
     Sandbox(commands::SandboxArgs),
+    /// Serve the HTTP API, the scheduler, health (/healthz) and metrics (/metrics).
+    Serve {
+        /// Address to listen on (loopback unless told otherwise).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {

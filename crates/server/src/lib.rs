@@ -1,0 +1,211 @@
+//! `sallyport serve`: a JSON API, a scheduler and health and metrics endpoints over the engine
+//! and its state store.
+//!
+//! Every route but `/healthz` needs the server's token (`Authorization: Bearer TOKEN`).
+
+mod api;
+mod metrics;
+pub mod openapi;
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use sallyport_config::Schedule;
+use sallyport_engine::{Engine, RunOptions, RunSummary};
+use serde_json::json;
+
+pub use metrics::Metrics;
+
+/// An error as the API answers it: `{"error": {"code", "message"}}` with a fitting status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} named `{name}`"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+/// A run in progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Running {
+    pub started_at: DateTime<Utc>,
+    /// `manual` or `schedule`.
+    pub trigger: &'static str,
+}
+
+/// Everything the routes and the scheduler share.
+pub struct Server {
+    pub engine: Arc<Engine>,
+    token: String,
+    pub(crate) running: Mutex<HashMap<String, Running>>,
+    /// When each sync's last run started, as the scheduler knows it.
+    pub(crate) last_start: Mutex<HashMap<String, DateTime<Utc>>>,
+    pub(crate) schedules: BTreeMap<String, Schedule>,
+    pub(crate) started: DateTime<Utc>,
+    pub metrics: Metrics,
+}
+
+impl Server {
+    /// A server over `engine`, answering to `token`.
+    pub fn new(engine: Engine, token: String) -> Arc<Server> {
+        let schedules = engine
+            .config
+            .syncs
+            .iter()
+            .filter_map(|(name, s)| {
+                let spec = s.schedule.as_ref()?;
+                Schedule::parse(spec).ok().map(|sch| (name.clone(), sch))
+            })
+            .collect();
+        Arc::new(Server {
+            engine: Arc::new(engine),
+            token,
+            running: Mutex::new(HashMap::new()),
+            last_start: Mutex::new(HashMap::new()),
+            schedules,
+            started: Utc::now(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Whether a request carries the token.
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+    }
+
+    /// Starts a run of `sync` in the background, unless one is going.
+    pub fn start_run(
+        self: &Arc<Self>,
+        sync: &str,
+        trigger: &'static str,
+    ) -> Result<Running, ApiError> {
+        self.engine
+            .sync(sync)
+            .map_err(|_| ApiError::not_found("sync", sync))?;
+        let info = Running {
+            started_at: Utc::now(),
+            trigger,
+        };
+        {
+            let mut running = self.running.lock().expect("running lock");
+            if running.contains_key(sync) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "already_running",
+                    format!("{sync} is already running"),
+                ));
+            }
+            running.insert(sync.to_string(), info.clone());
+        }
+        self.last_start
+            .lock()
+            .expect("last start lock")
+            .insert(sync.to_string(), info.started_at);
+        let server = self.clone();
+        let name = sync.to_string();
+        tokio::spawn(async move {
+            let result = server.engine.run(&name, RunOptions::default()).await;
+            match &result {
+                Ok(summary) => server.metrics.record(summary),
+                Err(e) => {
+                    tracing::warn!(sync = %name, error = %e, "run could not start");
+                    server.metrics.record(&RunSummary {
+                        sync: name.clone(),
+                        status: "failed".into(),
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    });
+                }
+            }
+            server.running.lock().expect("running lock").remove(&name);
+        });
+        Ok(info)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The whole HTTP surface.
+pub fn app(server: Arc<Server>) -> axum::Router {
+    api::routes(server)
+}
+
+/// Serves on `listener` and runs the scheduler until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let scheduler = tokio::spawn(scheduler::run(server.clone()));
+    let result = axum::serve(listener, app(server))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    scheduler.abort();
+    result
+}
+
+/// The server's token: `SALLYPORT_TOKEN`, or the one kept in `path` (created on first start with
+/// owner-only permissions). Answers the token and whether it was just created.
+pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
+    if let Ok(t) = std::env::var("SALLYPORT_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok((t.trim().to_string(), false));
+        }
+    }
+    if let Ok(t) = std::fs::read_to_string(path) {
+        if !t.trim().is_empty() {
+            return Ok((t.trim().to_string(), false));
+        }
+    }
+    let mut bytes = [0u8; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path)?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    Ok((token, true))
+}

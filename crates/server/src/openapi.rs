@@ -1,0 +1,135 @@
+//! The API's OpenAPI 3.1 document, served at `/api/v1/openapi.json`.
+
+use serde_json::{json, Map, Value};
+
+/// Every route the API serves, as (method, path, summary, success status).
+pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    ("get", "/api/v1/openapi.json", "This document", "200"),
+    ("get", "/api/v1/warehouses", "List warehouses", "200"),
+    ("get", "/api/v1/warehouses/{name}", "Get a warehouse", "200"),
+    (
+        "post",
+        "/api/v1/warehouses/{name}/test",
+        "Test a warehouse connection",
+        "200",
+    ),
+    (
+        "get",
+        "/api/v1/apps",
+        "List app connections (secrets are never returned)",
+        "200",
+    ),
+    ("get", "/api/v1/apps/{name}", "Get an app connection", "200"),
+    (
+        "post",
+        "/api/v1/apps/{name}/test",
+        "Test an app connection (Customer.io: GET /api/v1/accounts/region)",
+        "200",
+    ),
+    (
+        "get",
+        "/api/v1/syncs",
+        "List syncs with their schedule, state and last run",
+        "200",
+    ),
+    ("get", "/api/v1/syncs/{name}", "Get a sync", "200"),
+    (
+        "get",
+        "/api/v1/syncs/{name}/runs",
+        "Run history, newest first",
+        "200",
+    ),
+    (
+        "post",
+        "/api/v1/syncs/{name}/runs",
+        "Start a run now",
+        "202",
+    ),
+    (
+        "get",
+        "/api/v1/syncs/{name}/failures",
+        "Failed rows with their reasons",
+        "200",
+    ),
+    (
+        "post",
+        "/api/v1/syncs/{name}/preview",
+        "Dry run: what a run would send",
+        "200",
+    ),
+    (
+        "post",
+        "/api/v1/syncs/{name}/pause",
+        "Pause the sync's schedule",
+        "200",
+    ),
+    (
+        "post",
+        "/api/v1/syncs/{name}/resume",
+        "Resume the sync's schedule",
+        "200",
+    ),
+    ("get", "/metrics", "Prometheus metrics", "200"),
+    ("get", "/healthz", "Health (no token needed)", "200"),
+];
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, status) in OPERATIONS {
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("a path item");
+        let mut op = json!({
+            "summary": summary,
+            "operationId": format!("{method}_{}", path.trim_start_matches('/').replace(['/', '{', '}', '.'], "_")),
+            "responses": {
+                *status: {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "401": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+            },
+        });
+        if path.contains("{name}") {
+            op["parameters"] = json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        }
+        if *path == "/healthz" {
+            op["security"] = json!([]);
+        }
+        if path.ends_with("/runs") && *method == "post" {
+            op["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+        }
+        entry.insert(method.to_string(), op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sallyport API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Warehouses, app connections and syncs; runs, history, failed rows and schedules.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }},
+                },
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+        },
+    })
+}

@@ -1,0 +1,69 @@
+//! Starts scheduled runs. A sync is due at its schedule's next time after its last run started
+//! (read from the run history, so that it keeps time across restarts). A sync never runs twice
+//! at once: one that is due while its previous run is going starts when that run ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::Server;
+
+/// How often the scheduler looks at the clock.
+const TICK: Duration = Duration::from_millis(250);
+
+pub async fn run(server: Arc<Server>) {
+    // The last start of each scheduled sync, from the history.
+    for name in server.schedules.keys() {
+        if let Ok(runs) = server.engine.state.runs(Some(name), 1).await {
+            if let Some(last) = runs
+                .first()
+                .and_then(|r| DateTime::<Utc>::from_timestamp_millis(r.started_at))
+            {
+                server
+                    .last_start
+                    .lock()
+                    .expect("last start lock")
+                    .entry(name.clone())
+                    .or_insert(last);
+            }
+        }
+    }
+    loop {
+        tick(&server).await;
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn tick(server: &Arc<Server>) {
+    let paused = server.engine.state.paused().await.unwrap_or_default();
+    let now = Utc::now();
+    for name in server.schedules.keys() {
+        if paused.contains(name)
+            || server
+                .running
+                .lock()
+                .expect("running lock")
+                .contains_key(name)
+        {
+            continue;
+        }
+        if next_run(server, name).is_some_and(|due| due <= now) {
+            if let Err(e) = server.start_run(name, "schedule") {
+                tracing::debug!(sync = %name, error = %e.message, "scheduled run not started");
+            }
+        }
+    }
+}
+
+/// When a sync is next due, if it has a schedule.
+pub fn next_run(server: &Server, name: &str) -> Option<DateTime<Utc>> {
+    let schedule = server.schedules.get(name)?;
+    let last = server
+        .last_start
+        .lock()
+        .expect("last start lock")
+        .get(name)
+        .copied();
+    Some(schedule.next_after(last, server.started))
+}

@@ -1,0 +1,314 @@
+//! The API over HTTP: auth everywhere but /healthz, every documented endpoint, secrets never in
+//! a response, runs, pause and resume, metrics, and the scheduler across a restart.
+
+use std::time::{Duration, Instant};
+
+use sallyport_config::Config;
+use sallyport_engine::Engine;
+use sallyport_sandbox::{RunningSandbox, SandboxConfig};
+use sallyport_server::{openapi::OPERATIONS, Server};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-123";
+const API_KEY: &str = "sk-live-never-shown";
+const DB_PASSWORD: &str = "pg-pass-never-shown";
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.task.await;
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sandbox: RunningSandbox,
+    config: String,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn new(schedule: &str) -> Setup {
+        let (pg, schema) = sallyport_testkit::schema().await;
+        pg.batch_execute(&format!(
+            "CREATE TABLE {schema}.users AS SELECT g AS user_id, 'u' || g || '@x.com' AS email FROM generate_series(1, 25) g"
+        ))
+        .await
+        .unwrap();
+        let sandbox = sallyport_sandbox::start(
+            SandboxConfig {
+                api_key: API_KEY.into(),
+                ..Default::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let url = sallyport_testkit::pg_url().replacen(
+            "://postgres@",
+            &format!("://postgres:{DB_PASSWORD}@"),
+            1,
+        );
+        let config = format!(
+            "state: state.db
+warehouses:
+  pg: {{type: postgres, url: \"{url}\"}}
+apps:
+  cio: {{type: customerio, site_id: sandbox-site, api_key: {API_KEY}, track_url: \"{}\"}}
+  wrong: {{type: customerio, site_id: sandbox-site, api_key: nope, track_url: \"{}\"}}
+syncs:
+  people:
+    warehouse: pg
+    model: {{table: {schema}.users}}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: user_id
+{schedule}",
+            sandbox.url(),
+            sandbox.url()
+        );
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            sandbox,
+            config,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn start(&self) -> Running {
+        let path = self.dir.path().join("sallyport.yaml");
+        std::fs::write(&path, &self.config).unwrap();
+        let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
+        let server = Server::new(engine, TOKEN.into());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            sallyport_server::serve(server, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Running {
+            base,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    async fn call(
+        &self,
+        r: &Running,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{}", r.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn json(&self, r: &Running, method: &str, path: &str) -> Value {
+        let (status, body) = self.call(r, method, path, Some(TOKEN)).await;
+        assert!(status < 300, "{method} {path}: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn wait_idle(&self, r: &Running) {
+        let start = Instant::now();
+        while !self.json(r, "get", "/api/v1/syncs/people").await["running"].is_null() {
+            assert!(start.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_needs_the_token_and_never_shows_a_secret() {
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    let (status, body) = s.call(&r, "get", "/healthz", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    let mut everything = String::new();
+    for (method, path, _, ok) in OPERATIONS {
+        if *path == "/healthz" {
+            continue;
+        }
+        let path = path.replace(
+            "{name}",
+            if path.contains("warehouses") {
+                "pg"
+            } else if path.contains("apps") {
+                "cio"
+            } else {
+                "people"
+            },
+        );
+        for bad in [None, Some("wrong-token")] {
+            let (status, body) = s.call(&r, method, &path, bad).await;
+            assert_eq!(status, 401, "{method} {path} without the token");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"]["code"], "unauthorized");
+        }
+        let (status, body) = s.call(&r, method, &path, Some(TOKEN)).await;
+        assert_eq!(status.to_string(), *ok, "{method} {path}: {body}");
+        everything.push_str(&body);
+        s.wait_idle(&r).await;
+    }
+    assert!(!everything.contains(API_KEY), "an API key leaked");
+    assert!(
+        !everything.contains(DB_PASSWORD),
+        "a database password leaked"
+    );
+    assert!(!everything.contains("sandbox-site"), "a Site ID leaked");
+
+    // Errors have one shape.
+    let (status, body) = s.call(&r, "get", "/api/v1/syncs/nope", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["message"], "no sync named `nope`");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_tests_pause_resume_preview_and_metrics() {
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    let v = s.json(&r, "post", "/api/v1/apps/cio/test").await;
+    assert_eq!(v["ok"], true, "{v}");
+    let v = s.json(&r, "post", "/api/v1/apps/wrong/test").await;
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected the Site ID / API key"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("nope"));
+    assert_eq!(
+        s.json(&r, "post", "/api/v1/warehouses/pg/test").await["ok"],
+        true
+    );
+
+    let p = s
+        .json(&r, "post", "/api/v1/syncs/people/preview?limit=2")
+        .await;
+    assert_eq!(p["rows_new"], 25);
+    assert_eq!(p["ops"].as_array().unwrap().len(), 2);
+
+    let started = s.json(&r, "post", "/api/v1/syncs/people/runs").await;
+    assert_eq!(started["running"]["trigger"], "manual");
+    s.wait_idle(&r).await;
+    let runs = s.json(&r, "get", "/api/v1/syncs/people/runs").await;
+    assert_eq!(runs["runs"][0]["status"], "succeeded");
+    assert_eq!(runs["runs"][0]["rows_sent"], 25);
+    assert_eq!(s.sandbox.shared().stats().people, 25);
+    assert_eq!(
+        s.json(&r, "get", "/api/v1/syncs/people/failures").await["failures"],
+        serde_json::json!([])
+    );
+
+    assert_eq!(
+        s.json(&r, "post", "/api/v1/syncs/people/pause").await["paused"],
+        true
+    );
+    assert_eq!(
+        s.json(&r, "get", "/api/v1/syncs").await["syncs"][0]["paused"],
+        true
+    );
+    assert_eq!(
+        s.json(&r, "post", "/api/v1/syncs/people/resume").await["paused"],
+        false
+    );
+
+    let (status, metrics) = s.call(&r, "get", "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sallyport_runs_total{sync=\"people\",status=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sallyport_rows_sent_total{sync=\"people\"} 25"),
+        "{metrics}"
+    );
+
+    // The document lists every route, and every listed route answers.
+    let doc = s.json(&r, "get", "/api/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path, _, _) in OPERATIONS {
+        assert!(
+            doc["paths"][*path][*method].is_object(),
+            "{method} {path} missing from the document"
+        );
+    }
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_sync_runs_repeatedly_never_overlapping_and_resumes_after_a_restart() {
+    let s = Setup::new("    schedule: every 2s\n").await;
+    let r = s.start().await;
+    let start = Instant::now();
+    let count = |v: &Value| v["runs"].as_array().unwrap().len();
+    loop {
+        let runs = s.json(&r, "get", "/api/v1/syncs/people/runs").await;
+        if count(&runs) >= 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the schedule did not run twice: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.wait_idle(&r).await;
+    let before = count(&s.json(&r, "get", "/api/v1/syncs/people/runs").await);
+    r.stop().await;
+
+    // A new server over the same state keeps the schedule going.
+    let r = s.start().await;
+    let start = Instant::now();
+    loop {
+        let runs = s.json(&r, "get", "/api/v1/syncs/people/runs").await;
+        if count(&runs) > before {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no run after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.wait_idle(&r).await;
+    let runs = s
+        .json(&r, "get", "/api/v1/syncs/people/runs?limit=100")
+        .await;
+    let mut runs: Vec<Value> = runs["runs"].as_array().unwrap().clone();
+    runs.reverse();
+    for pair in runs.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            b["started_at"].as_i64().unwrap() >= a["finished_at"].as_i64().unwrap(),
+            "runs overlapped: {a} {b}"
+        );
+        assert!(
+            b["started_at"].as_i64().unwrap() - a["started_at"].as_i64().unwrap() >= 1900,
+            "runs came faster than every 2s"
+        );
+    }
+    r.stop().await;
+}
