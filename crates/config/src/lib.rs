@@ -90,9 +90,102 @@ pub struct Config {
     pub warehouses: BTreeMap<String, Warehouse>,
     pub apps: BTreeMap<String, App>,
     pub syncs: BTreeMap<String, Sync>,
+    /// Names of the entities that came from the state store (made in the UI or the API), not
+    /// from the file: `("warehouse" | "app" | "sync", name)`.
+    pub stored: std::collections::BTreeSet<(String, String)>,
 }
 
+/// Where an entity is defined, as the API and the UI say it.
+pub const FROM_FILE: &str = "sallyport.yaml";
+pub const FROM_STORE: &str = "ui";
+
 impl Config {
+    /// Where the entity `kind` (`warehouse`, `app`, `sync`) `name` is defined.
+    pub fn defined_in(&self, kind: &str, name: &str) -> &'static str {
+        if self.stored.contains(&(kind.to_string(), name.to_string())) {
+            FROM_STORE
+        } else {
+            FROM_FILE
+        }
+    }
+
+    /// This config with entities made in the UI or the API added: names must be unique across
+    /// both, and each is checked as if it were in the file.
+    pub fn with_stored(
+        &self,
+        warehouses: BTreeMap<String, Warehouse>,
+        apps: BTreeMap<String, App>,
+        syncs: BTreeMap<String, Sync>,
+    ) -> Result<Config, ConfigError> {
+        let mut out = self.clone();
+        let mut v = Validator {
+            file: "the state store".into(),
+            source: "",
+            env: &|_| None,
+            problems: Vec::new(),
+        };
+        for (name, w) in warehouses {
+            if out.warehouses.contains_key(&name)
+                && !out.stored.contains(&("warehouse".into(), name.clone()))
+            {
+                v.problem(
+                    &[],
+                    format!("warehouse `{name}` is already defined in {FROM_FILE}"),
+                );
+                continue;
+            }
+            out.stored.insert(("warehouse".into(), name.clone()));
+            out.warehouses.insert(name, w);
+        }
+        for (name, mut app) in apps {
+            if out.apps.contains_key(&name) && !out.stored.contains(&("app".into(), name.clone())) {
+                v.problem(
+                    &[],
+                    format!("app `{name}` is already defined in {FROM_FILE}"),
+                );
+                continue;
+            }
+            let App::Customerio(c) = &mut app;
+            if let Some(u) = &c.track_url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    v.problem(
+                        &[],
+                        format!("app `{name}`: track_url must be an http:// or https:// URL"),
+                    );
+                }
+                c.track_url = Some(u.trim_end_matches('/').to_string());
+            }
+            v.check_delivery(&name, &c.delivery);
+            out.stored.insert(("app".into(), name.clone()));
+            out.apps.insert(name, app);
+        }
+        let mut added = Vec::new();
+        for (name, sync) in syncs {
+            if out.syncs.contains_key(&name) && !out.stored.contains(&("sync".into(), name.clone()))
+            {
+                v.problem(
+                    &[],
+                    format!("sync `{name}` is already defined in {FROM_FILE}"),
+                );
+                continue;
+            }
+            out.stored.insert(("sync".into(), name.clone()));
+            out.syncs.insert(name.clone(), sync);
+            added.push(name);
+        }
+        for name in added {
+            let sync = out.syncs[&name].clone();
+            v.check_sync(&name, &sync, &out.warehouses, &out.apps);
+        }
+        if v.problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError {
+                problems: v.problems,
+            })
+        }
+    }
+
     /// Reads and validates a config file, taking `${NAME}` from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| Problem {
@@ -182,6 +275,7 @@ impl Config {
             warehouses,
             apps,
             syncs: raw.syncs,
+            stored: Default::default(),
         })
     }
 

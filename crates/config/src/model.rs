@@ -117,7 +117,7 @@ pub struct Delivery {
     /// Requests in flight at once.
     pub concurrency: usize,
     /// Per request, e.g. `30s`, `500ms`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub timeout: std::time::Duration,
     /// Attempts per request for transient failures.
     pub max_attempts: u32,
@@ -250,6 +250,10 @@ impl Default for Mapping {
             exclude: Vec::new(),
         }
     }
+}
+
+fn duration_text<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_millis()))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {

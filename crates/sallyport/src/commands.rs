@@ -465,7 +465,21 @@ async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBu
     println!(
         "Sallyport serving on http://{addr} (API under /api/v1, health /healthz, metrics /metrics)"
     );
-    let server = sallyport_server::Server::new(engine, token);
+    let key_path = token_path.with_file_name("sallyport.key");
+    let vault = match sallyport_server::Vault::load(&key_path) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return FAILED;
+        }
+    };
+    let server = match sallyport_server::Server::start(engine, token, vault).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: the syncs made in the UI do not load: {e}");
+            return FAILED;
+        }
+    };
     let stop = stop_signal();
     let shutdown = async move {
         let mut stop = stop;

@@ -8,26 +8,37 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sallyport_config::{App, Model, Sync, Warehouse};
+use sallyport_config::{App, Config, Model, Sync, Warehouse};
 use sallyport_destinations::Destination;
-use sallyport_engine::RunError;
+use sallyport_engine::{Engine, RunError};
 use sallyport_sources::Source;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{scheduler, ApiError, Server};
+use crate::{entities, scheduler, ApiError, Server};
 
 pub fn routes(server: Arc<Server>) -> Router {
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/warehouses", get(warehouses))
-        .route("/api/v1/warehouses/{name}", get(warehouse))
+        .route("/api/v1/warehouses", get(warehouses).post(create_warehouse))
+        .route(
+            "/api/v1/warehouses/{name}",
+            get(warehouse)
+                .put(update_warehouse)
+                .delete(delete_warehouse),
+        )
         .route("/api/v1/warehouses/{name}/test", post(test_warehouse))
-        .route("/api/v1/apps", get(apps))
-        .route("/api/v1/apps/{name}", get(app))
+        .route("/api/v1/apps", get(apps).post(create_app))
+        .route(
+            "/api/v1/apps/{name}",
+            get(app).put(update_app).delete(delete_app),
+        )
         .route("/api/v1/apps/{name}/test", post(test_app))
-        .route("/api/v1/syncs", get(syncs))
-        .route("/api/v1/syncs/{name}", get(sync))
+        .route("/api/v1/syncs", get(syncs).post(create_sync))
+        .route(
+            "/api/v1/syncs/{name}",
+            get(sync).put(update_sync).delete(delete_sync),
+        )
         .route("/api/v1/syncs/{name}/runs", get(runs).post(run_now))
         .route("/api/v1/syncs/{name}/failures", get(failures))
         .route("/api/v1/syncs/{name}/preview", post(preview))
@@ -81,22 +92,20 @@ async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-/// Where an entity is defined.
-const FROM_FILE: &str = "sallyport.yaml";
-
-fn warehouse_json(name: &str, w: &Warehouse) -> Value {
+fn warehouse_json(config: &Config, name: &str, w: &Warehouse) -> Value {
+    let defined_in = config.defined_in(entities::WAREHOUSE, name);
     // The URL can carry a password: it is never shown.
     match w {
         Warehouse::Postgres { .. } => {
-            json!({"name": name, "type": "postgres", "defined_in": FROM_FILE})
+            json!({"name": name, "type": "postgres", "defined_in": defined_in})
         }
         Warehouse::Sqlite { path } => {
-            json!({"name": name, "type": "sqlite", "path": path, "defined_in": FROM_FILE})
+            json!({"name": name, "type": "sqlite", "path": path, "defined_in": defined_in})
         }
     }
 }
 
-fn app_json(name: &str, a: &App) -> Value {
+fn app_json(config: &Config, name: &str, a: &App) -> Value {
     let App::Customerio(c) = a;
     // Site ID and API key are never shown.
     json!({
@@ -105,57 +114,64 @@ fn app_json(name: &str, a: &App) -> Value {
         "region": c.region,
         "track_url": c.track_url,
         "delivery": c.delivery,
-        "defined_in": FROM_FILE,
+        "defined_in": config.defined_in(entities::APP, name),
     })
 }
 
 async fn warehouses(State(s): State<Arc<Server>>) -> Json<Value> {
-    let list: Vec<Value> = s
-        .engine
+    let e = s.engine();
+    let list: Vec<Value> = e
         .config
         .warehouses
         .iter()
-        .map(|(n, w)| warehouse_json(n, w))
+        .map(|(n, w)| warehouse_json(&e.config, n, w))
         .collect();
     Json(json!({ "warehouses": list }))
+}
+
+fn find_warehouse(e: &Engine, name: &str) -> Result<Warehouse, ApiError> {
+    e.config
+        .warehouses
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("warehouse", name))
+}
+
+fn find_app(e: &Engine, name: &str) -> Result<App, ApiError> {
+    e.config
+        .apps
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("app", name))
 }
 
 async fn warehouse(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let w = s
-        .engine
-        .config
-        .warehouses
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("warehouse", &name))?;
-    Ok(Json(warehouse_json(&name, w)))
+    let e = s.engine();
+    let w = find_warehouse(&e, &name)?;
+    Ok(Json(warehouse_json(&e.config, &name, &w)))
 }
 
 async fn test_warehouse(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let w = s
-        .engine
-        .config
-        .warehouses
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("warehouse", &name))?;
-    Ok(Json(match Source::open(w).await {
+    let w = find_warehouse(&s.engine(), &name)?;
+    Ok(Json(match Source::open(&w).await {
         Ok(_) => json!({"ok": true, "message": format!("{} reachable", w.kind())}),
         Err(e) => json!({"ok": false, "message": e.to_string()}),
     }))
 }
 
 async fn apps(State(s): State<Arc<Server>>) -> Json<Value> {
-    let list: Vec<Value> = s
-        .engine
+    let e = s.engine();
+    let list: Vec<Value> = e
         .config
         .apps
         .iter()
-        .map(|(n, a)| app_json(n, a))
+        .map(|(n, a)| app_json(&e.config, n, a))
         .collect();
     Json(json!({ "apps": list }))
 }
@@ -164,26 +180,17 @@ async fn app(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = s
-        .engine
-        .config
-        .apps
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("app", &name))?;
-    Ok(Json(app_json(&name, a)))
+    let e = s.engine();
+    let a = find_app(&e, &name)?;
+    Ok(Json(app_json(&e.config, &name, &a)))
 }
 
 async fn test_app(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = s
-        .engine
-        .config
-        .apps
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("app", &name))?;
-    let mut d = Destination::new(&name, a);
+    let a = find_app(&s.engine(), &name)?;
+    let mut d = Destination::new(&name, &a);
     Ok(Json(match d.check().await {
         Ok(m) => json!({"ok": true, "message": m}),
         Err(e) => json!({"ok": false, "message": e.to_string()}),
@@ -191,8 +198,9 @@ async fn test_app(
 }
 
 async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) -> Value {
+    let defined_in = s.engine().config.defined_in(entities::SYNC, name);
     let last = s
-        .engine
+        .engine()
         .state
         .runs(Some(name), 1)
         .await
@@ -205,7 +213,7 @@ async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) 
     };
     json!({
         "name": name,
-        "defined_in": FROM_FILE,
+        "defined_in": defined_in,
         "warehouse": sync.warehouse,
         "model": model,
         "app": sync.app,
@@ -227,19 +235,21 @@ async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) 
 }
 
 async fn syncs(State(s): State<Arc<Server>>) -> Result<Json<Value>, ApiError> {
-    let paused = s.engine.state.paused().await.map_err(internal)?;
+    let e = s.engine();
+    let paused = e.state.paused().await.map_err(internal)?;
     let mut list = Vec::new();
-    for (name, sync) in &s.engine.config.syncs {
+    for (name, sync) in &e.config.syncs {
         list.push(sync_json(&s, name, sync, &paused).await);
     }
     Ok(Json(json!({ "syncs": list })))
 }
 
-fn find_sync<'a>(s: &'a Server, name: &str) -> Result<&'a Sync, ApiError> {
-    s.engine
+fn find_sync(s: &Server, name: &str) -> Result<Sync, ApiError> {
+    s.engine()
         .config
         .syncs
         .get(name)
+        .cloned()
         .ok_or_else(|| ApiError::not_found("sync", name))
 }
 
@@ -252,8 +262,8 @@ async fn sync(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let sync = find_sync(&s, &name)?;
-    let paused = s.engine.state.paused().await.map_err(internal)?;
-    Ok(Json(sync_json(&s, &name, sync, &paused).await))
+    let paused = s.engine().state.paused().await.map_err(internal)?;
+    Ok(Json(sync_json(&s, &name, &sync, &paused).await))
 }
 
 #[derive(Deserialize)]
@@ -268,7 +278,7 @@ async fn runs(
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
     let runs = s
-        .engine
+        .engine()
         .state
         .runs(Some(&name), q.limit.unwrap_or(50))
         .await
@@ -293,7 +303,7 @@ async fn failures(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    let f = s.engine.state.failures(&name).await.map_err(internal)?;
+    let f = s.engine().state.failures(&name).await.map_err(internal)?;
     Ok(Json(json!({ "failures": f })))
 }
 
@@ -303,7 +313,7 @@ async fn preview(
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    match s.engine.preview(&name, q.limit.unwrap_or(5), false).await {
+    match s.engine().preview(&name, q.limit.unwrap_or(5), false).await {
         Ok(p) => Ok(Json(serde_json::to_value(p).map_err(internal)?)),
         Err(e) => Err(run_error(e)),
     }
@@ -331,7 +341,7 @@ async fn pause(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    s.engine
+    s.engine()
         .state
         .set_paused(&name, true)
         .await
@@ -344,10 +354,186 @@ async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    s.engine
+    s.engine()
         .state
         .set_paused(&name, false)
         .await
         .map_err(internal)?;
     Ok(Json(json!({"sync": name, "paused": false})))
+}
+
+// ---- Entities made through the API (or the UI): create, update, delete.
+
+async fn save(
+    s: &Arc<Server>,
+    kind: &'static str,
+    name: Option<String>,
+    request: Value,
+    create: bool,
+) -> Result<Response, ApiError> {
+    let _edit = s.edits.lock().await;
+    let (named, mut body) = entities::body_of(request).map_err(invalid)?;
+    let name = match (name, named) {
+        (Some(path), Some(n)) if path != n => {
+            return Err(invalid(format!(
+                "the body names `{n}`, the URL `{path}`: renaming is not supported"
+            )))
+        }
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => return Err(invalid("`name` is required")),
+    };
+    if !entities::valid_name(&name) {
+        return Err(invalid(format!(
+            "name `{name}`: use letters, digits, `-` and `_` (at most 64)"
+        )));
+    }
+    let engine = s.engine();
+    let exists = match kind {
+        entities::WAREHOUSE => engine.config.warehouses.contains_key(&name),
+        entities::APP => engine.config.apps.contains_key(&name),
+        _ => engine.config.syncs.contains_key(&name),
+    };
+    if exists && engine.config.defined_in(kind, &name) == sallyport_config::FROM_FILE {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "read_only",
+            format!("{kind} `{name}` is defined in sallyport.yaml: change it there"),
+        ));
+    }
+    if create && exists {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("a {kind} named `{name}` exists already"),
+        ));
+    }
+    if !create && !exists {
+        return Err(ApiError::not_found(kind, &name));
+    }
+    if !create {
+        let stored = entities::load(kind, &engine.state, &s.vault)
+            .await
+            .map_err(internal)?;
+        if let Some(old) = stored.get(&name) {
+            entities::keep_secrets(kind, &mut body, old);
+        }
+    }
+    entities::check(kind, &body).map_err(invalid)?;
+    entities::merged_with(
+        &s.base,
+        &engine.state,
+        &s.vault,
+        Some((kind, &name, Some(&body))),
+    )
+    .await
+    .map_err(invalid)?;
+    let sealed = entities::seal(kind, body.clone(), &s.vault);
+    engine
+        .state
+        .put_entity(kind, &name, &sealed.to_string())
+        .await
+        .map_err(internal)?;
+    s.reload().await.map_err(internal)?;
+    let mut shown = entities::public(kind, &body);
+    shown.insert("name".into(), json!(name));
+    shown.insert("defined_in".into(), json!(sallyport_config::FROM_STORE));
+    let status = if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(Value::Object(shown))).into_response())
+}
+
+async fn remove(s: &Arc<Server>, kind: &'static str, name: &str) -> Result<Response, ApiError> {
+    let _edit = s.edits.lock().await;
+    let engine = s.engine();
+    if engine.config.defined_in(kind, name) == sallyport_config::FROM_FILE {
+        let exists = match kind {
+            entities::WAREHOUSE => engine.config.warehouses.contains_key(name),
+            entities::APP => engine.config.apps.contains_key(name),
+            _ => engine.config.syncs.contains_key(name),
+        };
+        return Err(if exists {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "read_only",
+                format!("{kind} `{name}` is defined in sallyport.yaml: change it there"),
+            )
+        } else {
+            ApiError::not_found(kind, name)
+        });
+    }
+    entities::merged_with(&s.base, &engine.state, &s.vault, Some((kind, name, None)))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "in_use", e))?;
+    engine
+        .state
+        .delete_entity(kind, name)
+        .await
+        .map_err(internal)?;
+    s.reload().await.map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+}
+
+async fn create_warehouse(
+    State(s): State<Arc<Server>>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::WAREHOUSE, None, b, true).await
+}
+async fn update_warehouse(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::WAREHOUSE, Some(n), b, false).await
+}
+async fn delete_warehouse(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
+    remove(&s, entities::WAREHOUSE, &n).await
+}
+async fn create_app(
+    State(s): State<Arc<Server>>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::APP, None, b, true).await
+}
+async fn update_app(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::APP, Some(n), b, false).await
+}
+async fn delete_app(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
+    remove(&s, entities::APP, &n).await
+}
+async fn create_sync(
+    State(s): State<Arc<Server>>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::SYNC, None, b, true).await
+}
+async fn update_sync(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+    Json(b): Json<Value>,
+) -> Result<Response, ApiError> {
+    save(&s, entities::SYNC, Some(n), b, false).await
+}
+async fn delete_sync(
+    State(s): State<Arc<Server>>,
+    Path(n): Path<String>,
+) -> Result<Response, ApiError> {
+    remove(&s, entities::SYNC, &n).await
 }

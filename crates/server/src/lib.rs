@@ -4,12 +4,14 @@
 //! Every route but `/healthz` needs the server's token (`Authorization: Bearer TOKEN`).
 
 mod api;
+mod entities;
 mod metrics;
 pub mod openapi;
 mod scheduler;
+mod vault;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +22,7 @@ use sallyport_engine::{Engine, RunOptions, RunSummary};
 use serde_json::json;
 
 pub use metrics::Metrics;
+pub use vault::Vault;
 
 /// An error as the API answers it: `{"error": {"code", "message"}}` with a fitting status.
 #[derive(Debug)]
@@ -67,20 +70,47 @@ pub struct Running {
 
 /// Everything the routes and the scheduler share.
 pub struct Server {
-    pub engine: Arc<Engine>,
+    /// The config as the file gives it; entities made in the UI or the API are added to it.
+    base: sallyport_config::Config,
+    engine: RwLock<Arc<Engine>>,
+    pub(crate) vault: Vault,
     token: String,
     pub(crate) running: Mutex<HashMap<String, Running>>,
     /// When each sync's last run started, as the scheduler knows it.
     pub(crate) last_start: Mutex<HashMap<String, DateTime<Utc>>>,
-    pub(crate) schedules: BTreeMap<String, Schedule>,
     pub(crate) started: DateTime<Utc>,
     pub metrics: Metrics,
+    /// Serializes changes to stored entities.
+    pub(crate) edits: tokio::sync::Mutex<()>,
 }
 
 impl Server {
-    /// A server over `engine`, answering to `token`.
-    pub fn new(engine: Engine, token: String) -> Arc<Server> {
-        let schedules = engine
+    /// A server over `engine` (whose config is the file's), answering to `token`, with the
+    /// entities stored by earlier UI and API sessions loaded.
+    pub async fn start(engine: Engine, token: String, vault: Vault) -> Result<Arc<Server>, String> {
+        let server = Arc::new(Server {
+            base: (*engine.config).clone(),
+            engine: RwLock::new(Arc::new(engine)),
+            vault,
+            token,
+            running: Mutex::new(HashMap::new()),
+            last_start: Mutex::new(HashMap::new()),
+            started: Utc::now(),
+            metrics: Metrics::default(),
+            edits: tokio::sync::Mutex::new(()),
+        });
+        server.reload().await?;
+        Ok(server)
+    }
+
+    /// The engine over the current config.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.read().expect("engine lock").clone()
+    }
+
+    /// The schedules of the current config.
+    pub(crate) fn schedules(&self) -> BTreeMap<String, Schedule> {
+        self.engine()
             .config
             .syncs
             .iter()
@@ -88,16 +118,18 @@ impl Server {
                 let spec = s.schedule.as_ref()?;
                 Schedule::parse(spec).ok().map(|sch| (name.clone(), sch))
             })
-            .collect();
-        Arc::new(Server {
-            engine: Arc::new(engine),
-            token,
-            running: Mutex::new(HashMap::new()),
-            last_start: Mutex::new(HashMap::new()),
-            schedules,
-            started: Utc::now(),
-            metrics: Metrics::default(),
-        })
+            .collect()
+    }
+
+    /// Rebuilds the config from the file and the stored entities.
+    pub(crate) async fn reload(&self) -> Result<(), String> {
+        let engine = self.engine();
+        let config = entities::merged(&self.base, &engine.state, &self.vault).await?;
+        *self.engine.write().expect("engine lock") = Arc::new(Engine {
+            config: Arc::new(config),
+            state: engine.state.clone(),
+        });
+        Ok(())
     }
 
     /// Whether a request carries the token.
@@ -118,7 +150,8 @@ impl Server {
         sync: &str,
         trigger: &'static str,
     ) -> Result<Running, ApiError> {
-        self.engine
+        let engine = self.engine();
+        engine
             .sync(sync)
             .map_err(|_| ApiError::not_found("sync", sync))?;
         let info = Running {
@@ -143,7 +176,7 @@ impl Server {
         let server = self.clone();
         let name = sync.to_string();
         tokio::spawn(async move {
-            let result = server.engine.run(&name, RunOptions::default()).await;
+            let result = engine.run(&name, RunOptions::default()).await;
             match &result {
                 Ok(summary) => server.metrics.record(summary),
                 Err(e) => {

@@ -6,7 +6,25 @@ use serde_json::{json, Map, Value};
 pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("get", "/api/v1/openapi.json", "This document", "200"),
     ("get", "/api/v1/warehouses", "List warehouses", "200"),
+    (
+        "post",
+        "/api/v1/warehouses",
+        "Create a warehouse: {name, type: postgres, url} or {name, type: sqlite, path}",
+        "201",
+    ),
     ("get", "/api/v1/warehouses/{name}", "Get a warehouse", "200"),
+    (
+        "put",
+        "/api/v1/warehouses/{name}",
+        "Update a warehouse made in the UI or the API (a left-out url is kept)",
+        "200",
+    ),
+    (
+        "delete",
+        "/api/v1/warehouses/{name}",
+        "Delete a warehouse made in the UI or the API, unless a sync uses it",
+        "204",
+    ),
     (
         "post",
         "/api/v1/warehouses/{name}/test",
@@ -32,7 +50,25 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "List syncs with their schedule, state and last run",
         "200",
     ),
+    (
+        "post",
+        "/api/v1/syncs",
+        "Create a sync (the fields of a sync in sallyport.yaml, with its name)",
+        "201",
+    ),
     ("get", "/api/v1/syncs/{name}", "Get a sync", "200"),
+    (
+        "put",
+        "/api/v1/syncs/{name}",
+        "Update a sync made in the UI or the API",
+        "200",
+    ),
+    (
+        "delete",
+        "/api/v1/syncs/{name}",
+        "Delete a sync made in the UI or the API",
+        "204",
+    ),
     (
         "get",
         "/api/v1/syncs/{name}/runs",
@@ -95,6 +131,12 @@ pub fn document() -> Value {
         }
         if *path == "/healthz" {
             op["security"] = json!([]);
+        }
+        if matches!(*method, "post" | "put") && (path.matches('/').count() == 3 || *method == "put")
+        {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+            op["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+            op["responses"]["422"] = json!({"$ref": "#/components/responses/Error"});
         }
         if path.ends_with("/runs") && *method == "post" {
             op["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});

@@ -14,8 +14,8 @@ const TICK: Duration = Duration::from_millis(250);
 
 pub async fn run(server: Arc<Server>) {
     // The last start of each scheduled sync, from the history.
-    for name in server.schedules.keys() {
-        if let Ok(runs) = server.engine.state.runs(Some(name), 1).await {
+    for name in server.schedules().keys() {
+        if let Ok(runs) = server.engine().state.runs(Some(name), 1).await {
             if let Some(last) = runs
                 .first()
                 .and_then(|r| DateTime::<Utc>::from_timestamp_millis(r.started_at))
@@ -36,9 +36,10 @@ pub async fn run(server: Arc<Server>) {
 }
 
 async fn tick(server: &Arc<Server>) {
-    let paused = server.engine.state.paused().await.unwrap_or_default();
+    let paused = server.engine().state.paused().await.unwrap_or_default();
     let now = Utc::now();
-    for name in server.schedules.keys() {
+    let schedules = server.schedules();
+    for (name, schedule) in &schedules {
         if paused.contains(name)
             || server
                 .running
@@ -48,7 +49,7 @@ async fn tick(server: &Arc<Server>) {
         {
             continue;
         }
-        if next_run(server, name).is_some_and(|due| due <= now) {
+        if next_after(server, name, schedule) <= now {
             if let Err(e) = server.start_run(name, "schedule") {
                 tracing::debug!(sync = %name, error = %e.message, "scheduled run not started");
             }
@@ -58,12 +59,16 @@ async fn tick(server: &Arc<Server>) {
 
 /// When a sync is next due, if it has a schedule.
 pub fn next_run(server: &Server, name: &str) -> Option<DateTime<Utc>> {
-    let schedule = server.schedules.get(name)?;
+    let schedule = server.schedules().remove(name)?;
+    Some(next_after(server, name, &schedule))
+}
+
+fn next_after(server: &Server, name: &str, schedule: &sallyport_config::Schedule) -> DateTime<Utc> {
     let last = server
         .last_start
         .lock()
         .expect("last start lock")
         .get(name)
         .copied();
-    Some(schedule.next_after(last, server.started))
+    schedule.next_after(last, server.started)
 }

@@ -226,6 +226,22 @@ impl StateStore {
         each!(self, s => s.failures(sync).await)
     }
 
+    /// Stores an entity made in the UI or the API (`kind`: warehouse, app, sync) as JSON text
+    /// whose secrets the caller has encrypted.
+    pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        each!(self, s => s.put_entity(kind, name, body).await)
+    }
+
+    /// Deletes a stored entity; answers whether there was one.
+    pub async fn delete_entity(&self, kind: &str, name: &str) -> Result<bool> {
+        each!(self, s => s.delete_entity(kind, name).await)
+    }
+
+    /// The stored entities of a kind: (name, body), by name.
+    pub async fn entities(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        each!(self, s => s.entities(kind).await)
+    }
+
     /// Pauses or resumes the schedule of `sync`.
     pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
         each!(self, s => s.set_paused(sync, paused).await)
@@ -263,6 +279,12 @@ CREATE TABLE IF NOT EXISTS failures (
     first_failed_at BIGINT NOT NULL,
     last_failed_at BIGINT NOT NULL,
     PRIMARY KEY (sync, key)
+);
+CREATE TABLE IF NOT EXISTS entities (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
 );
 CREATE TABLE IF NOT EXISTS sync_flags (
     sync TEXT PRIMARY KEY,

@@ -332,6 +332,45 @@ impl PgState {
             .collect())
     }
 
+    pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO entities (kind, name, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
+                &[&kind, &name, &body],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_entity(&self, kind: &str, name: &str) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "DELETE FROM entities WHERE kind = $1 AND name = $2",
+                &[&kind, &name],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn entities(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT name, body FROM entities WHERE kind = $1 ORDER BY name",
+                &[&kind],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
         self.client
             .lock()

@@ -287,6 +287,33 @@ impl SqliteState {
         Ok(rows)
     }
 
+    pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
+            params![kind, name, body],
+        )?;
+        Ok(())
+    }
+
+    pub async fn delete_entity(&self, kind: &str, name: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM entities WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub async fn entities(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, body FROM entities WHERE kind = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+        Ok(rows)
+    }
+
     pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
         self.conn().execute(
             "INSERT INTO sync_flags (sync, paused) VALUES (?1, ?2)

@@ -134,6 +134,17 @@ async fn exercise(store: StateStore) {
     store.set_paused("events", true).await.unwrap();
     store.set_paused("events", false).await.unwrap();
     assert_eq!(store.paused().await.unwrap(), vec!["people".to_string()]);
+
+    store.put_entity("app", "cio", "{\"a\":1}").await.unwrap();
+    store.put_entity("app", "cio", "{\"a\":2}").await.unwrap();
+    store.put_entity("sync", "s", "{}").await.unwrap();
+    assert_eq!(
+        store.entities("app").await.unwrap(),
+        vec![("cio".to_string(), "{\"a\":2}".to_string())]
+    );
+    assert!(store.delete_entity("app", "cio").await.unwrap());
+    assert!(!store.delete_entity("app", "cio").await.unwrap());
+    assert!(store.entities("app").await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,0 +1,173 @@
+//! Warehouses, app connections and syncs made in the UI or the API: kept in the state store as
+//! JSON with their secrets encrypted, and merged with the file's.
+
+use std::collections::BTreeMap;
+
+use sallyport_config::{App, Config, Sync, Warehouse};
+use sallyport_state::StateStore;
+use serde_json::{Map, Value};
+
+use crate::Vault;
+
+/// The kinds of entity, as the state store names them.
+pub const WAREHOUSE: &str = "warehouse";
+pub const APP: &str = "app";
+pub const SYNC: &str = "sync";
+
+/// The fields of an entity that are secrets.
+pub fn secret_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        WAREHOUSE => &["url"],
+        APP => &["site_id", "api_key"],
+        _ => &[],
+    }
+}
+
+/// Checks an entity's settings (without its name) by reading them as the config file would.
+pub fn check(kind: &str, body: &Value) -> Result<(), String> {
+    let r = match kind {
+        WAREHOUSE => serde_json::from_value::<Warehouse>(body.clone()).map(|_| ()),
+        APP => serde_json::from_value::<App>(body.clone()).map(|_| ()),
+        _ => serde_json::from_value::<Sync>(body.clone()).map(|_| ()),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// The body with its secrets encrypted, for storing.
+pub fn seal(kind: &str, mut body: Value, vault: &Vault) -> Value {
+    for f in secret_fields(kind) {
+        if let Some(Value::String(plain)) = body.get(*f) {
+            let sealed = vault.encrypt(plain);
+            body[*f] = Value::String(sealed);
+        }
+    }
+    body
+}
+
+/// The stored body with its secrets decrypted.
+pub fn open(kind: &str, mut body: Value, vault: &Vault) -> Result<Value, String> {
+    for f in secret_fields(kind) {
+        if let Some(Value::String(sealed)) = body.get(*f) {
+            let plain = vault.decrypt(sealed)?;
+            body[*f] = Value::String(plain);
+        }
+    }
+    Ok(body)
+}
+
+/// The stored entities of a kind, decrypted: name → body.
+pub async fn load(
+    kind: &str,
+    state: &StateStore,
+    vault: &Vault,
+) -> Result<BTreeMap<String, Value>, String> {
+    let mut out = BTreeMap::new();
+    for (name, text) in state.entities(kind).await.map_err(|e| e.to_string())? {
+        let body: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{kind} `{name}`: {e}"))?;
+        let body = open(kind, body, vault).map_err(|e| format!("{kind} `{name}`: {e}"))?;
+        out.insert(name, body);
+    }
+    Ok(out)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    m: BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, T>, String> {
+    m.into_iter()
+        .map(|(n, v)| {
+            serde_json::from_value(v)
+                .map(|t| (n.clone(), t))
+                .map_err(|e| format!("{kind} `{n}`: {e}"))
+        })
+        .collect()
+}
+
+/// The file's config with the stored entities added, or the overrides that do not fit. With
+/// `pending`, one entity's body (or its removal, with `None`) is tried in place of the stored
+/// one.
+pub async fn merged_with(
+    base: &Config,
+    state: &StateStore,
+    vault: &Vault,
+    pending: Option<(&str, &str, Option<&Value>)>,
+) -> Result<Config, String> {
+    let mut all: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
+    for kind in [WAREHOUSE, APP, SYNC] {
+        all.insert(kind, load(kind, state, vault).await?);
+    }
+    if let Some((kind, name, body)) = pending {
+        let m = all.get_mut(kind).expect("a known kind");
+        match body {
+            Some(b) => {
+                m.insert(name.to_string(), b.clone());
+            }
+            None => {
+                m.remove(name);
+            }
+        }
+    }
+    let warehouses = typed(WAREHOUSE, all.remove(WAREHOUSE).unwrap_or_default())?;
+    let apps = typed(APP, all.remove(APP).unwrap_or_default())?;
+    let syncs = typed(SYNC, all.remove(SYNC).unwrap_or_default())?;
+    base.with_stored(warehouses, apps, syncs).map_err(|e| {
+        e.problems
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+pub async fn merged(base: &Config, state: &StateStore, vault: &Vault) -> Result<Config, String> {
+    merged_with(base, state, vault, None).await
+}
+
+/// An entity's body without its name, from a request's JSON object.
+pub fn body_of(mut v: Value) -> Result<(Option<String>, Value), String> {
+    let Value::Object(ref mut m) = v else {
+        return Err("the body must be a JSON object".into());
+    };
+    let name = match m.remove("name") {
+        Some(Value::String(n)) => Some(n),
+        Some(_) => return Err("`name` must be a string".into()),
+        None => None,
+    };
+    Ok((name, v))
+}
+
+/// Whether a name can be used (letters, digits, `-`, `_`, at most 64).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Keeps the stored secrets of an entity where an update leaves them out (the UI never shows a
+/// saved secret, so it cannot send it back).
+pub fn keep_secrets(kind: &str, update: &mut Value, stored: &Value) {
+    let (Value::Object(u), Value::Object(old)) = (update, stored) else {
+        return;
+    };
+    for f in secret_fields(kind) {
+        let missing = matches!(u.get(*f), None | Some(Value::Null))
+            || u.get(*f).and_then(Value::as_str).is_some_and(str::is_empty);
+        if missing {
+            if let Some(v) = old.get(*f) {
+                u.insert(f.to_string(), v.clone());
+            }
+        }
+    }
+}
+
+/// A JSON object of the non-secret fields: secrets are never shown again once saved.
+pub fn public(kind: &str, body: &Value) -> Map<String, Value> {
+    let mut m = body.as_object().cloned().unwrap_or_default();
+    for f in secret_fields(kind) {
+        m.remove(*f);
+    }
+    m
+}

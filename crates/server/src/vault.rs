@@ -1,0 +1,124 @@
+//! Secrets at rest: API keys and database URLs entered in the UI or the API are stored encrypted
+//! (XChaCha20-Poly1305) with a key from `SALLYPORT_SECRET_KEY` (64 hex digits) or from a key
+//! file created on first start with owner-only permissions.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+
+const PREFIX: &str = "enc:v1:";
+
+pub struct Vault {
+    cipher: XChaCha20Poly1305,
+}
+
+fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Vault {
+    /// The vault of `SALLYPORT_SECRET_KEY`, or of the key in `key_file` (created if missing).
+    pub fn load(key_file: &Path) -> Result<Vault, String> {
+        let text = match std::env::var("SALLYPORT_SECRET_KEY") {
+            Ok(k) if !k.trim().is_empty() => k,
+            _ => match std::fs::read_to_string(key_file) {
+                Ok(k) => k,
+                Err(_) => {
+                    let k = hex(&random::<32>().map_err(|e| e.to_string())?);
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create_new(true);
+                    #[cfg(unix)]
+                    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                    let mut f = options.open(key_file).map_err(|e| {
+                        format!("cannot create the key file {}: {e}", key_file.display())
+                    })?;
+                    f.write_all(k.as_bytes()).map_err(|e| e.to_string())?;
+                    k
+                }
+            },
+        };
+        let key = unhex(&text)
+            .filter(|k| k.len() == 32)
+            .ok_or("the secret key must be 64 hexadecimal digits (32 bytes)")?;
+        Ok(Vault {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
+    }
+
+    pub fn encrypt(&self, plain: &str) -> String {
+        let nonce = random::<24>().expect("the system's random source");
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
+            .expect("encryption of a short secret");
+        format!("{PREFIX}{}{}", hex(&nonce), hex(&ct))
+    }
+
+    pub fn decrypt(&self, stored: &str) -> Result<String, String> {
+        let body = stored
+            .strip_prefix(PREFIX)
+            .ok_or("not an encrypted secret")?;
+        let bytes = unhex(body)
+            .filter(|b| b.len() > 24)
+            .ok_or("a damaged secret")?;
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(&bytes[..24]), &bytes[24..])
+            .map_err(|_| {
+                "a secret that this key cannot open (was SALLYPORT_SECRET_KEY changed?)"
+            })?;
+        String::from_utf8(plain).map_err(|_| "a damaged secret".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let v = Vault::load(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let e = v.encrypt("sk-123");
+        assert!(e.starts_with(PREFIX) && !e.contains("sk-123"));
+        assert_ne!(e, v.encrypt("sk-123"), "a fresh nonce each time");
+        assert_eq!(v.decrypt(&e).unwrap(), "sk-123");
+        let again = Vault::load(&path).unwrap();
+        assert_eq!(
+            again.decrypt(&e).unwrap(),
+            "sk-123",
+            "the key file is reused"
+        );
+        let mut bad = e.clone();
+        bad.replace_range(bad.len() - 2.., "00");
+        assert!(v.decrypt(&bad).is_err());
+    }
+}
