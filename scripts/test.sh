@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. The integration tests need PostgreSQL: when none answers at
+# Runs the whole test suite. The browser test needs Chromium and chromedriver, installed from
+# Debian's packages when missing. The integration tests need PostgreSQL: when none answers at
 # SALLYPORT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), this script
 # starts one: from the installed server binaries, or from Debian's packages when it may install
 # them (as root). It fails with a clear message when it can do neither.
@@ -73,6 +74,18 @@ if ! answers; then
       "cannot start PostgreSQL: no server binaries (initdb, pg_ctl) were found and they could not be installed (apt-get needs root). Install PostgreSQL, or point SALLYPORT_TEST_DATABASE_URL at a server with trust auth."
   fi
   answers || die "PostgreSQL was started but does not answer at $PGHOST_:$PGPORT_"
+fi
+
+# The browser test drives Debian's Chromium through chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver from Debian's packages (for the browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || die "cannot install chromium and chromium-driver with apt-get"
+  else
+    die "the browser test needs Debian's chromium and chromium-driver: install them (apt-get install chromium chromium-driver) or run this script as root"
+  fi
 fi
 
 # The test database.

@@ -364,13 +364,25 @@ async fn resume(
 
 // ---- Entities made through the API (or the UI): create, update, delete.
 
-async fn save(
+pub(crate) async fn save(
     s: &Arc<Server>,
     kind: &'static str,
     name: Option<String>,
     request: Value,
     create: bool,
 ) -> Result<Response, ApiError> {
+    let (status, shown) = store(s, kind, name, request, create).await?;
+    Ok((status, Json(shown)).into_response())
+}
+
+/// Checks and stores an entity; the status and what may be shown of it.
+pub(crate) async fn store(
+    s: &Arc<Server>,
+    kind: &'static str,
+    name: Option<String>,
+    request: Value,
+    create: bool,
+) -> Result<(StatusCode, Value), ApiError> {
     let _edit = s.edits.lock().await;
     let (named, mut body) = entities::body_of(request).map_err(invalid)?;
     let name = match (name, named) {
@@ -442,7 +454,7 @@ async fn save(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(Value::Object(shown))).into_response())
+    Ok((status, Value::Object(shown)))
 }
 
 async fn remove(s: &Arc<Server>, kind: &'static str, name: &str) -> Result<Response, ApiError> {

@@ -8,6 +8,7 @@ mod entities;
 mod metrics;
 pub mod openapi;
 mod scheduler;
+mod ui;
 mod vault;
 
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +83,8 @@ pub struct Server {
     pub metrics: Metrics,
     /// Serializes changes to stored entities.
     pub(crate) edits: tokio::sync::Mutex<()>,
+    /// UI sessions: session id → CSRF token.
+    pub(crate) sessions: Mutex<HashMap<String, String>>,
 }
 
 impl Server {
@@ -98,6 +101,7 @@ impl Server {
             started: Utc::now(),
             metrics: Metrics::default(),
             edits: tokio::sync::Mutex::new(()),
+            sessions: Mutex::new(HashMap::new()),
         });
         server.reload().await?;
         Ok(server)
@@ -201,7 +205,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The whole HTTP surface.
 pub fn app(server: Arc<Server>) -> axum::Router {
-    api::routes(server)
+    ui::routes(server.clone()).merge(api::routes(server))
 }
 
 /// Serves on `listener` and runs the scheduler until `shutdown` resolves.

@@ -493,3 +493,76 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
     assert_eq!(status, 404);
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http.get(format!("{}/syncs", r.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(resp.headers()["location"], "/login");
+    let resp = http
+        .post(format!("{}/login", r.base))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = http
+        .post(format!("{}/login", r.base))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/syncs/people", r.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(API_KEY) && !page.contains(DB_PASSWORD));
+    let csrf = page
+        .split("name=\"csrf\" content=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let forged = http
+        .post(format!("{}/syncs/people/pause", r.base))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert!(s.json(&r, "get", "/api/v1/syncs").await["syncs"][0]["paused"] == false);
+    let ok = http
+        .post(format!("{}/syncs/people/pause", r.base))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 303);
+    assert_eq!(
+        s.json(&r, "get", "/api/v1/syncs").await["syncs"][0]["paused"],
+        true
+    );
+    r.stop().await;
+}
