@@ -156,9 +156,11 @@ impl Engine {
         let dups = duplicates(&p.source, &p.model, &key)
             .await
             .map_err(RunError::Warehouse)?;
+        // Compared as a run compares, so that the preview tells what a run would send.
+        let fingerprint = fingerprint_spec(&p.source, p.mapper.as_ref());
         let spec = ReadSpec {
             key: Some(&key),
-            ..Default::default()
+            fingerprint: fingerprint.as_ref(),
         };
         let mut stream = mapped_stream(
             self.state.clone(),
@@ -398,11 +400,7 @@ impl Pipeline<'_> {
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
         // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
         // state keeps those fingerprints, and unchanged rows are never decoded nor built.
-        let fingerprint = if source.computes_fingerprints() {
-            mapper.fingerprint_spec()
-        } else {
-            None
-        };
+        let fingerprint = fingerprint_spec(source, mapper.as_ref());
         let spec = ReadSpec {
             key: Some(&key),
             fingerprint: fingerprint.as_ref(),
@@ -717,6 +715,20 @@ async fn mapped_stream(
         }
     });
     Ok(rx)
+}
+
+/// What the warehouse's rows are fingerprinted over, where they are fingerprinted as they arrive
+/// (before being decoded): the state then keeps those fingerprints, and unchanged rows are
+/// never decoded nor built.
+fn fingerprint_spec(
+    source: &Source,
+    mapper: &dyn ObjectMapper,
+) -> Option<sallyport_sources::FingerprintSpec> {
+    if source.computes_fingerprints() {
+        mapper.fingerprint_spec()
+    } else {
+        None
+    }
 }
 
 /// The keys that more than one row of the model has, found by the warehouse.

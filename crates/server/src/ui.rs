@@ -834,6 +834,18 @@ async fn new_sync_form(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
+    let field_errors = error.as_deref().map(field_errors).unwrap_or_default();
+    let err = |k: &str| -> String {
+        field_errors
+            .get(k)
+            .map(|m| {
+                format!(
+                    r#"<span class="field-error" data-field="{k}">{}</span>"#,
+                    esc(m)
+                )
+            })
+            .unwrap_or_default()
+    };
     let warehouses: Vec<String> = e.config.warehouses.keys().cloned().collect();
     let apps: Vec<String> = e.config.apps.keys().cloned().collect();
     let warehouse = get("warehouse");
@@ -907,9 +919,10 @@ async fn new_sync_form(
     let sel = |k: &str| get(k);
     let col = |k: &str, label: &str, required: bool| {
         format!(
-            r#"<label>{label} <select name="{k}" {}>{}</select></label>"#,
+            r#"<label>{label} <select name="{k}" {}>{}</select>{}</label>"#,
             if required { "required" } else { "" },
-            options(&names, sel(k).as_deref(), !required)
+            options(&names, sel(k).as_deref(), !required),
+            err(k)
         )
     };
     let modes: Vec<String> = if object == "event" {
@@ -931,18 +944,18 @@ async fn new_sync_form(
 <form method="post" action="/syncs/new" class="card" id="step-sync">{csrf_field}
 <input type="hidden" name="warehouse" value="{w}"><input type="hidden" name="model_kind" value="{mk}"><input type="hidden" name="model" value="{mt}">
 <h2>2. App and object</h2>
-<label>Name of the sync <input name="name" required pattern="[A-Za-z0-9_-]+"></label>
-<label>App <select name="app" required>{apps}</select></label>
-<label>Object <select name="object" data-reload>{objects}</select></label>
+<label>Name of the sync <input name="name" required pattern="[A-Za-z0-9_-]+" value="{sync_name}">{name_err}</label>
+<label>App <select name="app" required>{apps}</select>{app_err}</label>
+<label>Object <select name="object" data-reload>{objects}</select>{object_err}</label>
 <fieldset data-object="person"><legend>Person</legend>{pk}
-<label>Customer.io matches people by <select name="identifier">{ident}</select></label></fieldset>
+<label>Customer.io matches people by <select name="identifier">{ident}</select>{ident_err}</label></fieldset>
 <fieldset data-object="event"><legend>Event</legend>
-<label>Event type <select name="event_type">{etypes}</select></label>
+<label>Event type <select name="event_type">{etypes}</select>{etype_err}</label>
 {eid}{cid}{aid}{ts}{ename}{purl}</fieldset>
-<h2>3. Sync mode</h2><label>Mode <select name="mode">{modes}</select></label>
+<h2>3. Sync mode</h2><label>Mode <select name="mode">{modes}</select>{mode_err}</label>
 <h2>4. Field mapping</h2><p class="hint">Every column is sent under its own name unless you rename or untick it. Columns used above are not sent as attributes.</p>
 <table id="mapping"><thead><tr><th>Column</th><th>Send</th><th>As attribute</th></tr></thead><tbody>{mapping}</tbody></table>
-<h2>5. Schedule</h2><label>Schedule <input name="schedule" placeholder="every 15m, or a cron like 0 */2 * * *, or empty for manual"></label>
+<h2>5. Schedule</h2><label>Schedule <input name="schedule" value="{schedule}" placeholder="every 15m, or a cron like 0 */2 * * *, or empty for manual">{schedule_err}</label>
 <p class="actions"><button>Create sync</button></p></form>"#,
         csrf_field = hidden_csrf(csrf),
         w = esc(&wname),
@@ -968,8 +981,50 @@ async fn new_sync_form(
         ename = col("event_name", "Event name column (track)", false),
         purl = col("page_url", "Page URL column (page view)", false),
         modes = options(&modes, None, false),
+        sync_name = esc(sel("name").as_deref().unwrap_or("")),
+        schedule = esc(sel("schedule").as_deref().unwrap_or("")),
+        name_err = err("name"),
+        app_err = err("app"),
+        object_err = err("object"),
+        ident_err = err("identifier"),
+        etype_err = err("event_type"),
+        mode_err = err("mode"),
+        schedule_err = err("schedule"),
     );
     page("New sync", Some(csrf), &html)
+}
+
+/// The settings field each problem concerns, read from its message (`mode ...`, `` `page_url` ``,
+/// `missing `event_id``, `column `x` ...` of a setting's column): shown next to that field.
+fn field_errors(messages: &str) -> HashMap<String, String> {
+    const FIELDS: &[&str] = &[
+        "name",
+        "warehouse",
+        "app",
+        "object",
+        "mode",
+        "primary_key",
+        "identifier",
+        "event_type",
+        "event_id",
+        "customer_id",
+        "anonymous_id",
+        "timestamp",
+        "event_name",
+        "page_url",
+        "schedule",
+    ];
+    let mut out = HashMap::new();
+    for m in messages.split("; ") {
+        let text = m.split_once("`: ").map(|(_, t)| t).unwrap_or(m);
+        let field = FIELDS
+            .iter()
+            .find(|f| text.starts_with(&format!("{f} ")) || text.contains(&format!("`{f}`")));
+        if let Some(f) = field {
+            out.entry(f.to_string()).or_insert_with(|| text.to_string());
+        }
+    }
+    out
 }
 
 async fn new_sync_submit(

@@ -566,3 +566,22 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
     );
     r.stop().await;
 }
+
+/// The served document against the OpenAPI 3.1 meta-schema (spec/openapi-3.1-schema.json, the
+/// OpenAPI Initiative's 2021-04-15 schema).
+#[test]
+fn the_openapi_document_validates() {
+    let meta: Value =
+        serde_json::from_str(include_str!("../../../spec/openapi-3.1-schema.json")).unwrap();
+    let validator = jsonschema::draft202012::new(&meta).unwrap();
+    let doc = sallyport_server::openapi::document();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // And it fails on a broken one, so the check means something.
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"] = serde_json::json!("none");
+    assert!(!validator.is_valid(&broken));
+}

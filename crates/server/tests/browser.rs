@@ -227,6 +227,15 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     wait_text(&c, "#model-preview", "u1@x.com").await;
     fill(&c, "#step-sync input[name=name]", "people").await;
     choose(&c, "#step-sync select[name=app]", "cio").await;
+    // Saving without the column that identifies the person is explained next to that field.
+    click(&c, "#step-sync button").await;
+    wait_text(
+        &c,
+        ".field-error[data-field=primary_key]",
+        "missing `primary_key`",
+    )
+    .await;
+    shot(&c, "06a-new-sync-invalid").await;
     choose(&c, "#step-sync select[name=primary_key]", "user_id").await;
     choose(&c, "#step-sync select[name=identifier]", "id").await;
     click(&c, "#mapping input[name='send:notes']").await;

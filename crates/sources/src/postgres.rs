@@ -437,6 +437,23 @@ fn numeric_text(b: &[u8]) -> Option<Option<String>> {
     Some(Some(out))
 }
 
+/// Connection errors may quote the URL; never its password.
+fn redact_connect_error(msg: &str, url: &str) -> String {
+    let mut out = msg.to_string();
+    if let Some(pw) = url_password(url) {
+        if !pw.is_empty() {
+            out = out.replace(&pw, "***");
+        }
+    }
+    out
+}
+
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    Some(userinfo.split_once(':')?.1.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::numeric_text;
@@ -462,21 +479,4 @@ mod tests {
         assert_eq!(t(numeric(1, 2, 0, 0, &[7])), "700000000");
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])), Some(None));
     }
-}
-
-/// Connection errors may quote the URL; never its password.
-fn redact_connect_error(msg: &str, url: &str) -> String {
-    let mut out = msg.to_string();
-    if let Some(pw) = url_password(url) {
-        if !pw.is_empty() {
-            out = out.replace(&pw, "***");
-        }
-    }
-    out
-}
-
-fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
-    Some(userinfo.split_once(':')?.1.to_string())
 }
