@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::limits::{self, Violation};
-use crate::store::{Event, PersonRef, Store};
+use crate::store::{Event, PersonRef, RawFindings, Store};
 use crate::Shared;
 
 pub fn routes(shared: Arc<Shared>) -> Router {
@@ -263,6 +263,8 @@ async fn anonymous_event_v1(State(shared): State<Arc<Shared>>, body: Bytes) -> R
 /// What one valid v2 operation does to the workspace.
 enum Action {
     Identify(PersonRef, Map<String, Value>),
+    /// An identify whose attributes were checked as text (the fast path of batches).
+    IdentifyRaw(PersonRef, Box<RawValue>, RawFindings),
     Delete(PersonRef),
     Track(Event),
     /// A valid operation of a kind the sandbox acknowledges but does not model (objects,
@@ -433,10 +435,67 @@ fn prepare_v2(op: Value) -> Result<Action, Violation> {
     }
 }
 
+/// The head of a v2 operation, read without building a value tree.
+#[derive(Deserialize)]
+struct OpHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    identifiers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+}
+
+/// The fast path for a person `identify` with an object of attributes: they are checked and
+/// kept as text. `None` sends the op down the general path (which gives every error its
+/// message).
+fn prepare_identify(text: &str) -> Option<Result<Action, Violation>> {
+    let head: OpHead = serde_json::from_str(text).ok()?;
+    if head.kind.as_deref() != Some("person")
+        || head.action.as_deref() != Some("identify")
+        || head.timestamp.is_some()
+    {
+        return None;
+    }
+    let attrs = head.attributes?;
+    if !attrs.get().starts_with('{') {
+        return None;
+    }
+    let ids: Value = serde_json::from_str(head.identifiers?.get()).ok()?;
+    let mut op = Map::new();
+    op.insert("identifiers".into(), ids);
+    let person = match v2_person_ref(&op) {
+        Ok(p) => p,
+        Err(v) => return Some(Err(v)),
+    };
+    let entries: limits::RawEntries = serde_json::from_str(attrs.get()).ok()?;
+    if let Err(v) = limits::check_raw_attributes(&entries) {
+        return Some(Err(v));
+    }
+    let mut found = RawFindings::default();
+    for (name, raw) in &entries.0 {
+        match name.as_ref() {
+            "email" => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::String(e)) => found.email = Some(e),
+                _ => found.reserved = true,
+            },
+            "id" | "_update" => found.reserved = true,
+            _ => {}
+        }
+    }
+    let raw = RawValue::from_string(attrs.get().to_string()).ok()?;
+    Some(Ok(Action::IdentifyRaw(person, raw, found)))
+}
+
 fn apply(store: &mut Store, action: Action) {
     store.stats.ops += 1;
     match action {
         Action::Identify(p, attrs) => store.identify(&p, attrs),
+        Action::IdentifyRaw(p, raw, found) => store.identify_raw(&p, raw, &found),
         Action::Delete(p) => {
             store.delete(&p);
         }
@@ -537,6 +596,9 @@ async fn batch_v2(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
                         limits::MAX_ITEM_BYTES
                     ),
                 ));
+            }
+            if let Some(fast) = prepare_identify(text) {
+                return fast;
             }
             serde_json::from_str::<Value>(text)
                 .map_err(|e| Violation::new("invalid", "", format!("malformed JSON: {e}")))

@@ -3,6 +3,7 @@
 //! Kept apart from the destination's own checks on purpose: the sandbox models the service, so a
 //! mistake in the client's checks shows up as a rejection here.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub const MAX_ID_BYTES: usize = 150;
@@ -71,6 +72,69 @@ pub fn check_attributes(attrs: &Map<String, Value>) -> Result<(), Violation> {
                     "value for attribute '{name}' cannot be longer than {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Attributes as they arrived: each name with its value's JSON text, in order.
+pub struct RawEntries<'a>(pub Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawEntries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawEntries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((k, v)) =
+                    m.next_entry::<std::borrow::Cow<'de, str>, &'de RawValue>()?
+                {
+                    out.push((k, v));
+                }
+                Ok(RawEntries(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The same checks as [`check_attributes`], on attributes still in their JSON text.
+pub fn check_raw_attributes(entries: &RawEntries<'_>) -> Result<(), Violation> {
+    if entries.0.len() > MAX_ATTRIBUTES {
+        return Err(Violation::new(
+            "too_many",
+            "attributes",
+            format!("cannot identify more than {MAX_ATTRIBUTES} attributes in one request"),
+        ));
+    }
+    for (name, raw) in &entries.0 {
+        if name.len() > MAX_ATTRIBUTE_NAME_BYTES {
+            return Err(Violation::new(
+                "too_long",
+                format!("attributes.{name}"),
+                format!("attribute name cannot be longer than {MAX_ATTRIBUTE_NAME_BYTES} bytes"),
+            ));
+        }
+        // The JSON text bounds the value's size from above; only a long one is measured.
+        let text = raw.get();
+        if text.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            if value_bytes(&value) > MAX_ATTRIBUTE_VALUE_BYTES {
+                return Err(Violation::new(
+                    "too_long",
+                    format!("attributes.{name}"),
+                    format!(
+                        "value for attribute '{name}' cannot be longer than {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 use foldhash::{HashMap, HashSet};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::IdentifyBy;
@@ -14,7 +15,45 @@ pub struct Person {
     pub cio_id: String,
     pub id: Option<String>,
     pub email: Option<String>,
-    pub attributes: Map<String, Value>,
+    pub attributes: Attributes,
+}
+
+/// A person's attributes: the JSON text they first arrived in (most people are identified
+/// once, and keeping the text is what lets the sandbox ingest fast), or a map once merged.
+/// `id` and `email` are identifiers, not attributes, and never shown among them.
+#[derive(Debug, Clone)]
+pub enum Attributes {
+    Raw(Box<RawValue>),
+    Map(Map<String, Value>),
+}
+
+impl Attributes {
+    /// The attributes as a map (without `id`, `email` and `_update`).
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = match self {
+            Attributes::Map(m) => m.clone(),
+            Attributes::Raw(r) => serde_json::from_str(r.get()).unwrap_or_default(),
+        };
+        for k in ["id", "email", "_update"] {
+            m.remove(k);
+        }
+        m
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_map().serialize(s)
+    }
+}
+
+/// What a check of attributes still in their JSON text found, for `identify_raw`.
+#[derive(Debug, Default)]
+pub struct RawFindings {
+    /// The `email` attribute, when it is a string.
+    pub email: Option<String>,
+    /// `id`, `_update`, or a non-string `email` is among the attributes: take the general path.
+    pub reserved: bool,
 }
 
 /// A stored event.
@@ -137,7 +176,7 @@ impl Store {
                         cio_id: cio.clone(),
                         id,
                         email,
-                        attributes: Map::new(),
+                        attributes: Attributes::Map(Map::new()),
                     },
                 );
                 cio
@@ -164,11 +203,51 @@ impl Store {
         }
         attrs.remove("id");
         attrs.remove("email");
-        if person.attributes.is_empty() {
-            person.attributes = attrs;
-        } else {
-            person.attributes.extend(attrs);
+        match &mut person.attributes {
+            Attributes::Map(m) if m.is_empty() => *m = attrs,
+            Attributes::Map(m) => m.extend(attrs),
+            Attributes::Raw(_) => {
+                let mut m = person.attributes.to_map();
+                m.extend(attrs);
+                person.attributes = Attributes::Map(m);
+            }
         }
+        self.stats.people = self.people.len();
+    }
+
+    /// The fast path of `identify` for a batch op whose attributes were checked as text: a new
+    /// person keeps the text as it came; anyone else goes through the merge.
+    pub fn identify_raw(&mut self, r: &PersonRef, raw: Box<RawValue>, found: &RawFindings) {
+        if found.reserved || matches!(r, PersonRef::CioId(_)) || self.lookup(r).is_some() {
+            let attrs: Map<String, Value> = serde_json::from_str(raw.get()).unwrap_or_default();
+            self.identify(r, attrs);
+            return;
+        }
+        self.next_cio += 1;
+        let cio = format!("{:x}", 0x5a11_0000_0000u64 + self.next_cio);
+        let (id, mut email) = match r {
+            PersonRef::Id(id) => (Some(id.clone()), None),
+            PersonRef::Email(e) => (None, Some(e.clone())),
+            PersonRef::CioId(_) => unreachable!("checked above"),
+        };
+        if let Some(e) = &found.email {
+            email = Some(e.clone());
+        }
+        if let Some(id) = &id {
+            self.by_id.insert(id.clone(), cio.clone());
+        }
+        if let Some(e) = &email {
+            self.by_email.insert(e.to_lowercase(), cio.clone());
+        }
+        self.people.insert(
+            cio.clone(),
+            Person {
+                cio_id: cio,
+                id,
+                email,
+                attributes: Attributes::Raw(raw),
+            },
+        );
         self.stats.people = self.people.len();
     }
 
