@@ -11,11 +11,16 @@ use crate::config::IdentifyBy;
 /// A stored person.
 #[derive(Debug, Clone, Serialize)]
 pub struct Person {
-    /// Customer.io's own id for the person (`cio_id`).
-    pub cio_id: String,
+    /// Customer.io's own id for the person (`cio_id`), shown in hexadecimal.
+    #[serde(serialize_with = "hex")]
+    pub cio_id: u64,
     pub id: Option<String>,
     pub email: Option<String>,
     pub attributes: Attributes,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:x}"))
 }
 
 /// A person's attributes: the JSON text they first arrived in (most people are identified
@@ -113,23 +118,58 @@ impl PersonRef {
     }
 }
 
+/// The first cio id, less one.
+const CIO_BASE: u64 = 0x5a11_0000_0000;
+
 #[derive(Debug, Default)]
 pub struct Store {
-    people: HashMap<String, Person>,
-    by_id: HashMap<String, String>,
-    by_email: HashMap<String, String>,
+    /// People by their cio id, which is `CIO_BASE` plus their position here (a deleted person
+    /// leaves `None`): no hashing, one slot each.
+    people: Vec<Option<Person>>,
+    live: usize,
+    by_id: HashMap<String, u64>,
+    by_email: HashMap<String, u64>,
     events: Vec<Event>,
     event_ids: HashSet<String>,
-    next_cio: u64,
     pub stats: Stats,
 }
 
 impl Store {
-    fn lookup(&self, r: &PersonRef) -> Option<&String> {
+    fn slot(cio: u64) -> Option<usize> {
+        cio.checked_sub(CIO_BASE + 1).map(|i| i as usize)
+    }
+
+    fn get(&self, cio: u64) -> Option<&Person> {
+        self.people.get(Self::slot(cio)?)?.as_ref()
+    }
+
+    /// Adds a new person; their cio id.
+    fn add(&mut self, id: Option<String>, email: Option<String>, attributes: Attributes) -> u64 {
+        let cio = CIO_BASE + 1 + self.people.len() as u64;
+        if let Some(id) = &id {
+            self.by_id.insert(id.clone(), cio);
+        }
+        if let Some(e) = &email {
+            self.by_email.insert(e.to_lowercase(), cio);
+        }
+        self.people.push(Some(Person {
+            cio_id: cio,
+            id,
+            email,
+            attributes,
+        }));
+        self.live += 1;
+        self.stats.people = self.live;
+        cio
+    }
+
+    fn lookup(&self, r: &PersonRef) -> Option<u64> {
         match r {
-            PersonRef::Id(id) => self.by_id.get(id),
-            PersonRef::Email(e) => self.by_email.get(&e.to_lowercase()),
-            PersonRef::CioId(c) => self.people.get_key_value(c).map(|(k, _)| k),
+            PersonRef::Id(id) => self.by_id.get(id).copied(),
+            PersonRef::Email(e) => self.by_email.get(&e.to_lowercase()).copied(),
+            PersonRef::CioId(c) => u64::from_str_radix(c, 16)
+                .ok()
+                .filter(|k| self.get(*k).is_some()),
         }
     }
 
@@ -140,46 +180,30 @@ impl Store {
             .by_id
             .get(identifier)
             .or_else(|| self.by_email.get(&identifier.to_lowercase()))
+            .copied()
             .or_else(|| {
                 identifier
                     .strip_prefix("cio_")
-                    .and_then(|c| self.people.get_key_value(c).map(|(k, _)| k))
+                    .and_then(|c| u64::from_str_radix(c, 16).ok())
             })?;
-        self.people.get(key)
+        self.get(key)
     }
 
     /// Upserts a person, merging attributes. `update_only` (`_update: true`) never creates.
     pub fn identify(&mut self, r: &PersonRef, mut attrs: Map<String, Value>) {
         let update_only = matches!(attrs.remove("_update"), Some(Value::Bool(true)));
         let key = match self.lookup(r) {
-            Some(k) => k.clone(),
+            Some(k) => k,
             None => {
                 if update_only || matches!(r, PersonRef::CioId(_)) {
                     return;
                 }
-                self.next_cio += 1;
-                let cio = format!("{:x}", 0x5a11_0000_0000u64 + self.next_cio);
                 let (id, email) = match r {
                     PersonRef::Id(id) => (Some(id.clone()), None),
                     PersonRef::Email(e) => (None, Some(e.clone())),
                     PersonRef::CioId(_) => unreachable!("handled above"),
                 };
-                if let Some(id) = &id {
-                    self.by_id.insert(id.clone(), cio.clone());
-                }
-                if let Some(e) = &email {
-                    self.by_email.insert(e.to_lowercase(), cio.clone());
-                }
-                self.people.insert(
-                    cio.clone(),
-                    Person {
-                        cio_id: cio.clone(),
-                        id,
-                        email,
-                        attributes: Attributes::Map(Map::new()),
-                    },
-                );
-                cio
+                self.add(id, email, Attributes::Map(Map::new()))
             }
         };
         let new_email = attrs
@@ -187,18 +211,21 @@ impl Store {
             .and_then(Value::as_str)
             .map(str::to_string);
         let new_id = attrs.get("id").and_then(Value::as_str).map(str::to_string);
-        let person = self.people.get_mut(&key).expect("indexed person exists");
+        let person = Self::slot(key)
+            .and_then(|i| self.people.get_mut(i))
+            .and_then(Option::as_mut)
+            .expect("indexed person exists");
         if let Some(e) = new_email {
             if person.email.as_deref().map(str::to_lowercase) != Some(e.to_lowercase()) {
                 if let Some(old) = person.email.take() {
                     self.by_email.remove(&old.to_lowercase());
                 }
-                self.by_email.insert(e.to_lowercase(), key.clone());
+                self.by_email.insert(e.to_lowercase(), key);
                 person.email = Some(e);
             }
         }
         if let (Some(id), None) = (new_id, person.id.as_ref()) {
-            self.by_id.insert(id.clone(), key.clone());
+            self.by_id.insert(id.clone(), key);
             person.id = Some(id);
         }
         attrs.remove("id");
@@ -212,7 +239,7 @@ impl Store {
                 person.attributes = Attributes::Map(m);
             }
         }
-        self.stats.people = self.people.len();
+        self.stats.people = self.live;
     }
 
     /// The fast path of `identify` for a batch op whose attributes were checked as text: a new
@@ -223,8 +250,6 @@ impl Store {
             self.identify(r, attrs);
             return;
         }
-        self.next_cio += 1;
-        let cio = format!("{:x}", 0x5a11_0000_0000u64 + self.next_cio);
         let (id, mut email) = match r {
             PersonRef::Id(id) => (Some(id.clone()), None),
             PersonRef::Email(e) => (None, Some(e.clone())),
@@ -233,30 +258,19 @@ impl Store {
         if let Some(e) = &found.email {
             email = Some(e.clone());
         }
-        if let Some(id) = &id {
-            self.by_id.insert(id.clone(), cio.clone());
-        }
-        if let Some(e) = &email {
-            self.by_email.insert(e.to_lowercase(), cio.clone());
-        }
-        self.people.insert(
-            cio.clone(),
-            Person {
-                cio_id: cio,
-                id,
-                email,
-                attributes: Attributes::Raw(raw),
-            },
-        );
-        self.stats.people = self.people.len();
+        self.add(id, email, Attributes::Raw(raw));
     }
 
     /// Deletes a person; answers whether one was there.
     pub fn delete(&mut self, r: &PersonRef) -> bool {
-        let Some(key) = self.lookup(r).cloned() else {
+        let Some(key) = self.lookup(r) else {
             return false;
         };
-        if let Some(p) = self.people.remove(&key) {
+        let taken = Self::slot(key)
+            .and_then(|i| self.people.get_mut(i))
+            .and_then(Option::take);
+        if let Some(p) = taken {
+            self.live -= 1;
             if let Some(id) = p.id {
                 self.by_id.remove(&id);
             }
@@ -264,7 +278,7 @@ impl Store {
                 self.by_email.remove(&e.to_lowercase());
             }
         }
-        self.stats.people = self.people.len();
+        self.stats.people = self.live;
         self.stats.deleted_people += 1;
         true
     }
@@ -290,9 +304,12 @@ impl Store {
 
     /// A page of people in the order they were created.
     pub fn people_page(&self, limit: usize, offset: usize) -> Vec<&Person> {
-        let mut all: Vec<&Person> = self.people.values().collect();
-        all.sort_by(|a, b| (a.cio_id.len(), &a.cio_id).cmp(&(b.cio_id.len(), &b.cio_id)));
-        all.into_iter().skip(offset).take(limit).collect()
+        self.people
+            .iter()
+            .flatten()
+            .skip(offset)
+            .take(limit)
+            .collect()
     }
 
     /// Stored events, filtered by customer or anonymous id.
