@@ -179,18 +179,27 @@ impl Server {
             .insert(sync.to_string(), info.started_at);
         let server = self.clone();
         let name = sync.to_string();
+        let app = engine
+            .config
+            .syncs
+            .get(sync)
+            .map(|s| s.app.clone())
+            .unwrap_or_default();
         tokio::spawn(async move {
             let result = engine.run(&name, RunOptions::default()).await;
             match &result {
-                Ok(summary) => server.metrics.record(summary),
+                Ok(summary) => server.metrics.record(summary, &app),
                 Err(e) => {
                     tracing::warn!(sync = %name, error = %e, "run could not start");
-                    server.metrics.record(&RunSummary {
-                        sync: name.clone(),
-                        status: "failed".into(),
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    });
+                    server.metrics.record(
+                        &RunSummary {
+                            sync: name.clone(),
+                            status: "failed".into(),
+                            error: Some(e.to_string()),
+                            ..Default::default()
+                        },
+                        &app,
+                    );
                 }
             }
             server.running.lock().expect("running lock").remove(&name);

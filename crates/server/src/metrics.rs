@@ -30,17 +30,17 @@ fn label(v: &str) -> String {
 }
 
 impl Metrics {
-    /// Counts a finished run.
-    pub fn record(&self, s: &RunSummary) {
+    /// Counts a finished run of a sync that sends to `app`.
+    pub fn record(&self, s: &RunSummary, app: &str) {
         let mut c = self.inner.lock().expect("metrics lock");
         *c.runs
             .entry((s.sync.clone(), s.status.clone()))
             .or_default() += 1;
         *c.rows_sent.entry(s.sync.clone()).or_default() += s.rows_sent;
         *c.rows_failed.entry(s.sync.clone()).or_default() += s.rows_failed;
-        *c.requests.entry(s.sync.clone()).or_default() += s.requests;
-        *c.retries.entry(s.sync.clone()).or_default() += s.retries;
-        *c.request_seconds.entry(s.sync.clone()).or_default() += s.request_ms as f64 / 1000.0;
+        *c.requests.entry(app.to_string()).or_default() += s.requests;
+        *c.retries.entry(app.to_string()).or_default() += s.retries;
+        *c.request_seconds.entry(app.to_string()).or_default() += s.request_ms as f64 / 1000.0;
         *c.run_seconds.entry(s.sync.clone()).or_default() += s.duration_ms as f64 / 1000.0;
     }
 
@@ -68,9 +68,14 @@ impl Metrics {
         out.push_str(&text);
         let series =
             |out: &mut String, name: &str, help: &str, kind: &str, m: &BTreeMap<String, f64>| {
+                let key = if name.starts_with("sallyport_app_") {
+                    "app"
+                } else {
+                    "sync"
+                };
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (sync, v) in m {
-                    let _ = writeln!(out, "{name}{{sync=\"{}\"}} {v}", label(sync));
+                for (k, v) in m {
+                    let _ = writeln!(out, "{name}{{{key}=\"{}\"}} {v}", label(k));
                 }
             };
         let as_f64 = |m: &BTreeMap<String, u64>| {
