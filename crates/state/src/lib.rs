@@ -297,6 +297,29 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 ";
 
+/// The run history table, with the backend's auto-numbered primary key.
+fn runs_table(id: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS runs (
+            id {id},
+            sync TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at BIGINT NOT NULL,
+            finished_at BIGINT,
+            full_resync BOOLEAN NOT NULL,
+            rows_read BIGINT NOT NULL DEFAULT 0,
+            rows_new BIGINT NOT NULL DEFAULT 0,
+            rows_changed BIGINT NOT NULL DEFAULT 0,
+            rows_unchanged BIGINT NOT NULL DEFAULT 0,
+            rows_sent BIGINT NOT NULL DEFAULT 0,
+            rows_failed BIGINT NOT NULL DEFAULT 0,
+            rows_removed BIGINT NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);"
+    )
+}
+
 const RUN_COLUMNS: &str =
     "id, sync, status, started_at, finished_at, full_resync, rows_read, rows_new, \
     rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error";

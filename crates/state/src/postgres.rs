@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS};
+use crate::{
+    runs_table, Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS,
+};
 
 pub struct PgState {
     client: tokio::sync::Mutex<Client>,
@@ -46,26 +48,10 @@ impl PgState {
         client.batch_execute(SYNC_ROWS).await?;
         client.batch_execute(SCHEMA).await?;
         client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS runs (
-                    id BIGSERIAL PRIMARY KEY,
-                    sync TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    started_at BIGINT NOT NULL,
-                    finished_at BIGINT,
-                    full_resync BOOLEAN NOT NULL,
-                    rows_read BIGINT NOT NULL DEFAULT 0,
-                    rows_new BIGINT NOT NULL DEFAULT 0,
-                    rows_changed BIGINT NOT NULL DEFAULT 0,
-                    rows_unchanged BIGINT NOT NULL DEFAULT 0,
-                    rows_sent BIGINT NOT NULL DEFAULT 0,
-                    rows_failed BIGINT NOT NULL DEFAULT 0,
-                    rows_removed BIGINT NOT NULL DEFAULT 0,
-                    error TEXT
-                );
-                CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
-                CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY);",
-            )
+            .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
+            .await?;
+        client
+            .batch_execute("CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY);")
             .await?;
         Ok(Self {
             client: tokio::sync::Mutex::new(client),

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS};
+use crate::{
+    runs_table, Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS,
+};
 
 pub struct SqliteState {
     conn: Mutex<Connection>,
@@ -46,25 +48,9 @@ impl SqliteState {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(&format!("{SYNC_ROWS} WITHOUT ROWID;"))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS runs (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                sync TEXT NOT NULL,
-                status TEXT NOT NULL,
-                started_at BIGINT NOT NULL,
-                finished_at BIGINT,
-                full_resync BOOLEAN NOT NULL,
-                rows_read BIGINT NOT NULL DEFAULT 0,
-                rows_new BIGINT NOT NULL DEFAULT 0,
-                rows_changed BIGINT NOT NULL DEFAULT 0,
-                rows_unchanged BIGINT NOT NULL DEFAULT 0,
-                rows_sent BIGINT NOT NULL DEFAULT 0,
-                rows_failed BIGINT NOT NULL DEFAULT 0,
-                rows_removed BIGINT NOT NULL DEFAULT 0,
-                error TEXT
-            );
-            CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);
-            CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;",
+            "CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;",
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
