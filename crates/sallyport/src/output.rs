@@ -20,9 +20,15 @@ impl Bar {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} {prefix}: {human_pos} rows read ({per_sec}) {msg} [{elapsed}]",
+                "{spinner} {prefix}: {human_pos} rows read ({rate}) {msg} [{elapsed}]",
             )
-            .expect("a valid template"),
+            .expect("a valid template")
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} rows/s", state.per_sec());
+                },
+            ),
         );
         bar.set_prefix(sync.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
