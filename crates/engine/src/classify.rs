@@ -20,6 +20,8 @@ pub struct Counts {
 #[derive(Debug, Default)]
 pub struct Classified {
     pub send: Vec<Op>,
+    /// For each op to send: `new`, `changed`, or `unchanged` (sent again by a full resync).
+    pub changes: Vec<&'static str>,
     pub failed: Vec<(String, String)>,
 }
 
@@ -172,22 +174,23 @@ impl<'a> Classifier<'a> {
                     continue;
                 }
             };
-            let send = match (previous, self.policy) {
+            let (send, change) = match (previous, self.policy) {
                 (None, _) => {
                     self.counts.new += 1;
-                    true
+                    (true, "new")
                 }
                 (Some(fp), ChangePolicy::Upsert) if fp != op.fingerprint => {
                     self.counts.changed += 1;
-                    true
+                    (true, "changed")
                 }
                 (Some(_), _) => {
                     self.counts.unchanged += 1;
-                    self.full_resync
+                    (self.full_resync, "unchanged")
                 }
             };
             if send {
                 out.send.push(op);
+                out.changes.push(change);
             }
         }
         Ok(out)

@@ -182,10 +182,10 @@ impl Engine {
         while let Some(chunk) = stream.recv().await {
             let chunk = chunk.map_err(RunError::Warehouse)?;
             let out = classifier.chunk(chunk, &self.state).await?;
-            for op in out.send {
+            for (op, change) in out.send.into_iter().zip(out.changes) {
                 if preview.ops.len() < limit {
                     preview.ops.push(PreviewOp {
-                        change: String::new(),
+                        change: change.to_string(),
                         endpoint: p.mapper.endpoint(op.route).to_string(),
                         body: serde_json::from_str(&op.body).unwrap_or(serde_json::Value::Null),
                         key: op.key,
@@ -197,21 +197,6 @@ impl Engine {
                     preview.failures.push(reason);
                 }
             }
-        }
-        // Label each shown op by looking its key up once more.
-        let keys: Vec<&str> = preview.ops.iter().map(|o| o.key.as_str()).collect();
-        let known = self.state.fingerprints(name, &keys).await?;
-        for op in &mut preview.ops {
-            op.change = if known.contains_key(&op.key) {
-                if full_resync {
-                    "unchanged"
-                } else {
-                    "changed"
-                }
-            } else {
-                "new"
-            }
-            .to_string();
         }
         let c = classifier.counts;
         preview.rows_read = c.read;
@@ -238,14 +223,24 @@ impl Engine {
         {
             return Err(RunError::AlreadyRunning(name.to_string()));
         }
+        // The lease is renewed while the run goes on; should another process take the lock
+        // (this one stalled past its lease), the run stops instead of committing beside it.
+        let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renew = {
             let state = self.state.clone();
             let (name, holder) = (name.to_string(), holder.clone());
+            let lost = lock_lost.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(LOCK_LEASE / 4).await;
-                    if let Err(e) = state.renew_lock(&name, &holder, LOCK_LEASE).await {
-                        tracing::warn!(error = %e, "could not renew the run lock");
+                    match state.renew_lock(&name, &holder, LOCK_LEASE).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lost.store(true, Ordering::Relaxed);
+                            tracing::error!(sync = %name, "the run lock was taken by another run");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not renew the run lock"),
                     }
                 }
             })
@@ -278,6 +273,7 @@ impl Engine {
             fatal: None,
             delivery_failed: 0,
             read_failed: 0,
+            lock_lost,
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .await;
@@ -362,6 +358,8 @@ struct Pipeline<'a> {
     delivery_failed: u64,
     /// Rows that failed before delivery.
     read_failed: u64,
+    /// Set when another run took this run's lock.
+    lock_lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline<'_> {
@@ -436,6 +434,10 @@ impl Pipeline<'_> {
                 None => stream.recv().await,
             };
             let Some(chunk) = next else { break };
+            if self.lock_lost.load(Ordering::Relaxed) {
+                fatal = Some("the run lock was lost: another run of this sync took over after this one stalled past its lease".into());
+                break;
+            }
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -501,10 +503,15 @@ impl Pipeline<'_> {
             .map_err(|e| e.to_string())?;
         }
         while let Some(done) = inflight.join_next().await {
-            if let Ok(flight) = done {
-                self.settle(flight, &failed_before)
+            match done {
+                Ok(flight) => self
+                    .settle(flight, &failed_before)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| e.to_string())?,
+                Err(e) => {
+                    self.fatal
+                        .get_or_insert(format!("a delivery task failed: {e}"));
+                }
             }
             if fatal.is_none() {
                 fatal = self.fatal.take();
@@ -601,8 +608,15 @@ impl Pipeline<'_> {
         failed_before: &HashSet<String>,
     ) -> Result<(), sallyport_state::StateError> {
         while inflight.len() >= concurrency {
-            if let Some(Ok(flight)) = inflight.join_next().await {
-                self.settle(flight, failed_before).await?;
+            match inflight.join_next().await {
+                Some(Ok(flight)) => self.settle(flight, failed_before).await?,
+                Some(Err(e)) => {
+                    // The batch's outcome is unknown: nothing of it is committed, and the run
+                    // stops rather than end as if it had been delivered.
+                    self.fatal
+                        .get_or_insert(format!("a delivery task failed: {e}"));
+                }
+                None => break,
             }
         }
         let destination = self.destination.clone();
@@ -629,7 +643,12 @@ impl Pipeline<'_> {
             }
         };
         let mut commit = Commit::default();
-        for (op, r) in ops.into_iter().zip(results) {
+        let mut results = results.into_iter();
+        for op in ops {
+            // An op the answer says nothing of is not taken as accepted.
+            let r = results
+                .next()
+                .unwrap_or_else(|| Err("the app's answer says nothing of this row".into()));
             match r {
                 Ok(()) => {
                     if failed_before.contains(&op.key) {
@@ -658,13 +677,16 @@ impl Pipeline<'_> {
     /// Drops the state of keys that left the model.
     async fn retain(&self, source: &Source, model: &Model, key: &str) -> Result<u64, String> {
         let state = &self.engine.state;
-        state.retain_begin().await.map_err(|e| e.to_string())?;
+        state
+            .retain_begin(self.name)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut keys = source.keys(model, key).await.map_err(|e| e.to_string())?;
         while let Some(chunk) = keys.recv().await {
             let chunk = chunk.map_err(|e| e.to_string())?;
             let present: Vec<String> = chunk.into_iter().filter_map(|r| r.key).collect();
             state
-                .retain_add(&present)
+                .retain_add(self.name, &present)
                 .await
                 .map_err(|e| e.to_string())?;
         }

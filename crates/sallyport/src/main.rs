@@ -32,9 +32,10 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; also RUST_LOG.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log: String,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter [default: RUST_LOG, or
+    /// warn].
+    #[arg(long, global = true)]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -118,9 +119,12 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // An explicit --log wins over RUST_LOG.
+    let filter = match &cli.log {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level).ok(),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
+    }
+    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

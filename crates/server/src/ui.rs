@@ -142,11 +142,12 @@ fn check_csrf(
     }
 }
 
+/// Random hex from the system's source; without one there is no safe session, so it panics.
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("the system's random source (/dev/urandom)");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -225,7 +226,7 @@ async fn login(State(server): State<Arc<Server>>, Form(form): FormData) -> Respo
     (
         [(
             header::SET_COOKIE,
-            format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/"),
+            format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200"),
         )],
         Redirect::to("/syncs"),
     )
@@ -711,7 +712,12 @@ async fn sync_action(
         return *r;
     }
     let e = server.engine();
-    let _ = match action {
+    if !e.config.syncs.contains_key(name) {
+        let csrf = csrf_of(server, headers).unwrap_or_default();
+        let body = banner("error", &format!("no sync named `{name}`"));
+        return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
+    }
+    let result = match action {
         "run" => server
             .start_run(name, "manual")
             .map(|_| ())
@@ -727,7 +733,28 @@ async fn sync_action(
             .await
             .map_err(|e| e.to_string()),
     };
-    Redirect::to(&format!("/syncs/{name}")).into_response()
+    match result {
+        Ok(()) => Redirect::to(&format!("/syncs/{}", path_segment(name))).into_response(),
+        Err(message) => {
+            let csrf = csrf_of(server, headers).unwrap_or_default();
+            let body = format!(
+                "{}<p><a href=\"/syncs/{}\">Back to {}</a></p>",
+                banner("error", &message),
+                esc(&path_segment(name)),
+                esc(name)
+            );
+            (
+                StatusCode::CONFLICT,
+                page(&format!("Sync {name}"), Some(&csrf), &body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A name as one URL path segment.
+fn path_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 async fn sync_run(
@@ -1106,9 +1133,11 @@ async fn new_sync_submit(
         };
     }
     match api::store(&server, entities::SYNC, None, sync, true).await {
-        Ok((_, v)) => {
-            Redirect::to(&format!("/syncs/{}", v["name"].as_str().unwrap_or(""))).into_response()
-        }
+        Ok((_, v)) => Redirect::to(&format!(
+            "/syncs/{}",
+            path_segment(v["name"].as_str().unwrap_or(""))
+        ))
+        .into_response(),
         Err(e) => {
             let q: HashMap<String, String> = form.clone();
             let mut resp = new_sync_form(&server, &csrf, &q, Some(e.message))

@@ -440,7 +440,7 @@ fn numeric_text(b: &[u8]) -> Option<Option<String>> {
 /// Connection errors may quote the URL; never its password.
 fn redact_connect_error(msg: &str, url: &str) -> String {
     let mut out = msg.to_string();
-    if let Some(pw) = url_password(url) {
+    for pw in url_passwords(url) {
         if !pw.is_empty() {
             out = out.replace(&pw, "***");
         }
@@ -448,10 +448,23 @@ fn redact_connect_error(msg: &str, url: &str) -> String {
     out
 }
 
-fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = rest.split_once('@')?.0;
-    Some(userinfo.split_once(':')?.1.to_string())
+/// The password of a `postgres://user:password@host` URL (the userinfo ends at the last `@`)
+/// and of a `password=...` setting.
+fn url_passwords(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        if let Some((userinfo, _)) = rest.rsplit_once('@') {
+            if let Some((_, pw)) = userinfo.split_once(':') {
+                out.push(pw.to_string());
+            }
+        }
+    }
+    for part in url.split(['?', '&', ' ']) {
+        if let Some(pw) = part.trim().strip_prefix("password=") {
+            out.push(pw.trim_matches('\'').to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -478,5 +491,18 @@ mod tests {
         assert_eq!(t(numeric(0, 0, 0, 0, &[])), "0");
         assert_eq!(t(numeric(1, 2, 0, 0, &[7])), "700000000");
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])), Some(None));
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::redact_connect_error;
+
+    #[test]
+    fn passwords_with_at_signs_and_settings() {
+        let url = "postgres://me:p@ss@host:5432/db?sslmode=disable";
+        assert_eq!(redact_connect_error("bad p@ss here", url), "bad *** here");
+        let kv = "host=h user=me password=s3cret dbname=d";
+        assert_eq!(redact_connect_error("x s3cret y", kv), "x *** y");
     }
 }

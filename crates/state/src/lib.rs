@@ -138,8 +138,8 @@ impl StateStore {
         each!(self, s => s.take_lock(sync, from, to, expires).await)
     }
 
-    /// Extends a held lock.
-    pub async fn renew_lock(&self, sync: &str, holder: &str, lease: Duration) -> Result<()> {
+    /// Extends a held lock; `false` when `holder` no longer holds it.
+    pub async fn renew_lock(&self, sync: &str, holder: &str, lease: Duration) -> Result<bool> {
         let expires = now_ms() + lease.as_millis() as i64;
         each!(self, s => s.renew_lock(sync, holder, expires).await)
     }
@@ -181,16 +181,16 @@ impl StateStore {
     }
 
     /// Starts collecting the model's keys for [`StateStore::retain_finish`].
-    pub async fn retain_begin(&self) -> Result<()> {
-        each!(self, s => s.retain_begin().await)
+    pub async fn retain_begin(&self, sync: &str) -> Result<()> {
+        each!(self, s => s.retain_begin(sync).await)
     }
 
     /// Adds keys that are in the model now.
-    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+    pub async fn retain_add(&self, sync: &str, keys: &[String]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        each!(self, s => s.retain_add(keys).await)
+        each!(self, s => s.retain_add(sync, keys).await)
     }
 
     /// Drops the state (and failures) of every key of `sync` that was not added: rows that left

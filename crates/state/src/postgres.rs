@@ -51,7 +51,10 @@ impl PgState {
             .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
             .await?;
         client
-            .batch_execute("CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY);")
+            .batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                    PRIMARY KEY (sync, key));",
+            )
             .await?;
         Ok(Self {
             client: tokio::sync::Mutex::new(client),
@@ -96,8 +99,9 @@ impl PgState {
         Ok(n == 1)
     }
 
-    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
-        self.client
+    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<bool> {
+        let n = self
+            .client
             .lock()
             .await
             .execute(
@@ -105,7 +109,7 @@ impl PgState {
                 &[&sync, &holder, &expires],
             )
             .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
@@ -225,22 +229,22 @@ impl PgState {
         Ok(())
     }
 
-    pub async fn retain_begin(&self) -> Result<()> {
+    pub async fn retain_begin(&self, sync: &str) -> Result<()> {
         self.client
             .lock()
             .await
-            .batch_execute("TRUNCATE present_keys")
+            .execute("DELETE FROM present_keys WHERE sync = $1", &[&sync])
             .await?;
         Ok(())
     }
 
-    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+    pub async fn retain_add(&self, sync: &str, keys: &[String]) -> Result<()> {
         self.client
             .lock()
             .await
             .execute(
-                "INSERT INTO present_keys SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-                &[&keys],
+                "INSERT INTO present_keys SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                &[&sync, &keys],
             )
             .await?;
         Ok(())
@@ -252,17 +256,18 @@ impl PgState {
         let n = tx
             .execute(
                 "DELETE FROM sync_rows s WHERE s.sync = $1
-                 AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.key = s.key)",
+                 AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.sync = $1 AND p.key = s.key)",
                 &[&sync],
             )
             .await?;
         tx.execute(
             "DELETE FROM failures f WHERE f.sync = $1
-             AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.key = f.key)",
+             AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.sync = $1 AND p.key = f.key)",
             &[&sync],
         )
         .await?;
-        tx.batch_execute("TRUNCATE present_keys").await?;
+        tx.execute("DELETE FROM present_keys WHERE sync = $1", &[&sync])
+            .await?;
         tx.commit().await?;
         Ok(n)
     }

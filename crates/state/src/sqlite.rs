@@ -50,7 +50,8 @@ impl SqliteState {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
         conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;",
+            "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                PRIMARY KEY (sync, key)) WITHOUT ROWID;",
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -88,12 +89,12 @@ impl SqliteState {
         Ok(n == 1)
     }
 
-    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<()> {
-        self.conn().execute(
+    pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<bool> {
+        let n = self.conn().execute(
             "UPDATE locks SET expires_at = ?3 WHERE sync = ?1 AND holder = ?2",
             params![sync, holder, expires],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
@@ -198,19 +199,21 @@ impl SqliteState {
         Ok(())
     }
 
-    pub async fn retain_begin(&self) -> Result<()> {
-        self.conn().execute("DELETE FROM temp.present_keys", [])?;
+    pub async fn retain_begin(&self, sync: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM temp.present_keys WHERE sync = ?1", [sync])?;
         Ok(())
     }
 
-    pub async fn retain_add(&self, keys: &[String]) -> Result<()> {
+    pub async fn retain_add(&self, sync: &str, keys: &[String]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
-            let mut ins =
-                tx.prepare_cached("INSERT OR IGNORE INTO temp.present_keys (key) VALUES (?1)")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO temp.present_keys (sync, key) VALUES (?1, ?2)",
+            )?;
             for k in keys {
-                ins.execute([k])?;
+                ins.execute(params![sync, k])?;
             }
         }
         tx.commit()?;
@@ -221,14 +224,16 @@ impl SqliteState {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "DELETE FROM sync_rows WHERE sync = ?1 AND key NOT IN (SELECT key FROM temp.present_keys)",
+            "DELETE FROM sync_rows WHERE sync = ?1
+             AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
             [sync],
         )?;
         tx.execute(
-            "DELETE FROM failures WHERE sync = ?1 AND key NOT IN (SELECT key FROM temp.present_keys)",
+            "DELETE FROM failures WHERE sync = ?1
+             AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
             [sync],
         )?;
-        tx.execute("DELETE FROM temp.present_keys", [])?;
+        tx.execute("DELETE FROM temp.present_keys WHERE sync = ?1", [sync])?;
         tx.commit()?;
         Ok(n as u64)
     }

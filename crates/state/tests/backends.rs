@@ -99,8 +99,14 @@ async fn exercise(store: StateStore) {
     );
 
     // Keys 2 and 4 leave the model.
-    store.retain_begin().await.unwrap();
-    store.retain_add(&["1".into(), "3".into()]).await.unwrap();
+    store.retain_begin("people").await.unwrap();
+    // Another sync collecting its keys at the same time does not disturb these.
+    store.retain_begin("events").await.unwrap();
+    store
+        .retain_add("people", &["1".into(), "3".into()])
+        .await
+        .unwrap();
+    store.retain_add("events", &["2".into()]).await.unwrap();
     assert_eq!(store.retain_finish("people").await.unwrap(), 1);
     assert_eq!(store.count("people").await.unwrap(), 2);
     assert!(store.failures("people").await.unwrap().is_empty());

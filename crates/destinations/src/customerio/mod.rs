@@ -209,13 +209,38 @@ fn read_answer(status: StatusCode, body: &[u8], n: usize) -> OpResults {
     }
     let parsed: Option<ErrorsBody> = serde_json::from_slice(body).ok();
     if status == StatusCode::MULTI_STATUS {
+        // Only errors tied to an op fail that op; an answer that cannot be read, or an error
+        // that names no op of the batch, fails them all (they are retried next run) rather than
+        // marking anything as accepted that may not have been.
         let mut out = vec![Ok(()); n];
-        if let Some(p) = parsed {
-            for e in &p.errors {
-                match e.batch_index {
-                    Some(i) if i < n => out[i] = Err(item_message(e)),
-                    _ => {}
+        let unmatched = match &parsed {
+            Some(p) if !p.errors.is_empty() => p
+                .errors
+                .iter()
+                .find(|e| !matches!(e.batch_index, Some(i) if i < n)),
+            _ => None,
+        };
+        match (&parsed, unmatched) {
+            (Some(p), None) if !p.errors.is_empty() => {
+                for e in &p.errors {
+                    if let Some(i) = e.batch_index {
+                        out[i] = Err(item_message(e));
+                    }
                 }
+            }
+            (_, Some(e)) => {
+                let msg = format!(
+                    "{} (Customer.io's 207 names no operation of this batch)",
+                    item_message(e)
+                );
+                out = vec![Err(msg); n];
+            }
+            _ => {
+                let msg = format!(
+                    "Customer.io answered 207 without errors that could be read: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                );
+                out = vec![Err(msg); n];
             }
         }
         return out;
@@ -313,6 +338,23 @@ mod tests {
             Err("Customer.io rejected it: value too long (field `attributes.bio`)".into())
         );
         assert_eq!(r[2], Ok(()));
+    }
+
+    #[test]
+    fn a_207_that_cannot_be_matched_fails_every_op() {
+        for body in [
+            &b"not json"[..],
+            br#"{"errors":[]}"#,
+            br#"{"errors":[{"batch_index":9,"message":"x"}]}"#,
+            br#"{"errors":[{"message":"x"}]}"#,
+        ] {
+            let r = read_answer(StatusCode::MULTI_STATUS, body, 2);
+            assert!(
+                r.iter().all(Result::is_err),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
