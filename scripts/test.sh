@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export SALLYPORT_TEST_DATABASE_URL="${SALLYPORT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
-hostport="${SALLYPORT_TEST_DATABASE_URL#*@}"; hostport="${hostport%%/*}"
+rest="${SALLYPORT_TEST_DATABASE_URL#*://}"
+case "$rest" in *@*) rest="${rest#*@}" ;; esac
+hostport="${rest%%/*}"
 PGHOST_="${hostport%%:*}"; PGPORT_="${hostport##*:}"; [ "$PGPORT_" = "$hostport" ] && PGPORT_=5432
 dbname="${SALLYPORT_TEST_DATABASE_URL##*/}"; dbname="${dbname%%\?*}"
 
@@ -52,8 +54,23 @@ start_cluster() {
   fi
   touch "$log"; [ "$(id -u)" = 0 ] && chown postgres "$log"
   say "starting PostgreSQL ($data) on $PGHOST_:$PGPORT_"
-  "${runas[@]}" "$pg_ctl" -D "$data" -l "$log" -w -t 60 \
-    -o "-h $PGHOST_ -p $PGPORT_ -k ${TMPDIR:-/tmp}" start >/dev/null
+  if ! "${runas[@]}" "$pg_ctl" -D "$data" -l "$log" -w -t 60 \
+      -o "-h $PGHOST_ -p $PGPORT_ -k ${TMPDIR:-/tmp}" start >/dev/null; then
+    say "PostgreSQL did not start; its log says:"
+    tail -n 5 "$log" >&2 || true
+    die "cannot start PostgreSQL on $PGHOST_:$PGPORT_ (is the port taken?)"
+  fi
+}
+
+stop_stock_cluster() {
+  # Installing Debian's package may start its own cluster on 5432, with password logins the
+  # tests cannot use: stop it so that the throwaway trust-auth cluster can take the port.
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters --no-header 2>/dev/null | while read -r ver name port _; do
+      [ "$port" = "$PGPORT_" ] && pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" stop 2>/dev/null || true
+    done || true
+  fi
+  return 0
 }
 
 install_postgres() {
@@ -65,13 +82,13 @@ install_postgres() {
 
 if ! answers; then
   say "no PostgreSQL answers at $PGHOST_:$PGPORT_"
-  if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/*/main >/dev/null 2>&1 \
-     && [ "$PGPORT_" = 5432 ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start || true
-  fi
-  if ! answers; then
-    start_cluster || { install_postgres && start_cluster; } || die \
-      "cannot start PostgreSQL: no server binaries (initdb, pg_ctl) were found and they could not be installed (apt-get needs root). Install PostgreSQL, or point SALLYPORT_TEST_DATABASE_URL at a server with trust auth."
+  if [ -n "$(find_bin initdb)" ] && [ -n "$(find_bin pg_ctl)" ]; then
+    start_cluster
+  elif install_postgres; then
+    stop_stock_cluster
+    start_cluster
+  else
+    die "cannot start PostgreSQL: no server binaries (initdb, pg_ctl) are installed and they cannot be installed here (apt-get needs root). Install PostgreSQL, or point SALLYPORT_TEST_DATABASE_URL at a server with trust auth."
   fi
   answers || die "PostgreSQL was started but does not answer at $PGHOST_:$PGPORT_"
 fi

@@ -268,9 +268,12 @@ fn stop_signal() -> watch::Receiver<bool> {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         eprintln!(
-            "stopping: letting requests in flight finish and committing what was acknowledged"
+            "stopping: letting requests in flight finish and committing what was acknowledged (Ctrl-C again to quit now)"
         );
         let _ = tx.send(true);
+        // A second signal quits at once: what was committed stays committed.
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(INTERRUPTED as i32);
     });
     rx
 }
@@ -306,7 +309,9 @@ pub async fn sync(engine: &Engine, names: &[String], full_resync: bool, json: bo
                 failed = true;
             }
         }
-        if interrupted || *stop.borrow() {
+        // A signal after the last sync has ended interrupts nothing.
+        let more = names.last() != Some(name);
+        if interrupted || (more && *stop.borrow()) {
             interrupted = true;
             break;
         }
@@ -462,9 +467,6 @@ async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBu
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    println!(
-        "Sallyport serving on http://{addr} (API under /api/v1, health /healthz, metrics /metrics)"
-    );
     let key_path = token_path.with_file_name("sallyport.key");
     let vault = match sallyport_server::Vault::load(&key_path) {
         Ok(v) => v,
@@ -480,6 +482,9 @@ async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBu
             return FAILED;
         }
     };
+    println!(
+        "Sallyport serving on http://{addr} (UI at /, API under /api/v1, health /healthz, metrics /metrics)"
+    );
     let stop = stop_signal();
     let shutdown = async move {
         let mut stop = stop;

@@ -107,7 +107,18 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for RawEntries<'a> {
 
 /// The same checks as [`check_attributes`], on attributes still in their JSON text.
 pub fn check_raw_attributes(entries: &RawEntries<'_>) -> Result<(), Violation> {
-    if entries.0.len() > MAX_ATTRIBUTES {
+    // A name given twice counts once, as in a parsed object.
+    let count = if entries.0.len() > MAX_ATTRIBUTES {
+        entries
+            .0
+            .iter()
+            .map(|(n, _)| n.as_ref())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    } else {
+        entries.0.len()
+    };
+    if count > MAX_ATTRIBUTES {
         return Err(Violation::new(
             "too_many",
             "attributes",
@@ -122,9 +133,16 @@ pub fn check_raw_attributes(entries: &RawEntries<'_>) -> Result<(), Violation> {
                 format!("attribute name cannot be longer than {MAX_ATTRIBUTE_NAME_BYTES} bytes"),
             ));
         }
-        // The JSON text bounds the value's size from above; only a long one is measured.
+        // A string's text bounds its size from above; other values are measured as the general
+        // path measures them (their JSON written anew, where `1e2` becomes `100.0`) once their
+        // text is long enough for that to matter.
         let text = raw.get();
-        if text.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+        let long = if text.starts_with('"') {
+            text.len() > MAX_ATTRIBUTE_VALUE_BYTES
+        } else {
+            text.len() * 5 > MAX_ATTRIBUTE_VALUE_BYTES
+        };
+        if long {
             let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             if value_bytes(&value) > MAX_ATTRIBUTE_VALUE_BYTES {
                 return Err(Violation::new(

@@ -271,11 +271,16 @@ impl Store {
             .and_then(Option::take);
         if let Some(p) = taken {
             self.live -= 1;
+            // An index entry is removed only if it still names this person.
             if let Some(id) = p.id {
-                self.by_id.remove(&id);
+                if self.by_id.get(&id) == Some(&key) {
+                    self.by_id.remove(&id);
+                }
             }
-            if let Some(e) = p.email {
-                self.by_email.remove(&e.to_lowercase());
+            if let Some(e) = p.email.map(|e| e.to_lowercase()) {
+                if self.by_email.get(&e) == Some(&key) {
+                    self.by_email.remove(&e);
+                }
             }
         }
         self.stats.people = self.live;

@@ -186,6 +186,8 @@ impl Server {
             .map(|s| s.app.clone())
             .unwrap_or_default();
         tokio::spawn(async move {
+            // However the run ends (even by a panic), the sync is free again afterwards.
+            let _free = Release(server.clone(), name.clone());
             let result = engine.run(&name, RunOptions::default()).await;
             match &result {
                 Ok(summary) => server.metrics.record(summary, &app),
@@ -202,9 +204,19 @@ impl Server {
                     );
                 }
             }
-            server.running.lock().expect("running lock").remove(&name);
         });
         Ok(info)
+    }
+}
+
+/// Marks a sync as no longer running when dropped.
+struct Release(Arc<Server>, String);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.running.lock() {
+            running.remove(&self.1);
+        }
     }
 }
 
@@ -239,10 +251,19 @@ pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
             return Ok((t.trim().to_string(), false));
         }
     }
-    if let Ok(t) = std::fs::read_to_string(path) {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_string(), false));
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), false)),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} is empty: delete it to have a new token made",
+                    path.display()
+                ),
+            ))
         }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
     }
     let mut bytes = [0u8; 24];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;

@@ -13,9 +13,25 @@ use crate::Server;
 const TICK: Duration = Duration::from_millis(250);
 
 pub async fn run(server: Arc<Server>) {
-    // The last start of each scheduled sync, from the history.
-    for name in server.schedules().keys() {
-        if let Ok(runs) = server.engine().state.runs(Some(name), 1).await {
+    loop {
+        tick(&server).await;
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// Learns when a scheduled sync last started from its history, the first time it is needed (at
+/// start, or when a sync gets a schedule), so that a restart or a new schedule keeps time.
+async fn learn_last_start(server: &Server, name: &str) {
+    if server
+        .last_start
+        .lock()
+        .expect("last start lock")
+        .contains_key(name)
+    {
+        return;
+    }
+    match server.engine().state.runs(Some(name), 1).await {
+        Ok(runs) => {
             if let Some(last) = runs
                 .first()
                 .and_then(|r| DateTime::<Utc>::from_timestamp_millis(r.started_at))
@@ -24,14 +40,11 @@ pub async fn run(server: Arc<Server>) {
                     .last_start
                     .lock()
                     .expect("last start lock")
-                    .entry(name.clone())
+                    .entry(name.to_string())
                     .or_insert(last);
             }
         }
-    }
-    loop {
-        tick(&server).await;
-        tokio::time::sleep(TICK).await;
+        Err(e) => tracing::warn!(sync = name, error = %e, "cannot read the run history"),
     }
 }
 
@@ -40,6 +53,7 @@ async fn tick(server: &Arc<Server>) {
     let now = Utc::now();
     let schedules = server.schedules();
     for (name, schedule) in &schedules {
+        learn_last_start(server, name).await;
         if paused.contains(name)
             || server
                 .running

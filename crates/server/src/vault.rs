@@ -42,6 +42,12 @@ impl Vault {
             Ok(k) if !k.trim().is_empty() => k,
             _ => match std::fs::read_to_string(key_file) {
                 Ok(k) => k,
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!(
+                        "cannot read the key file {}: {e}",
+                        key_file.display()
+                    ))
+                }
                 Err(_) => {
                     let k = hex(&random::<32>().map_err(|e| e.to_string())?);
                     let mut options = std::fs::OpenOptions::new();

@@ -89,14 +89,15 @@ async fn text(c: &Client, css: &str) -> String {
 async fn wait_text(c: &Client, css: &str, want: &str) -> String {
     let start = Instant::now();
     loop {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            let t = e.text().await.unwrap_or_default();
-            if t.contains(want) {
-                return t;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                panic!("`{css}` never showed {want:?}; it shows {t:?}");
-            }
+        let shown = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::from("(no such element)"),
+        };
+        if shown.contains(want) {
+            return shown;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            panic!("`{css}` never showed {want:?}; it shows {shown:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
