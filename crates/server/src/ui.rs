@@ -32,9 +32,7 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/syncs/new", get(new_sync_page).post(new_sync_submit))
         .route("/syncs/{name}", get(sync_page))
         .route("/syncs/{name}/live", get(sync_live))
-        .route("/syncs/{name}/run", post(sync_run))
-        .route("/syncs/{name}/pause", post(sync_pause))
-        .route("/syncs/{name}/resume", post(sync_resume))
+        .route("/syncs/{name}/{action}", post(sync_action_route))
         .route("/syncs/{name}/preview", get(sync_preview))
         .route("/apps", get(apps_page).post(app_create))
         .route("/apps/test", post(app_test_unsaved))
@@ -757,29 +755,17 @@ fn path_segment(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-async fn sync_run(
+/// `run`, `pause` or `resume`.
+async fn sync_action_route(
     State(s): State<Arc<Server>>,
     h: HeaderMap,
-    Path(n): Path<String>,
+    Path((name, action)): Path<(String, String)>,
     Form(f): FormData,
 ) -> Response {
-    sync_action(&s, &h, &f, &n, "run").await
-}
-async fn sync_pause(
-    State(s): State<Arc<Server>>,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Form(f): FormData,
-) -> Response {
-    sync_action(&s, &h, &f, &n, "pause").await
-}
-async fn sync_resume(
-    State(s): State<Arc<Server>>,
-    h: HeaderMap,
-    Path(n): Path<String>,
-    Form(f): FormData,
-) -> Response {
-    sync_action(&s, &h, &f, &n, "resume").await
+    if !matches!(action.as_str(), "run" | "pause" | "resume") {
+        return (StatusCode::NOT_FOUND, "no such action").into_response();
+    }
+    sync_action(&s, &h, &f, &name, &action).await
 }
 
 async fn sync_preview(
