@@ -465,8 +465,7 @@ impl Pipeline<'_> {
                         .map_err(|e| e.to_string())?;
                     }
                     Route::Batch => {
-                        let extra = op.body.len() + if batch.is_empty() { 0 } else { comma };
-                        if !batch.is_empty() && batch_len + extra > limit {
+                        if !batch.is_empty() && batch_len + comma + op.body.len() > limit {
                             let full = std::mem::take(&mut batch);
                             batch_len = open;
                             self.dispatch(

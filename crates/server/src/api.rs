@@ -20,24 +20,27 @@ use crate::{entities, scheduler, ApiError, Server};
 pub fn routes(server: Arc<Server>) -> Router {
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/warehouses", get(warehouses).post(create_warehouse))
+        .route(
+            "/api/v1/warehouses",
+            get(warehouses).post(create::<Warehouses>),
+        )
         .route(
             "/api/v1/warehouses/{name}",
             get(warehouse)
-                .put(update_warehouse)
-                .delete(delete_warehouse),
+                .put(update::<Warehouses>)
+                .delete(delete::<Warehouses>),
         )
         .route("/api/v1/warehouses/{name}/test", post(test_warehouse))
-        .route("/api/v1/apps", get(apps).post(create_app))
+        .route("/api/v1/apps", get(apps).post(create::<Apps>))
         .route(
             "/api/v1/apps/{name}",
-            get(app).put(update_app).delete(delete_app),
+            get(app).put(update::<Apps>).delete(delete::<Apps>),
         )
         .route("/api/v1/apps/{name}/test", post(test_app))
-        .route("/api/v1/syncs", get(syncs).post(create_sync))
+        .route("/api/v1/syncs", get(syncs).post(create::<Syncs>))
         .route(
             "/api/v1/syncs/{name}",
-            get(sync).put(update_sync).delete(delete_sync),
+            get(sync).put(update::<Syncs>).delete(delete::<Syncs>),
         )
         .route("/api/v1/syncs/{name}/runs", get(runs).post(run_now))
         .route("/api/v1/syncs/{name}/failures", get(failures))
@@ -492,60 +495,41 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
 }
 
-async fn create_warehouse(
+/// The kind of entity a route edits.
+trait Kind {
+    const NAME: &'static str;
+}
+struct Warehouses;
+struct Apps;
+struct Syncs;
+impl Kind for Warehouses {
+    const NAME: &'static str = entities::WAREHOUSE;
+}
+impl Kind for Apps {
+    const NAME: &'static str = entities::APP;
+}
+impl Kind for Syncs {
+    const NAME: &'static str = entities::SYNC;
+}
+
+async fn create<K: Kind>(
     State(s): State<Arc<Server>>,
     Json(b): Json<Value>,
 ) -> Result<Response, ApiError> {
-    save(&s, entities::WAREHOUSE, None, b, true).await
+    save(&s, K::NAME, None, b, true).await
 }
-async fn update_warehouse(
+
+async fn update<K: Kind>(
     State(s): State<Arc<Server>>,
     Path(n): Path<String>,
     Json(b): Json<Value>,
 ) -> Result<Response, ApiError> {
-    save(&s, entities::WAREHOUSE, Some(n), b, false).await
+    save(&s, K::NAME, Some(n), b, false).await
 }
-async fn delete_warehouse(
+
+async fn delete<K: Kind>(
     State(s): State<Arc<Server>>,
     Path(n): Path<String>,
 ) -> Result<Response, ApiError> {
-    remove(&s, entities::WAREHOUSE, &n).await
-}
-async fn create_app(
-    State(s): State<Arc<Server>>,
-    Json(b): Json<Value>,
-) -> Result<Response, ApiError> {
-    save(&s, entities::APP, None, b, true).await
-}
-async fn update_app(
-    State(s): State<Arc<Server>>,
-    Path(n): Path<String>,
-    Json(b): Json<Value>,
-) -> Result<Response, ApiError> {
-    save(&s, entities::APP, Some(n), b, false).await
-}
-async fn delete_app(
-    State(s): State<Arc<Server>>,
-    Path(n): Path<String>,
-) -> Result<Response, ApiError> {
-    remove(&s, entities::APP, &n).await
-}
-async fn create_sync(
-    State(s): State<Arc<Server>>,
-    Json(b): Json<Value>,
-) -> Result<Response, ApiError> {
-    save(&s, entities::SYNC, None, b, true).await
-}
-async fn update_sync(
-    State(s): State<Arc<Server>>,
-    Path(n): Path<String>,
-    Json(b): Json<Value>,
-) -> Result<Response, ApiError> {
-    save(&s, entities::SYNC, Some(n), b, false).await
-}
-async fn delete_sync(
-    State(s): State<Arc<Server>>,
-    Path(n): Path<String>,
-) -> Result<Response, ApiError> {
-    remove(&s, entities::SYNC, &n).await
+    remove(&s, K::NAME, &n).await
 }
