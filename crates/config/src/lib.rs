@@ -353,6 +353,12 @@ impl Validator<'_> {
                 format!("app `{app}`: max_attempts must be at least 1"),
             );
         }
+        if d.stop_after_failed_batches == 0 {
+            self.problem(
+                &at("stop_after_failed_batches"),
+                format!("app `{app}`: stop_after_failed_batches must be at least 1"),
+            );
+        }
         if d.timeout.is_zero() {
             self.problem(
                 &at("timeout"),

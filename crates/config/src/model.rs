@@ -124,6 +124,10 @@ pub struct Delivery {
     /// Largest request body, e.g. `450KB` (1 KB = 1000 bytes): must stay under 500 KB.
     #[serde(deserialize_with = "bytes")]
     pub batch_bytes: usize,
+    /// Batches in a row the app may give no usable answer to (after every attempt) before a
+    /// run stops as `failed`: an outage stops the run and leaves its rows for the next one,
+    /// instead of recording every remaining row as failed.
+    pub stop_after_failed_batches: u32,
 }
 
 impl Default for Delivery {
@@ -134,6 +138,7 @@ impl Default for Delivery {
             timeout: std::time::Duration::from_secs(30),
             max_attempts: 6,
             batch_bytes: 450_000,
+            stop_after_failed_batches: 3,
         }
     }
 }

@@ -87,11 +87,50 @@ pub struct DeliveryStats {
     pub waited_ms: AtomicU64,
 }
 
+/// The pace of one app: its token bucket and its slots for requests in flight. One per app in a
+/// process, shared by every run that sends to it, so that N syncs running at once still send at
+/// most `requests_per_second` and `concurrency` to one workspace.
+pub struct Pace {
+    limiter: RateLimiter,
+    slots: tokio::sync::Semaphore,
+}
+
+impl Pace {
+    pub fn new(settings: &Delivery) -> Self {
+        Self {
+            limiter: RateLimiter::new(settings.requests_per_second),
+            slots: tokio::sync::Semaphore::new(settings.concurrency.max(1)),
+        }
+    }
+}
+
+/// The paces of a process's apps, by app name and delivery settings (an app whose settings
+/// change gets a new pace).
+#[derive(Default)]
+pub struct Pacing {
+    by_app: std::sync::Mutex<std::collections::HashMap<String, Arc<Pace>>>,
+}
+
+impl Pacing {
+    /// The pace every run sending to `app` with `settings` shares.
+    pub fn pace(&self, app: &str, settings: &Delivery) -> Arc<Pace> {
+        let key = format!(
+            "{app}\u{0}{}\u{0}{}",
+            settings.requests_per_second, settings.concurrency
+        );
+        let mut by_app = self.by_app.lock().unwrap_or_else(|p| p.into_inner());
+        by_app
+            .entry(key)
+            .or_insert_with(|| Arc::new(Pace::new(settings)))
+            .clone()
+    }
+}
+
 /// Sends requests to one app under its delivery settings.
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    limiter: Arc<RateLimiter>,
+    pace: Arc<Pace>,
     settings: Delivery,
     pub stats: Arc<DeliveryStats>,
 }
@@ -107,7 +146,13 @@ enum Verdict {
 }
 
 impl Sender {
+    /// A sender with a pace of its own (nothing else sends to the app from this process).
     pub fn new(settings: &Delivery) -> Self {
+        Self::paced(settings, Arc::new(Pace::new(settings)))
+    }
+
+    /// A sender that shares `pace` with every other sender to the same app.
+    pub fn paced(settings: &Delivery, pace: Arc<Pace>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -117,7 +162,7 @@ impl Sender {
             .expect("an HTTP client with default TLS");
         Self {
             client,
-            limiter: Arc::new(RateLimiter::new(settings.requests_per_second)),
+            pace,
             settings: settings.clone(),
             stats: Arc::new(DeliveryStats::default()),
         }
@@ -141,7 +186,15 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
+            // A slot for the request's whole life (not for the wait between attempts), then a
+            // token: both shared with every other run sending to this app.
+            let slot = self
+                .pace
+                .slots
+                .acquire()
+                .await
+                .expect("the slots of a pace are never closed");
+            self.pace.limiter.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
             let verdict = match build(&self.client).send().await {
@@ -151,6 +204,7 @@ impl Sender {
                     after: None,
                 },
             };
+            drop(slot);
             self.stats
                 .request_ms
                 .fetch_add(sent.elapsed().as_millis() as u64, Ordering::Relaxed);

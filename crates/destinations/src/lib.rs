@@ -100,6 +100,10 @@ pub enum DestinationError {
     Unreachable(String),
     #[error("{0}")]
     Settings(String),
+    /// The app gave no usable answer after every attempt (timeouts, 5xx, 429): the batch's
+    /// rows were not delivered.
+    #[error("{0}")]
+    GaveUp(String),
 }
 
 /// A connected app.
@@ -108,12 +112,23 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// Builds the destination of an app connection (no request yet).
+    /// Builds the destination of an app connection (no request yet), paced on its own: for
+    /// one-off requests such as a connection test.
     pub fn new(name: &str, app: &sallyport_config::App) -> Destination {
+        Self::paced(name, app, &delivery::Pacing::default())
+    }
+
+    /// Builds the destination of an app connection whose requests share the app's pace in
+    /// `pacing` with every other run sending to it.
+    pub fn paced(
+        name: &str,
+        app: &sallyport_config::App,
+        pacing: &delivery::Pacing,
+    ) -> Destination {
         match app {
-            sallyport_config::App::Customerio(c) => {
-                Destination::CustomerIo(customerio::CustomerIo::new(name, c))
-            }
+            sallyport_config::App::Customerio(c) => Destination::CustomerIo(
+                customerio::CustomerIo::new(name, c, pacing.pace(name, &c.delivery)),
+            ),
         }
     }
 
@@ -147,6 +162,13 @@ impl Destination {
     pub fn batch_bytes(&self) -> usize {
         match self {
             Destination::CustomerIo(c) => c.sender().settings().batch_bytes,
+        }
+    }
+
+    /// Batches in a row the app may give up on before a run stops as failed.
+    pub fn stop_after_failed_batches(&self) -> u32 {
+        match self {
+            Destination::CustomerIo(c) => c.sender().settings().stop_after_failed_batches.max(1),
         }
     }
 

@@ -15,10 +15,11 @@ mod run;
 use std::sync::Arc;
 
 use sallyport_config::{Config, ConfigError, Problem};
+use sallyport_destinations::delivery::Pacing;
 use sallyport_state::StateStore;
 use serde::Serialize;
 
-pub use run::{Preview, PreviewOp, Progress, RunOptions};
+pub use run::{place as lock_place, Preview, PreviewOp, Progress, RunOptions};
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,7 +74,16 @@ impl From<sallyport_state::StateError> for RunError {
 pub struct Engine {
     pub config: Arc<Config>,
     pub state: Arc<StateStore>,
+    /// Each app's pace (rate limit and requests in flight), shared by every run of this
+    /// process. Processes do not share paces: each sends at its own settings.
+    pub pacing: Arc<Pacing>,
+    /// How long a run's lock lasts without renewal: a holder that crashed blocks its sync no
+    /// longer than this. Renewed every quarter of it; a failed renewal stops the run.
+    pub lock_lease: std::time::Duration,
 }
+
+/// The lease of a run's lock unless the engine is told otherwise.
+pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Engine {
     /// Opens the state store the config names.
@@ -82,6 +92,8 @@ impl Engine {
         Ok(Engine {
             config: Arc::new(config),
             state: Arc::new(state),
+            pacing: Arc::default(),
+            lock_lease: LOCK_LEASE,
         })
     }
 

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sallyport_config::{ConfigError, Model};
 use sallyport_destinations::{Destination, DestinationError, ObjectMapper, Op, OpResults, Route};
@@ -17,8 +17,6 @@ use tokio::task::JoinSet;
 use crate::classify::{map_chunk, Classifier, MappedChunk};
 use crate::{Engine, RunError, RunSummary};
 
-/// How long a run's lock lasts without renewal: a crashed holder blocks no longer than this.
-const LOCK_LEASE: Duration = Duration::from_secs(60);
 /// How many failure reasons a summary quotes.
 const SUMMARY_FAILURES: usize = 5;
 
@@ -92,7 +90,7 @@ impl Engine {
             .apps
             .get(&sync.app)
             .expect("config validation checked the app");
-        let mut destination = Destination::new(&sync.app, app);
+        let mut destination = Destination::paced(&sync.app, app, &self.pacing);
         let mapper = destination
             .mapper(name, sync, &columns)
             .map_err(|problems| {
@@ -120,9 +118,12 @@ impl Engine {
     /// Takes the lock of a run that died on this machine.
     async fn take_dead_lock(&self, name: &str, holder: &str) -> Result<bool, RunError> {
         match self.state.lock_holder(name).await? {
-            Some(old) if holder_is_dead(&old) => {
+            Some(old) if holder_is_dead(&old, &place()) => {
                 tracing::warn!(sync = name, previous = %old, "taking over the lock of a run that died");
-                Ok(self.state.take_lock(name, &old, holder, LOCK_LEASE).await?)
+                Ok(self
+                    .state
+                    .take_lock(name, &old, holder, self.lock_lease)
+                    .await?)
             }
             _ => Ok(false),
         }
@@ -212,35 +213,37 @@ impl Engine {
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         let p = self.prepare(name, true).await?;
-        let holder = format!(
-            "{}/{}/{:016x}",
-            host(),
-            std::process::id(),
-            fastrand::u64(..)
-        );
-        if !self.state.try_lock(name, &holder, LOCK_LEASE).await?
+        let holder = holder_name();
+        if !self.state.try_lock(name, &holder, self.lock_lease).await?
             && !self.take_dead_lock(name, &holder).await?
         {
             return Err(RunError::AlreadyRunning(name.to_string()));
         }
         // The lease is renewed while the run goes on; should another process take the lock
         // (this one stalled past its lease), the run stops instead of committing beside it.
-        let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lock_lost: Arc<std::sync::OnceLock<String>> = Arc::default();
         let renew = {
             let state = self.state.clone();
             let (name, holder) = (name.to_string(), holder.clone());
             let lost = lock_lost.clone();
+            let lease = self.lock_lease;
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(LOCK_LEASE / 4).await;
-                    match state.renew_lock(&name, &holder, LOCK_LEASE).await {
+                    tokio::time::sleep(lease / 4).await;
+                    match state.renew_lock(&name, &holder, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            lost.store(true, Ordering::Relaxed);
+                            let _ = lost.set("the run lock was lost: another run of this sync took over after this one stalled past its lease".into());
                             tracing::error!(sync = %name, "the run lock was taken by another run");
                             return;
                         }
-                        Err(e) => tracing::warn!(error = %e, "could not renew the run lock"),
+                        Err(e) => {
+                            // Unable to say that it still holds the lock, the run cannot know
+                            // that no other run took it over: it stops.
+                            let _ = lost.set(format!("the run stopped because its lock could not be renewed ({e}): another run may take this sync over"));
+                            tracing::error!(sync = %name, error = %e, "could not renew the run lock");
+                            return;
+                        }
                     }
                 }
             })
@@ -273,6 +276,11 @@ impl Engine {
             fatal: None,
             delivery_failed: 0,
             read_failed: 0,
+            failures_on_record: false,
+            gave_up_in_a_row: 0,
+            stop_after: destination.stop_after_failed_batches(),
+            held_back: Vec::new(),
+            outage: None,
             lock_lost,
         }
         .run(&p.source, p.mapper.clone(), &p.model)
@@ -319,22 +327,49 @@ impl Engine {
     }
 }
 
-/// This machine's name, as lock holders record it.
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+/// Where a process runs, as lock holders record it: the host's name, the kernel's boot id and
+/// the process's PID namespace. Two processes share a place only when they see the same process
+/// table: containers on one host share a boot id but not a PID namespace, and a host name alone
+/// is shared by many containers.
+pub fn place() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|t| t.trim().to_string());
+    let host = read("/proc/sys/kernel/hostname")
+        .or_else(|_| read("/etc/hostname"))
+        .unwrap_or_else(|_| "localhost".into());
+    let boot = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    format!("{host}|{boot}|{pid_ns}")
 }
 
-/// Whether a lock holder is a process of this machine that no longer exists (killed, crashed):
-/// then its lock is taken at once instead of waiting for its lease to run out.
-fn holder_is_dead(holder: &str) -> bool {
-    let mut parts = holder.split('/');
-    let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+/// A lock holder's name: its place, its process id and a random part (two runs of one process
+/// are two holders).
+fn holder_name() -> String {
+    format!(
+        "{}/{}/{:016x}",
+        place(),
+        std::process::id(),
+        fastrand::u64(..)
+    )
+}
+
+/// Whether a lock holder is proven dead: a process of this very place (same host, same boot,
+/// same PID namespace) that no longer exists. Then its lock is taken at once instead of waiting
+/// for its lease to run out. Anything less certain (another host, another container, an older
+/// boot, a holder name in another form) waits for the lease.
+fn holder_is_dead(holder: &str, here: &str) -> bool {
+    let mut parts = holder.rsplitn(3, '/');
+    let (Some(_random), Some(pid), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    h == host()
+    let (_, boot, pid_ns) = match at.split('|').collect::<Vec<_>>()[..] {
+        [h, b, n] => (h, b, n),
+        _ => return false,
+    };
+    at == here
+        && !boot.is_empty()
+        && !pid_ns.is_empty()
         && pid.parse::<u32>().is_ok_and(|pid| {
             pid != std::process::id()
                 && Path::new("/proc/self").exists()
@@ -358,8 +393,19 @@ struct Pipeline<'a> {
     delivery_failed: u64,
     /// Rows that failed before delivery.
     read_failed: u64,
+    /// Whether the sync had failed rows on record when the run began.
+    failures_on_record: bool,
+    /// Batches in a row the app gave no usable answer to.
+    gave_up_in_a_row: u32,
+    /// After how many such batches in a row the run stops.
+    stop_after: u32,
+    /// Rows of those batches: recorded as failed once the app answers another batch, left for
+    /// the next run if the run stops.
+    held_back: Vec<(String, String)>,
+    /// Why the run stopped for an outage.
+    outage: Option<String>,
     /// Set when another run took this run's lock.
-    lock_lost: Arc<std::sync::atomic::AtomicBool>,
+    lock_lost: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Pipeline<'_> {
@@ -387,12 +433,12 @@ impl Pipeline<'_> {
     ) -> Result<bool, String> {
         let state = &self.engine.state;
         let key = mapper.key_column().to_string();
-        let failed_before: HashSet<String> = state
-            .failed_keys(self.name)
+        // Accepted keys clear their failures on record; only asked for when there are any, and
+        // never loaded whole (they may be many).
+        self.failures_on_record = state
+            .has_failures(self.name)
             .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
+            .map_err(|e| e.to_string())?;
         let state_count = state.count(self.name).await.map_err(|e| e.to_string())?;
         let dups = duplicates(source, model, &key).await?;
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
@@ -434,8 +480,8 @@ impl Pipeline<'_> {
                 None => stream.recv().await,
             };
             let Some(chunk) = next else { break };
-            if self.lock_lost.load(Ordering::Relaxed) {
-                fatal = Some("the run lock was lost: another run of this sync took over after this one stalled past its lease".into());
+            if let Some(why) = self.lock_lost.get() {
+                fatal = Some(why.clone());
                 break;
             }
             let chunk = match chunk {
@@ -454,29 +500,17 @@ impl Pipeline<'_> {
             for op in out.send {
                 match op.route {
                     Route::Single => {
-                        self.dispatch(
-                            &mut inflight,
-                            vec![op],
-                            Route::Single,
-                            concurrency,
-                            &failed_before,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        self.dispatch(&mut inflight, vec![op], Route::Single, concurrency)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                     Route::Batch => {
                         if !batch.is_empty() && batch_len + comma + op.body.len() > limit {
                             let full = std::mem::take(&mut batch);
                             batch_len = open;
-                            self.dispatch(
-                                &mut inflight,
-                                full,
-                                Route::Batch,
-                                concurrency,
-                                &failed_before,
-                            )
-                            .await
-                            .map_err(|e| e.to_string())?;
+                            self.dispatch(&mut inflight, full, Route::Batch, concurrency)
+                                .await
+                                .map_err(|e| e.to_string())?;
                         }
                         batch_len += op.body.len() + if batch.is_empty() { 0 } else { comma };
                         batch.push(op);
@@ -491,22 +525,13 @@ impl Pipeline<'_> {
         }
         if fatal.is_none() && !batch.is_empty() {
             let full = std::mem::take(&mut batch);
-            self.dispatch(
-                &mut inflight,
-                full,
-                Route::Batch,
-                concurrency,
-                &failed_before,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            self.dispatch(&mut inflight, full, Route::Batch, concurrency)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         while let Some(done) = inflight.join_next().await {
             match done {
-                Ok(flight) => self
-                    .settle(flight, &failed_before)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Ok(flight) => self.settle(flight).await.map_err(|e| e.to_string())?,
                 Err(e) => {
                     self.fatal
                         .get_or_insert(format!("a delivery task failed: {e}"));
@@ -515,6 +540,13 @@ impl Pipeline<'_> {
             if fatal.is_none() {
                 fatal = self.fatal.take();
             }
+        }
+        if fatal.is_none() && !self.held_back.is_empty() {
+            // Fewer batches in a row than an outage: their rows failed.
+            let held_back = std::mem::take(&mut self.held_back);
+            self.delivery_failed += held_back.len() as u64;
+            self.record.rows_failed = self.read_failed + self.delivery_failed;
+            self.commit_failures(held_back).await?;
         }
         self.progress();
         if let Some(e) = fatal {
@@ -604,11 +636,15 @@ impl Pipeline<'_> {
         ops: Vec<Op>,
         route: Route,
         concurrency: usize,
-        failed_before: &HashSet<String>,
     ) -> Result<(), sallyport_state::StateError> {
+        if let Some(why) = self.lock_lost.get() {
+            // Another run may hold the sync now: nothing more is sent.
+            self.fatal.get_or_insert(why.clone());
+            return Ok(());
+        }
         while inflight.len() >= concurrency {
             match inflight.join_next().await {
-                Some(Ok(flight)) => self.settle(flight, failed_before).await?,
+                Some(Ok(flight)) => self.settle(flight).await?,
                 Some(Err(e)) => {
                     // The batch's outcome is unknown: nothing of it is committed, and the run
                     // stops rather than end as if it had been delivered.
@@ -628,13 +664,32 @@ impl Pipeline<'_> {
     }
 
     /// Commits what the app answered for one batch.
-    async fn settle(
-        &mut self,
-        (ops, result): Flight,
-        failed_before: &HashSet<String>,
-    ) -> Result<(), sallyport_state::StateError> {
+    async fn settle(&mut self, (ops, result): Flight) -> Result<(), sallyport_state::StateError> {
         let results = match result {
             Ok(r) => r,
+            Err(DestinationError::GaveUp(last)) => {
+                // The app did not answer this batch after every attempt. One such batch costs
+                // failed rows; `stop_after` in a row is an outage: the run stops, and what it
+                // held back is left for the next run instead of being recorded as failed.
+                if self.outage.is_some() {
+                    return Ok(());
+                }
+                self.gave_up_in_a_row += 1;
+                self.held_back.extend(ops.into_iter().map(|op| {
+                    let reason = format!("row {}: {last}", op.key);
+                    (op.key, reason)
+                }));
+                if self.gave_up_in_a_row >= self.stop_after {
+                    self.held_back.clear();
+                    let why = format!(
+                        "the app gave no usable answer to {} batches in a row; the run stopped and left the rows it had not delivered for the next run. Last answer: {last}",
+                        self.gave_up_in_a_row
+                    );
+                    self.outage = Some(why.clone());
+                    self.fatal.get_or_insert(why);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 // Credentials refused: nothing of this batch is marked, and the run stops.
                 self.fatal.get_or_insert(e.to_string());
@@ -642,6 +697,9 @@ impl Pipeline<'_> {
             }
         };
         let mut commit = Commit::default();
+        // The app answered: the batches it gave up on before were not an outage.
+        self.gave_up_in_a_row = 0;
+        commit.failed.append(&mut self.held_back);
         let mut results = results.into_iter();
         for op in ops {
             // An op the answer says nothing of is not taken as accepted.
@@ -650,7 +708,7 @@ impl Pipeline<'_> {
                 .unwrap_or_else(|| Err("the app's answer says nothing of this row".into()));
             match r {
                 Ok(()) => {
-                    if failed_before.contains(&op.key) {
+                    if self.failures_on_record {
                         commit.cleared.push(op.key.clone());
                     }
                     commit.accepted.push((op.key, op.fingerprint));
@@ -776,5 +834,31 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_holder_of_this_place_that_is_gone_is_dead() {
+        let here = place();
+        let gone = 999_999_999u32;
+        assert!(holder_is_dead(&format!("{here}/{gone}/00ff"), &here));
+        assert!(
+            !holder_is_dead(&format!("{here}/{}/00ff", std::process::id()), &here),
+            "this process is alive"
+        );
+        let (host, rest) = here.split_once('|').unwrap();
+        let (boot, _) = rest.split_once('|').unwrap();
+        // Another container on the same host with the same host name: same boot, another PID
+        // namespace, where pid `gone` may well be alive.
+        let other_ns = format!("{host}|{boot}|pid:[1]");
+        assert!(!holder_is_dead(&format!("{other_ns}/{gone}/00ff"), &here));
+        // The same host name after a reboot, or the old `host/pid/random` form.
+        let other_boot = format!("{host}|another-boot|{}", here.rsplit('|').next().unwrap());
+        assert!(!holder_is_dead(&format!("{other_boot}/{gone}/00ff"), &here));
+        assert!(!holder_is_dead(&format!("{host}/{gone}/00ff"), &here));
     }
 }

@@ -139,6 +139,48 @@ async fn the_request_rate_never_exceeds_the_setting() {
 }
 
 #[tokio::test]
+async fn concurrent_runs_share_the_apps_rate_and_slots() {
+    // Two syncs to one app, running at once in one process: together they keep to the app's
+    // 20 requests per second and 2 requests in flight, not 2 × the setting.
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.delivery = "{requests_per_second: 20, concurrency: 2}".into();
+    h.sql(
+        "CREATE TABLE {s}.ev AS SELECT 'e' || g AS id, 'anon-' || g AS anon, 'visit' AS name
+         FROM generate_series(1, 40) g",
+    )
+    .await;
+    let sync = |name: &str| {
+        format!(
+            "  {name}:
+    warehouse: pg
+    model: {{table: \"{{s}}.ev\"}}
+    app: cio
+    object: event
+    mode: insert
+    event_type: track
+    event_id: id
+    anonymous_id: anon
+    event_name: name
+"
+        )
+    };
+    let engine = h.engine(&format!("{}{}", sync("a"), sync("b"))).await;
+    let (a, b) = tokio::join!(h.run(&engine, "a"), h.run(&engine, "b"));
+    assert_eq!((a.rows_sent, b.rows_sent), (40, 40), "{a:?} {b:?}");
+    let stats = h.stats().await;
+    let peak = stats["peak_requests_per_second"].as_u64().unwrap();
+    assert!(
+        peak <= 20,
+        "two runs together sent {peak} requests within one second; the app's setting is 20"
+    );
+    let in_flight = stats["peak_in_flight"].as_u64().unwrap();
+    assert!(
+        in_flight <= 2,
+        "two runs together had {in_flight} requests in flight; the app's setting is 2"
+    );
+}
+
+#[tokio::test]
 async fn rows_fail_when_the_app_keeps_failing_and_are_sent_next_time() {
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery = "{requests_per_second: 1000, max_attempts: 3}".into();
@@ -159,23 +201,9 @@ async fn rows_fail_when_the_app_keeps_failing_and_are_sent_next_time() {
         .await
         .unwrap();
 
-    // Now fail only the batches: let the region check through by failing after it.
-    let s = {
-        let run = engine.run("people", Default::default());
-        let h2 = &h;
-        let set = async {
-            // Wait for the credentials check, then fail everything.
-            for _ in 0..200 {
-                if h2.stats().await["requests"].as_u64().unwrap() >= 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            h2.faults(json!({"rate_503": 1.0}));
-        };
-        let (s, _) = tokio::join!(run, set);
-        s.unwrap()
-    };
+    // Now fail only the batch: the credentials check (the first request) goes through.
+    h.faults(json!({"rate_503": 1.0, "after_requests": 1}));
+    let s = engine.run("people", Default::default()).await.unwrap();
     assert_eq!(s.status, "partial", "{s:?}");
     assert_eq!((s.rows_sent, s.rows_failed), (0, 50));
     let f = engine.state.failures("people").await.unwrap();
@@ -256,8 +284,20 @@ async fn a_lock_left_by_a_dead_process_is_taken_at_once() {
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 3).await;
     let engine = h.engine(PEOPLE).await;
+    // A holder of another PID namespace on a host of the same name is not proven dead: its
+    // lock waits for its lease.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let dead = format!("{}/999999999/0", host.trim());
+    let elsewhere = format!("{}/999999999/0", host.trim());
+    assert!(engine
+        .state
+        .try_lock("people", &elsewhere, Duration::from_secs(60))
+        .await
+        .unwrap());
+    let err = engine.run("people", Default::default()).await.unwrap_err();
+    assert_eq!(err.to_string(), "people is already running");
+    engine.state.unlock("people", &elsewhere).await.unwrap();
+    // A process of this very place that is gone is.
+    let dead = format!("{}/999999999/0", sallyport_engine::lock_place());
     assert!(engine
         .state
         .try_lock("people", &dead, Duration::from_secs(60))

@@ -58,6 +58,9 @@ pub struct SandboxArgs {
     /// Seed of the fault sequence.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Answer the first N requests normally, then inject faults.
+    #[arg(long, default_value_t = 0)]
+    after_requests: u64,
 }
 
 pub async fn dispatch(cli: Cli) -> u8 {
@@ -516,6 +519,7 @@ async fn sandbox(a: SandboxArgs) -> u8 {
             rate_reset: a.rate_reset,
             latency_ms: a.latency_ms,
             seed: a.seed,
+            after_requests: a.after_requests,
         },
         ..Default::default()
     };

@@ -47,6 +47,9 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Seed of the fault sequence; the same seed gives the same sequence.
     pub seed: u64,
+    /// The first this many Track API requests after the faults are set are answered normally
+    /// (a credentials check, say): faults start at a known request, not at a moment.
+    pub after_requests: u64,
 }
 
 impl Default for Faults {
@@ -59,6 +62,7 @@ impl Default for Faults {
             rate_reset: 0.0,
             latency_ms: 0,
             seed: 0,
+            after_requests: 0,
         }
     }
 }

@@ -43,12 +43,27 @@ pub struct Shared {
     store: Mutex<store::Store>,
     faults: Mutex<FaultState>,
     window: Mutex<VecDeque<Instant>>,
+    /// Track API requests being answered now.
+    in_flight: std::sync::atomic::AtomicU64,
     base_url: OnceLock<String>,
+}
+
+/// Counts a request out of `in_flight` when its answer is ready (or it was dropped).
+struct InFlight<'a>(&'a Shared);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 struct FaultState {
     faults: Faults,
     rng: fastrand::Rng,
+    /// Track API requests since the faults were set.
+    seen: u64,
 }
 
 /// What the fault injector decided for one request.
@@ -65,9 +80,11 @@ impl Shared {
             store: Mutex::new(store::Store::default()),
             faults: Mutex::new(FaultState {
                 rng: fastrand::Rng::with_seed(faults.seed),
+                seen: 0,
                 faults,
             }),
             window: Mutex::new(VecDeque::new()),
+            in_flight: std::sync::atomic::AtomicU64::new(0),
             base_url: OnceLock::new(),
             config,
         }
@@ -92,6 +109,7 @@ impl Shared {
         faults.validate()?;
         let mut f = self.faults.lock().expect("fault lock");
         f.rng = fastrand::Rng::with_seed(faults.seed);
+        f.seen = 0;
         f.faults = faults;
         Ok(())
     }
@@ -103,7 +121,12 @@ impl Shared {
     }
 
     /// Counts a Track API request and draws its fault.
-    fn admit(&self) -> (Fault, Duration) {
+    fn admit(&self) -> (Fault, Duration, InFlight<'_>) {
+        let in_flight = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let guard = InFlight(self);
         let now = Instant::now();
         let peak = {
             let mut w = self.window.lock().expect("window lock");
@@ -118,7 +141,12 @@ impl Shared {
         };
         let (fault, latency) = {
             let mut f = self.faults.lock().expect("fault lock");
-            let x = f.rng.f64();
+            f.seen += 1;
+            let x = if f.seen <= f.faults.after_requests {
+                1.0
+            } else {
+                f.rng.f64()
+            };
             let faults = &f.faults;
             let mut edge = faults.rate_429;
             let fault = if x < edge {
@@ -143,10 +171,11 @@ impl Shared {
         let mut store = self.store.lock().expect("store lock");
         store.stats.requests += 1;
         store.stats.peak_requests_per_second = store.stats.peak_requests_per_second.max(peak);
+        store.stats.peak_in_flight = store.stats.peak_in_flight.max(in_flight);
         if !matches!(fault, Fault::None) {
             store.stats.faults_injected += 1;
         }
-        (fault, latency)
+        (fault, latency, guard)
     }
 }
 
@@ -252,8 +281,10 @@ async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
+    let mut _in_flight = None;
     if req.uri().path().starts_with("/api/") {
-        let (fault, latency) = shared.admit();
+        let (fault, latency, guard) = shared.admit();
+        _in_flight = Some(guard);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }

@@ -94,6 +94,8 @@ pub struct Stats {
     pub deleted_people: u64,
     /// The most Track API requests received within any one-second window.
     pub peak_requests_per_second: u64,
+    /// The most Track API requests being answered at one time.
+    pub peak_in_flight: u64,
 }
 
 /// How a person is referred to by a request.

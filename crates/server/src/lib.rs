@@ -132,6 +132,8 @@ impl Server {
         *self.engine.write().expect("engine lock") = Arc::new(Engine {
             config: Arc::new(config),
             state: engine.state.clone(),
+            pacing: engine.pacing.clone(),
+            lock_lease: engine.lock_lease,
         });
         Ok(())
     }

@@ -111,15 +111,16 @@ impl PgSource {
             select.push(expr);
             decode.push(d);
         }
-        // The key as PostgreSQL writes it as text: read from the column itself where its text
-        // form is plain (integers, text), otherwise asked for as `::text`.
+        // The key as PostgreSQL writes it as text (`::text`, as the duplicate and key queries
+        // read it): read from the column itself where that text is the column's own (integers,
+        // text, varchar), otherwise asked for as `::text` (which trims a `char(n)`'s padding).
         let key_at = match spec.key {
             None => None,
             Some(k) => {
                 let i = position(k)?;
                 match columns[i].1 {
                     Type::INT2 | Type::INT4 | Type::INT8 => Some(KeyAt::Int(i)),
-                    Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Some(KeyAt::Text(i)),
+                    Type::TEXT | Type::VARCHAR | Type::NAME => Some(KeyAt::Text(i)),
                     _ => {
                         select.push(format!("m.{}::text", quote_ident(k)));
                         Some(KeyAt::Text(select.len() - 1))

@@ -50,7 +50,7 @@ pub struct Failure {
 }
 
 /// What one acknowledged batch changes in the state, written in one transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Commit {
     /// Keys the app accepted, with the fingerprint of what it accepted.
     pub accepted: Vec<(String, u64)>,
@@ -206,14 +206,9 @@ impl StateStore {
         each!(self, s => s.forget_stale_failures(sync, run_id).await)
     }
 
-    /// The keys of `sync` with a failure on record.
-    pub async fn failed_keys(&self, sync: &str) -> Result<Vec<String>> {
-        Ok(self
-            .failures(sync)
-            .await?
-            .into_iter()
-            .map(|f| f.key)
-            .collect())
+    /// Whether `sync` has any failed row on record.
+    pub async fn has_failures(&self, sync: &str) -> Result<bool> {
+        each!(self, s => s.has_failures(sync).await)
     }
 
     /// Run history, newest first.

@@ -175,6 +175,19 @@ impl PgState {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    pub async fn has_failures(&self, sync: &str) -> Result<bool> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM failures WHERE sync = $1)",
+                &[&sync],
+            )
+            .await?;
+        Ok(row.get::<_, bool>(0))
+    }
+
     pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
         let rows = self
             .client

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -10,8 +10,10 @@ use crate::{
     runs_table, Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS,
 };
 
+/// Every call runs on a blocking thread (SQLite may wait up to its busy timeout for a writer
+/// in another process), never on the async runtime's workers.
 pub struct SqliteState {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -54,278 +56,390 @@ impl SqliteState {
                 PRIMARY KEY (sync, key)) WITHOUT ROWID;",
         )?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` on the connection, on a blocking thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A call that panicked left no transaction open (rusqlite rolls back on drop): the
+            // connection is still good.
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StateError::Other(format!("a state store call failed: {e}")))?
     }
 
     pub async fn try_lock(&self, sync: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "INSERT INTO locks (sync, holder, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sync) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE locks.expires_at < ?4 OR locks.holder = excluded.holder",
-            params![sync, holder, expires, now],
-        )?;
-        Ok(n == 1)
+        let sync = sync.to_string();
+        let holder = holder.to_string();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "INSERT INTO locks (sync, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sync) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE locks.expires_at < ?4 OR locks.holder = excluded.holder",
+                params![sync, holder, expires, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row("SELECT holder FROM locks WHERE sync = ?1", [sync], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row("SELECT holder FROM locks WHERE sync = ?1", [&sync], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
     }
 
     pub async fn take_lock(&self, sync: &str, from: &str, to: &str, expires: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE locks SET holder = ?3, expires_at = ?4 WHERE sync = ?1 AND holder = ?2",
-            params![sync, from, to, expires],
-        )?;
-        Ok(n == 1)
+        let sync = sync.to_string();
+        let from = from.to_string();
+        let to = to.to_string();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE locks SET holder = ?3, expires_at = ?4 WHERE sync = ?1 AND holder = ?2",
+                params![sync, from, to, expires],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     pub async fn renew_lock(&self, sync: &str, holder: &str, expires: i64) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE locks SET expires_at = ?3 WHERE sync = ?1 AND holder = ?2",
-            params![sync, holder, expires],
-        )?;
-        Ok(n == 1)
+        let sync = sync.to_string();
+        let holder = holder.to_string();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE locks SET expires_at = ?3 WHERE sync = ?1 AND holder = ?2",
+                params![sync, holder, expires],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 
     pub async fn unlock(&self, sync: &str, holder: &str) -> Result<()> {
-        self.conn().execute(
-            "DELETE FROM locks WHERE sync = ?1 AND holder = ?2",
-            params![sync, holder],
-        )?;
-        Ok(())
+        let sync = sync.to_string();
+        let holder = holder.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM locks WHERE sync = ?1 AND holder = ?2",
+                params![sync, holder],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn begin_run(&self, sync: &str, full_resync: bool, now: i64) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO runs (sync, status, started_at, full_resync) VALUES (?1, 'running', ?2, ?3)",
-            params![sync, now, full_resync],
-        )?;
-        Ok(conn.last_insert_rowid())
+        let sync = sync.to_string();
+        self.call(move |conn| {
+                    conn.execute(
+                "INSERT INTO runs (sync, status, started_at, full_resync) VALUES (?1, 'running', ?2, ?3)",
+                params![sync, now, full_resync],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
     }
 
     pub async fn finish_run(&self, r: &RunRecord) -> Result<()> {
-        self.conn().execute(
-            "UPDATE runs SET status = ?2, finished_at = ?3, rows_read = ?4, rows_new = ?5,
-                rows_changed = ?6, rows_unchanged = ?7, rows_sent = ?8, rows_failed = ?9,
-                rows_removed = ?10, error = ?11
-             WHERE id = ?1",
-            params![
-                r.id,
-                r.status,
-                r.finished_at,
-                r.rows_read as i64,
-                r.rows_new as i64,
-                r.rows_changed as i64,
-                r.rows_unchanged as i64,
-                r.rows_sent as i64,
-                r.rows_failed as i64,
-                r.rows_removed as i64,
-                r.error
-            ],
-        )?;
-        Ok(())
+        let r = r.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, rows_read = ?4, rows_new = ?5,
+                    rows_changed = ?6, rows_unchanged = ?7, rows_sent = ?8, rows_failed = ?9,
+                    rows_removed = ?10, error = ?11
+                 WHERE id = ?1",
+                params![
+                    r.id,
+                    r.status,
+                    r.finished_at,
+                    r.rows_read as i64,
+                    r.rows_new as i64,
+                    r.rows_changed as i64,
+                    r.rows_unchanged as i64,
+                    r.rows_sent as i64,
+                    r.rows_failed as i64,
+                    r.rows_removed as i64,
+                    r.error
+                ],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn count(&self, sync: &str) -> Result<u64> {
-        let n: i64 = self.conn().query_row(
-            "SELECT count(*) FROM sync_rows WHERE sync = ?1",
-            [sync],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM sync_rows WHERE sync = ?1",
+                [&sync],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub async fn has_failures(&self, sync: &str) -> Result<bool> {
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            Ok(conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM failures WHERE sync = ?1)",
+                [&sync],
+                |r| r.get::<_, bool>(0),
+            )?)
+        })
+        .await
     }
 
     pub async fn fingerprints(&self, sync: &str, keys: &[&str]) -> Result<HashMap<String, u64>> {
-        let mut conn = self.conn();
-        // One read transaction for the whole chunk: SQLite then takes its file lock once, not
-        // once per key.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-        let mut out = HashMap::with_capacity(keys.len());
-        {
-            let mut stmt = tx
-                .prepare_cached("SELECT fingerprint FROM sync_rows WHERE sync = ?1 AND key = ?2")?;
-            for k in keys {
-                if let Some(fp) = stmt
-                    .query_row(params![sync, k], |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
-                    out.insert((*k).to_string(), fp as u64);
+        let sync = sync.to_string();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.call(move |conn| {
+            // One read transaction for the whole chunk: SQLite then takes its file lock once, not
+            // once per key.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+            let mut out = HashMap::with_capacity(keys.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT fingerprint FROM sync_rows WHERE sync = ?1 AND key = ?2",
+                )?;
+                for k in keys {
+                    if let Some(fp) = stmt
+                        .query_row(params![sync, k], |r| r.get::<_, i64>(0))
+                        .optional()?
+                    {
+                        out.insert((*k).to_string(), fp as u64);
+                    }
                 }
             }
-        }
-        tx.commit()?;
-        Ok(out)
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
     }
 
     pub async fn commit(&self, sync: &str, run_id: i64, c: &Commit, now: i64) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO sync_rows (sync, key, fingerprint, run_id) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (sync, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id",
-            )?;
-            for (k, fp) in &c.accepted {
-                upsert.execute(params![sync, k, *fp as i64, run_id])?;
+        let sync = sync.to_string();
+        let c = c.clone();
+        self.call(move |conn| {
+                    let tx = conn.transaction()?;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO sync_rows (sync, key, fingerprint, run_id) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (sync, key) DO UPDATE SET fingerprint = excluded.fingerprint, run_id = excluded.run_id",
+                )?;
+                for (k, fp) in &c.accepted {
+                    upsert.execute(params![sync, k, *fp as i64, run_id])?;
+                }
+                let mut clear =
+                    tx.prepare_cached("DELETE FROM failures WHERE sync = ?1 AND key = ?2")?;
+                for k in &c.cleared {
+                    clear.execute(params![sync, k])?;
+                }
+                let mut fail = tx.prepare_cached(
+                    "INSERT INTO failures (sync, key, reason, run_id, attempts, first_failed_at, last_failed_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
+                     ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason, run_id = excluded.run_id,
+                        attempts = failures.attempts + CASE WHEN failures.run_id <> excluded.run_id THEN 1 ELSE 0 END,
+                        last_failed_at = excluded.last_failed_at",
+                )?;
+                for (k, reason) in &c.failed {
+                    fail.execute(params![sync, k, reason, run_id, now])?;
+                }
             }
-            let mut clear =
-                tx.prepare_cached("DELETE FROM failures WHERE sync = ?1 AND key = ?2")?;
-            for k in &c.cleared {
-                clear.execute(params![sync, k])?;
-            }
-            let mut fail = tx.prepare_cached(
-                "INSERT INTO failures (sync, key, reason, run_id, attempts, first_failed_at, last_failed_at)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)
-                 ON CONFLICT (sync, key) DO UPDATE SET reason = excluded.reason, run_id = excluded.run_id,
-                    attempts = failures.attempts + CASE WHEN failures.run_id <> excluded.run_id THEN 1 ELSE 0 END,
-                    last_failed_at = excluded.last_failed_at",
-            )?;
-            for (k, reason) in &c.failed {
-                fail.execute(params![sync, k, reason, run_id, now])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn retain_begin(&self, sync: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM temp.present_keys WHERE sync = ?1", [sync])?;
-        Ok(())
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM temp.present_keys WHERE sync = ?1", [&sync])?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn retain_add(&self, sync: &str, keys: &[String]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO temp.present_keys (sync, key) VALUES (?1, ?2)",
-            )?;
-            for k in keys {
-                ins.execute(params![sync, k])?;
+        let sync = sync.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO temp.present_keys (sync, key) VALUES (?1, ?2)",
+                )?;
+                for k in keys {
+                    ins.execute(params![sync, k])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn retain_finish(&self, sync: &str) -> Result<u64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM sync_rows WHERE sync = ?1
-             AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
-            [sync],
-        )?;
-        tx.execute(
-            "DELETE FROM failures WHERE sync = ?1
-             AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
-            [sync],
-        )?;
-        tx.execute("DELETE FROM temp.present_keys WHERE sync = ?1", [sync])?;
-        tx.commit()?;
-        Ok(n as u64)
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM sync_rows WHERE sync = ?1
+                 AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
+                [&sync],
+            )?;
+            tx.execute(
+                "DELETE FROM failures WHERE sync = ?1
+                 AND key NOT IN (SELECT key FROM temp.present_keys WHERE sync = ?1)",
+                [&sync],
+            )?;
+            tx.execute("DELETE FROM temp.present_keys WHERE sync = ?1", [&sync])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     pub async fn forget_stale_failures(&self, sync: &str, run_id: i64) -> Result<()> {
-        self.conn().execute(
-            "DELETE FROM failures WHERE sync = ?1 AND run_id < ?2",
-            params![sync, run_id],
-        )?;
-        Ok(())
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM failures WHERE sync = ?1 AND run_id < ?2",
+                params![sync, run_id],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1) ORDER BY id DESC LIMIT ?2"
-        ))?;
-        let rows = stmt
-            .query_map(params![sync, limit as i64], run_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        let sync = sync.map(str::to_string);
+        self.call(move |conn| {
+                    let mut stmt = conn.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1) ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![sync, limit as i64], run_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
-             FROM failures WHERE sync = ?1 ORDER BY key",
-        )?;
-        let rows = stmt
-            .query_map([sync], |r| {
-                Ok(Failure {
-                    key: r.get(0)?,
-                    reason: r.get(1)?,
-                    run_id: r.get(2)?,
-                    attempts: r.get(3)?,
-                    first_failed_at: r.get(4)?,
-                    last_failed_at: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
+                 FROM failures WHERE sync = ?1 ORDER BY key",
+            )?;
+            let rows = stmt
+                .query_map([&sync], |r| {
+                    Ok(Failure {
+                        key: r.get(0)?,
+                        reason: r.get(1)?,
+                        run_id: r.get(2)?,
+                        attempts: r.get(3)?,
+                        first_failed_at: r.get(4)?,
+                        last_failed_at: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
-            params![kind, name, body],
-        )?;
-        Ok(())
+        let kind = kind.to_string();
+        let name = name.to_string();
+        let body = body.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
+                params![kind, name, body],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn delete_entity(&self, kind: &str, name: &str) -> Result<bool> {
-        let n = self.conn().execute(
-            "DELETE FROM entities WHERE kind = ?1 AND name = ?2",
-            params![kind, name],
-        )?;
-        Ok(n > 0)
+        let kind = kind.to_string();
+        let name = name.to_string();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM entities WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+            )?;
+            Ok(n > 0)
+        })
+        .await
     }
 
     pub async fn entities(&self, kind: &str) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, body FROM entities WHERE kind = ?1 ORDER BY name")?;
-        let rows = stmt
-            .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
-        Ok(rows)
+        let kind = kind.to_string();
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT name, body FROM entities WHERE kind = ?1 ORDER BY name")?;
+            let rows = stmt
+                .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub async fn set_paused(&self, sync: &str, paused: bool) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO sync_flags (sync, paused) VALUES (?1, ?2)
-             ON CONFLICT (sync) DO UPDATE SET paused = excluded.paused",
-            params![sync, paused],
-        )?;
-        Ok(())
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO sync_flags (sync, paused) VALUES (?1, ?2)
+                 ON CONFLICT (sync) DO UPDATE SET paused = excluded.paused",
+                params![sync, paused],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn paused(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT sync FROM sync_flags WHERE paused ORDER BY sync")?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(rows)
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT sync FROM sync_flags WHERE paused ORDER BY sync")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
     }
 
     pub async fn clear(&self, sync: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM sync_rows WHERE sync = ?1", [sync])?;
-        Ok(())
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM sync_rows WHERE sync = ?1", [&sync])?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -51,7 +51,8 @@ struct RegionAnswer {
 }
 
 impl CustomerIo {
-    pub fn new(name: &str, s: &Settings) -> Self {
+    /// A workspace whose requests share `pace` with every other sender to it.
+    pub fn new(name: &str, s: &Settings, pace: std::sync::Arc<crate::delivery::Pace>) -> Self {
         let (base, pinned) = match (&s.track_url, s.region) {
             (Some(u), _) => (u.trim_end_matches('/').to_string(), true),
             (None, Region::Eu) => (EU_URL.to_string(), true),
@@ -68,7 +69,7 @@ impl CustomerIo {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(creds)
             ),
-            sender: Sender::new(&s.delivery),
+            sender: Sender::paced(&s.delivery, pace),
         }
     }
 
@@ -163,7 +164,7 @@ impl CustomerIo {
             Ok(a) => a,
             Err(SendError::Unauthorized { status }) => return Err(self.credentials_error(status)),
             Err(e @ SendError::GaveUp { .. }) => {
-                return Ok(ops.iter().map(|_| Err(e.to_string())).collect())
+                return Err(DestinationError::GaveUp(e.to_string()))
             }
         };
         Ok(read_answer(answer.status, &answer.body, ops.len()))

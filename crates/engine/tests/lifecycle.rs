@@ -1,0 +1,112 @@
+//! A run's lifecycle: an outage stops a run instead of failing every row, a lock that cannot be
+//! renewed stops a run, runs left `running` by a process that died are marked `interrupted`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Harness;
+use sallyport_sandbox::IdentifyBy;
+use serde_json::json;
+
+const PEOPLE: &str = "  people:
+    warehouse: pg
+    model: {table: \"{s}.users\"}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: user_id
+";
+
+async fn users(h: &Harness, n: i64) {
+    h.sql(&format!(
+        "CREATE TABLE {{s}}.users AS
+         SELECT g AS user_id, 'user' || g || '@example.com' AS email, repeat('x', 200) AS bio
+         FROM generate_series(1, {n}) g"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn an_outage_stops_the_run_and_leaves_the_rows_for_the_next_one() {
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.delivery = "{requests_per_second: 1000, concurrency: 1, max_attempts: 2, batch_bytes: 40KB, stop_after_failed_batches: 3}".into();
+    users(&h, 3000).await;
+    let engine = h.engine(PEOPLE).await;
+    // Every batch fails; the credentials check (the first request) goes through.
+    h.faults(json!({"rate_503": 1.0, "after_requests": 1}));
+    let s = h.run(&engine, "people").await;
+    assert_eq!(s.status, "failed", "{s:?}");
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.contains("3 batches in a row") && error.contains("503"),
+        "the error says why, with the app's last answer: {error}"
+    );
+    assert_eq!((s.rows_sent, s.rows_failed), (0, 0), "{s:?}");
+    assert!(
+        engine.state.failures("people").await.unwrap().is_empty(),
+        "an outage records no failed rows"
+    );
+    assert!(
+        s.rows_read < 3000,
+        "the run stopped reading once the outage was plain: {s:?}"
+    );
+    // The app is back: the next run sends everyone.
+    h.faults(json!({}));
+    let s = h.run(&engine, "people").await;
+    assert_eq!(
+        (s.status.as_str(), s.rows_sent),
+        ("succeeded", 3000),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn batches_given_up_among_answered_ones_are_failed_rows() {
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.delivery = "{requests_per_second: 1000, concurrency: 1, max_attempts: 1, batch_bytes: 40KB, stop_after_failed_batches: 3}".into();
+    users(&h, 1000).await;
+    let engine = h.engine(PEOPLE).await;
+    // About one batch in four gives up: never three in a row with this seed.
+    h.faults(json!({"rate_503": 0.25, "after_requests": 1, "seed": 11}));
+    let s = h.run(&engine, "people").await;
+    assert_eq!(s.status, "partial", "{s:?}");
+    assert!(s.rows_failed > 0 && s.rows_sent > 0, "{s:?}");
+    assert_eq!(s.rows_sent + s.rows_failed, 1000, "{s:?}");
+    let failures = engine.state.failures("people").await.unwrap();
+    assert_eq!(failures.len() as u64, s.rows_failed);
+    assert!(
+        failures[0].reason.contains("gave up after 1 attempts"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_lock_cannot_be_renewed_stops() {
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.state = sallyport_testkit::database().await;
+    h.delivery = "{requests_per_second: 1000, concurrency: 1, batch_bytes: 40KB}".into();
+    users(&h, 2000).await;
+    let mut engine = h.engine(PEOPLE).await;
+    engine.lock_lease = Duration::from_millis(800);
+    // Slow batches: the run lasts several leases.
+    h.faults(json!({"latency_ms": 150}));
+    let state = sallyport_testkit::connect(&h.state).await;
+    let run = engine.run("people", Default::default());
+    let break_locks = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // The lock table goes away: renewing fails, while everything else still works.
+        state
+            .batch_execute("ALTER TABLE locks RENAME TO locks_elsewhere")
+            .await
+            .unwrap();
+    };
+    let (s, ()) = tokio::join!(run, break_locks);
+    let s = s.unwrap();
+    assert_eq!(s.status, "failed", "{s:?}");
+    assert!(
+        s.error.as_deref().unwrap().contains("could not be renewed"),
+        "{s:?}"
+    );
+    assert!(s.rows_sent < 2000, "{s:?}");
+}
