@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export SALLYPORT_TEST_DATABASE_URL="${SALLYPORT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+# Under this script every test's requirements are brought up: a test that finds one missing fails
+# instead of skipping itself.
+export SALLYPORT_TEST_SUITE=1
 rest="${SALLYPORT_TEST_DATABASE_URL#*://}"
 case "$rest" in *@*) rest="${rest#*@}" ;; esac
 hostport="${rest%%/*}"

@@ -13,6 +13,7 @@ use sallyport_state::{Commit, RunRecord, StateStore};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::classify::{map_chunk, Classifier, MappedChunk};
 use crate::{Engine, RunError, RunSummary};
@@ -127,6 +128,33 @@ impl Engine {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Records as `interrupted` the runs still recorded as `running` whose process is gone: of
+    /// `only` (whose lock the caller holds), or of every sync whose lock no live run holds (a
+    /// lapsed lease, or a holder proven dead). Answers how many were marked.
+    pub async fn interrupt_runs_of(&self, only: Option<&str>) -> Result<usize, RunError> {
+        let here = place();
+        let mut marked = 0;
+        for (id, sync) in self.state.running_runs().await? {
+            let orphaned = match only {
+                Some(name) => sync == name,
+                None => match self.state.lock_holder(&sync).await? {
+                    None => true,
+                    Some(holder) => holder_is_dead(&holder, &here),
+                },
+            };
+            if orphaned
+                && self
+                    .state
+                    .interrupt_run(id, "the process running it stopped before the run finished")
+                    .await?
+            {
+                tracing::warn!(sync = %sync, run_id = id, "a run left running by a stopped process is marked interrupted");
+                marked += 1;
+            }
+        }
+        Ok(marked)
     }
 
     /// Checks a sync without reading its rows: the model runs, its columns fit the settings,
@@ -248,6 +276,13 @@ impl Engine {
                 }
             })
         };
+        // This run holds the sync now: a run of it still recorded as `running` belongs to a
+        // process that stopped without finishing it.
+        if let Err(e) = self.interrupt_runs_of(Some(name)).await {
+            renew.abort();
+            let _ = self.state.unlock(name, &holder).await;
+            return Err(e);
+        }
         let run_id = match self.state.begin_run(name, opts.full_resync).await {
             Ok(id) => id,
             Err(e) => {
@@ -256,8 +291,9 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        // The span goes with the future (a guard held across `.await` would leak into
+        // whatever else runs on this thread).
         let span = tracing::info_span!("run", sync = name, run_id);
-        let _enter = span.enter();
         let mut record = RunRecord {
             id: run_id,
             sync: name.to_string(),
@@ -284,6 +320,7 @@ impl Engine {
             lock_lost,
         }
         .run(&p.source, p.mapper.clone(), &p.model)
+        .instrument(span)
         .await;
         renew.abort();
         let (status, error, failures) = match outcome {

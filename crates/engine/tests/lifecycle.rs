@@ -110,3 +110,18 @@ async fn a_run_whose_lock_cannot_be_renewed_stops() {
     );
     assert!(s.rows_sent < 2000, "{s:?}");
 }
+
+#[tokio::test]
+async fn a_run_marks_the_run_a_killed_process_left_running_as_interrupted() {
+    let h = Harness::new(IdentifyBy::Id).await;
+    users(&h, 5).await;
+    let engine = h.engine(PEOPLE).await;
+    // What a SIGKILLed `sallyport sync` leaves: a run recorded as `running`.
+    let left = engine.state.begin_run("people", false).await.unwrap();
+    let s = h.run(&engine, "people").await;
+    assert_eq!(s.status, "succeeded");
+    let runs = engine.state.runs(Some("people"), 5).await.unwrap();
+    let old = runs.iter().find(|r| r.id == left).unwrap();
+    assert_eq!(old.status, "interrupted", "{runs:?}");
+    assert!(old.error.as_deref().unwrap().contains("stopped before"));
+}

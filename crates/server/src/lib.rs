@@ -85,6 +85,8 @@ pub struct Server {
     pub(crate) edits: tokio::sync::Mutex<()>,
     /// UI sessions: session id → CSRF token.
     pub(crate) sessions: Mutex<HashMap<String, String>>,
+    /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -102,8 +104,18 @@ impl Server {
             metrics: Metrics::default(),
             edits: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
+            stop: tokio::sync::watch::channel(false).0,
         });
         server.reload().await?;
+        // Runs that a stopped process left `running` (killed, crashed) are over.
+        match server.engine().interrupt_runs_of(None).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "runs left running by a stopped process were marked interrupted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot look for runs left running"),
+        }
         Ok(server)
     }
 
@@ -160,6 +172,13 @@ impl Server {
         engine
             .sync(sync)
             .map_err(|_| ApiError::not_found("sync", sync))?;
+        if *self.stop.borrow() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping",
+                "the server is stopping: no new run starts",
+            ));
+        }
         let info = Running {
             started_at: Utc::now(),
             trigger,
@@ -190,7 +209,11 @@ impl Server {
         tokio::spawn(async move {
             // However the run ends (even by a panic), the sync is free again afterwards.
             let _free = Release(server.clone(), name.clone());
-            let result = engine.run(&name, RunOptions::default()).await;
+            let options = RunOptions {
+                cancel: Some(server.stop.subscribe()),
+                ..Default::default()
+            };
+            let result = engine.run(&name, options).await;
             match &result {
                 Ok(summary) => server.metrics.record(summary, &app),
                 Err(e) => {
@@ -238,11 +261,41 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let scheduler = tokio::spawn(scheduler::run(server.clone()));
-    let result = axum::serve(listener, app(server))
+    let stopping = server.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // No new run starts, and the runs going stop: they let requests in flight finish,
+        // commit what was acknowledged and end `interrupted`.
+        stopping.stop.send_replace(true);
+    };
+    let result = axum::serve(listener, app(server.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     scheduler.abort();
+    server.stop.send_replace(true);
+    server.wait_for_runs(RUNS_DRAIN).await;
     result
+}
+
+/// How long a stopping server waits for its runs to commit and end.
+const RUNS_DRAIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Server {
+    /// Waits until no run is going, or `limit` has passed.
+    pub async fn wait_for_runs(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let going = self.running.lock().map(|r| r.len()).unwrap_or(0);
+            if going == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(runs = going, "stopping with runs still going");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The server's token: `SALLYPORT_TOKEN`, or the one kept in `path` (created on first start with

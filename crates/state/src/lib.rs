@@ -120,9 +120,20 @@ impl StateStore {
         each!(self, s => s.try_lock(sync, holder, now, expires).await)
     }
 
-    /// Who holds the run lock of `sync`, if anyone.
+    /// Who holds the run lock of `sync` (a lease that has not run out), if anyone.
     pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
-        each!(self, s => s.lock_holder(sync).await)
+        each!(self, s => s.lock_holder(sync, now_ms()).await)
+    }
+
+    /// The runs recorded as `running`: (run id, sync).
+    pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
+        each!(self, s => s.running_runs().await)
+    }
+
+    /// Records a run that is no longer going (its process stopped) as `interrupted`, with
+    /// why; `false` when it was not `running`.
+    pub async fn interrupt_run(&self, id: i64, reason: &str) -> Result<bool> {
+        each!(self, s => s.interrupt_run(id, now_ms(), reason).await)
     }
 
     /// Takes the lock of `sync` from `from` (a holder known to be dead), unless it changed hands

@@ -76,14 +76,44 @@ impl PgState {
         Ok(n == 1)
     }
 
-    pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
+    pub async fn lock_holder(&self, sync: &str, now: i64) -> Result<Option<String>> {
         let row = self
             .client
             .lock()
             .await
-            .query_opt("SELECT holder FROM locks WHERE sync = $1", &[&sync])
+            .query_opt(
+                "SELECT holder FROM locks WHERE sync = $1 AND expires_at >= $2",
+                &[&sync, &now],
+            )
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT id, sync FROM runs WHERE status = 'running' ORDER BY id",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn interrupt_run(&self, id: i64, now: i64, reason: &str) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = $2, error = $3
+                 WHERE id = $1 AND status = 'running'",
+                &[&id, &now, &reason],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     pub async fn take_lock(&self, sync: &str, from: &str, to: &str, expires: i64) -> Result<bool> {

@@ -91,14 +91,41 @@ impl SqliteState {
         .await
     }
 
-    pub async fn lock_holder(&self, sync: &str) -> Result<Option<String>> {
+    pub async fn lock_holder(&self, sync: &str, now: i64) -> Result<Option<String>> {
         let sync = sync.to_string();
         self.call(move |conn| {
             Ok(conn
-                .query_row("SELECT holder FROM locks WHERE sync = ?1", [&sync], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT holder FROM locks WHERE sync = ?1 AND expires_at >= ?2",
+                    params![sync, now],
+                    |r| r.get(0),
+                )
                 .optional()?)
+        })
+        .await
+    }
+
+    pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, sync FROM runs WHERE status = 'running' ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn interrupt_run(&self, id: i64, now: i64, reason: &str) -> Result<bool> {
+        let reason = reason.to_string();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?2, error = ?3
+                 WHERE id = ?1 AND status = 'running'",
+                params![id, now, reason],
+            )?;
+            Ok(n == 1)
         })
         .await
     }

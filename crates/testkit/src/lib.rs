@@ -6,6 +6,21 @@
 
 use tokio_postgres::{Client, NoTls};
 
+/// Whether a test may run, given that what it needs (`what`) is `available`. Under
+/// `scripts/test.sh` (which brings everything up) a missing requirement fails the test; run any
+/// other way (`cargo test` on a machine without it), the test says that it is skipped and why,
+/// and passes without checking anything.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("SALLYPORT_TEST_SUITE").is_some() {
+        panic!("{what} is missing, though scripts/test.sh should have brought it up");
+    }
+    eprintln!("SKIPPED: {what} is missing; scripts/test.sh installs it and runs this test");
+    false
+}
+
 /// The URL of the test database.
 pub fn pg_url() -> String {
     std::env::var("SALLYPORT_TEST_DATABASE_URL")
