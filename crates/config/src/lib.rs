@@ -177,6 +177,7 @@ impl Config {
             let sync = out.syncs[&name].clone();
             v.check_sync(&name, &sync, &out.warehouses, &out.apps);
         }
+        v.check_ids(&out.syncs);
         if v.problems.is_empty() {
             Ok(out)
         } else {
@@ -263,6 +264,7 @@ impl Config {
         for (name, sync) in &raw.syncs {
             v.check_sync(name, sync, &warehouses, &apps);
         }
+        v.check_ids(&raw.syncs);
         if !v.problems.is_empty() {
             return Err(ConfigError {
                 problems: v.problems,
@@ -331,6 +333,35 @@ impl Validator<'_> {
         }
         out.push_str(rest);
         out
+    }
+
+    /// Each sync's state id (its `id`, or its name) belongs to it alone.
+    fn check_ids(&mut self, syncs: &BTreeMap<String, Sync>) {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, sync) in syncs {
+            if let Some(id) = &sync.id {
+                let ok = !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !ok {
+                    self.problem(
+                        &["syncs", name, "id"],
+                        format!("sync `{name}`: id `{id}`: use letters, digits, `-` and `_` (at most 64)"),
+                    );
+                }
+            }
+            let id = sync.state_id(name);
+            if let Some(other) = seen.insert(id, name) {
+                self.problem(
+                    &["syncs", name],
+                    format!(
+                        "sync `{name}`: its state id `{id}` is also the state id of sync `{other}` (an `id:`, or a name without one); each sync needs its own"
+                    ),
+                );
+            }
+        }
     }
 
     fn check_delivery(&mut self, app: &str, d: &Delivery) {

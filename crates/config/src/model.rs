@@ -147,6 +147,12 @@ impl Default for Delivery {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sync {
+    /// A stable id for the sync's state (what was delivered, failed rows, event dedup ids):
+    /// renaming a sync that has one keeps its state. Without one, the name is the id, so
+    /// renaming the sync starts it over (and `sallyport check` warns). Syncs made in the UI or
+    /// the API get a generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The warehouse the model runs on.
     pub warehouse: String,
     /// A SQL query or a table.
@@ -182,6 +188,13 @@ pub struct Sync {
     /// (UTC); none for manual runs only.
     #[serde(default)]
     pub schedule: Option<crate::ScheduleSpec>,
+}
+
+impl Sync {
+    /// The key of the sync's state: its `id`, or else its name.
+    pub fn state_id<'a>(&'a self, name: &'a str) -> &'a str {
+        self.id.as_deref().unwrap_or(name)
+    }
 }
 
 /// What a model is: `{sql: "..."}` or `{table: "..."}`.

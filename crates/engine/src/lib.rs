@@ -105,6 +105,52 @@ impl Engine {
             .problem_at(&full, format!("sync `{sync}`: {message}"))
     }
 
+    /// The key of a sync's state (what was delivered, failed rows, its lock): its `id:`, or
+    /// its name.
+    pub fn state_key(&self, name: &str) -> String {
+        self.config
+            .syncs
+            .get(name)
+            .map(|s| s.state_id(name))
+            .unwrap_or(name)
+            .to_string()
+    }
+
+    /// Syncs that would start over though the state store holds the state of a sync that no
+    /// longer exists (most likely a renamed one): a warning each, naming the `id:` that keeps it.
+    pub async fn rename_warnings(&self) -> Result<Vec<(String, String)>, RunError> {
+        let stored = self.state.state_ids().await?;
+        let used: std::collections::BTreeSet<String> = self
+            .config
+            .syncs
+            .iter()
+            .map(|(n, s)| s.state_id(n).to_string())
+            .collect();
+        let orphans: Vec<&String> = stored.iter().filter(|id| !used.contains(*id)).collect();
+        if orphans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orphans_text = orphans
+            .iter()
+            .map(|o| format!("`{o}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(self
+            .config
+            .syncs
+            .iter()
+            .filter(|(n, s)| !stored.iter().any(|id| id == s.state_id(n)))
+            .map(|(name, _)| {
+                (
+                    name.clone(),
+                    format!(
+                        "no delivered rows on record, so its next run sends every row; the state store holds the state of {orphans_text}, which no sync uses now. If `{name}` was renamed from one of them, add `id: <old name>` to `{name}` to keep that state"
+                    ),
+                )
+            })
+            .collect())
+    }
+
     /// The sync of that name, or an error listing the defined ones.
     pub fn sync(&self, name: &str) -> Result<&sallyport_config::Sync, RunError> {
         self.config.syncs.get(name).ok_or_else(|| {

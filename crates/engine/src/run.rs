@@ -93,7 +93,9 @@ impl Engine {
             .expect("config validation checked the app");
         let mut destination = Destination::paced(&sync.app, app, &self.pacing);
         let mapper = destination
-            .mapper(name, sync, &columns)
+            // Event dedup ids derive from the sync's state id: a renamed sync with an `id:`
+            // sends the same ids.
+            .mapper(sync.state_id(name), sync, &columns)
             .map_err(|problems| {
                 RunError::Config(ConfigError {
                     problems: problems
@@ -139,7 +141,7 @@ impl Engine {
         for (id, sync) in self.state.running_runs().await? {
             let orphaned = match only {
                 Some(name) => sync == name,
-                None => match self.state.lock_holder(&sync).await? {
+                None => match self.state.lock_holder(&self.state_key(&sync)).await? {
                     None => true,
                     Some(holder) => holder_is_dead(&holder, &here),
                 },
@@ -191,9 +193,10 @@ impl Engine {
             key: Some(&key),
             fingerprint: fingerprint.as_ref(),
         };
+        let key_of_state = self.state_key(name);
         let mut stream = mapped_stream(
             self.state.clone(),
-            name,
+            &key_of_state,
             full_resync,
             &p.source,
             &p.model,
@@ -203,7 +206,7 @@ impl Engine {
         )
         .await
         .map_err(RunError::Warehouse)?;
-        let mut classifier = Classifier::new(name, p.mapper.as_ref(), full_resync);
+        let mut classifier = Classifier::new(&key_of_state, p.mapper.as_ref(), full_resync);
         let mut preview = Preview {
             sync: name.to_string(),
             ..Default::default()
@@ -242,8 +245,10 @@ impl Engine {
         let started = Instant::now();
         let p = self.prepare(name, true).await?;
         let holder = holder_name();
-        if !self.state.try_lock(name, &holder, self.lock_lease).await?
-            && !self.take_dead_lock(name, &holder).await?
+        // State and lock go by the sync's state id; the run history by its name.
+        let key = self.state_key(name);
+        if !self.state.try_lock(&key, &holder, self.lock_lease).await?
+            && !self.take_dead_lock(&key, &holder).await?
         {
             return Err(RunError::AlreadyRunning(name.to_string()));
         }
@@ -252,7 +257,7 @@ impl Engine {
         let lock_lost: Arc<std::sync::OnceLock<String>> = Arc::default();
         let renew = {
             let state = self.state.clone();
-            let (name, holder) = (name.to_string(), holder.clone());
+            let (name, holder) = (key.clone(), holder.clone());
             let lost = lock_lost.clone();
             let lease = self.lock_lease;
             tokio::spawn(async move {
@@ -280,14 +285,14 @@ impl Engine {
         // process that stopped without finishing it.
         if let Err(e) = self.interrupt_runs_of(Some(name)).await {
             renew.abort();
-            let _ = self.state.unlock(name, &holder).await;
+            let _ = self.state.unlock(&key, &holder).await;
             return Err(e);
         }
         let run_id = match self.state.begin_run(name, opts.full_resync).await {
             Ok(id) => id,
             Err(e) => {
                 renew.abort();
-                let _ = self.state.unlock(name, &holder).await;
+                let _ = self.state.unlock(&key, &holder).await;
                 return Err(e.into());
             }
         };
@@ -303,7 +308,7 @@ impl Engine {
         let destination = Arc::new(p.destination);
         let outcome = Pipeline {
             engine: self,
-            name,
+            name: &key,
             run_id,
             opts: &opts,
             destination: destination.clone(),
@@ -340,7 +345,7 @@ impl Engine {
         record.error = error.clone();
         record.finished_at = Some(sallyport_state::now_ms());
         let finish = self.state.finish_run(&record).await;
-        let _ = self.state.unlock(name, &holder).await;
+        let _ = self.state.unlock(&key, &holder).await;
         finish?;
         let stats = destination.stats();
         Ok(RunSummary {
@@ -418,6 +423,7 @@ type Flight = (Vec<Op>, Result<OpResults, DestinationError>);
 
 struct Pipeline<'a> {
     engine: &'a Engine,
+    /// The sync's state key (its `id:`, or its name).
     name: &'a str,
     run_id: i64,
     opts: &'a RunOptions,

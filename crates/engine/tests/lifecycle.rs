@@ -125,3 +125,81 @@ async fn a_run_marks_the_run_a_killed_process_left_running_as_interrupted() {
     assert_eq!(old.status, "interrupted", "{runs:?}");
     assert!(old.error.as_deref().unwrap().contains("stopped before"));
 }
+
+fn events_sync(name: &str, id: Option<&str>) -> String {
+    format!(
+        "  {name}:
+{id}    warehouse: pg
+    model: {{table: \"{{s}}.ev\"}}
+    app: cio
+    object: event
+    mode: insert
+    event_type: track
+    event_id: id
+    customer_id: who
+    event_name: name
+",
+        id = id.map(|i| format!("    id: {i}\n")).unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn a_renamed_sync_with_an_id_keeps_its_state_and_its_dedup_ids() {
+    let h = Harness::new(IdentifyBy::Id).await;
+    h.sql(
+        "CREATE TABLE {s}.ev AS SELECT 'e' || g AS id, 'u' || g AS who, 'bought' AS name
+         FROM generate_series(1, 6) g",
+    )
+    .await;
+    let engine = h.engine(&events_sync("purchases", Some("purchases"))).await;
+    assert_eq!(h.run(&engine, "purchases").await.rows_sent, 6);
+
+    // Renamed, with its id: nothing is sent again.
+    let engine = h.engine(&events_sync("orders", Some("purchases"))).await;
+    assert!(engine.rename_warnings().await.unwrap().is_empty());
+    let s = h.run(&engine, "orders").await;
+    assert_eq!((s.rows_unchanged, s.rows_sent), (6, 0), "{s:?}");
+    // A full resync sends the same dedup ids: Customer.io takes them as duplicates.
+    let s = engine
+        .run(
+            "orders",
+            sallyport_engine::RunOptions {
+                full_resync: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.rows_sent, 6);
+    let stats = h.stats().await;
+    assert_eq!(
+        (stats["events"].as_u64(), stats["duplicate_events"].as_u64()),
+        (Some(6), Some(6)),
+        "{stats}"
+    );
+
+    // Renamed without one: `check` says what would happen and how to keep the state.
+    let engine = h.engine(&events_sync("sales", None)).await;
+    let warnings = engine.rename_warnings().await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "sales");
+    assert!(
+        warnings[0].1.contains("`purchases`") && warnings[0].1.contains("id: <old name>"),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_syncs_cannot_share_a_state_id() {
+    let h = Harness::new(IdentifyBy::Id).await;
+    let text = h.config_text(
+        &format!("{}{}", events_sync("a", None), events_sync("b", Some("a"))),
+        common::KEY,
+    );
+    let err = sallyport_config::Config::parse(&text, &h.config_path(), &|_| None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("state id `a` is also the state id of sync `a`"),
+        "{err}"
+    );
+}

@@ -194,6 +194,16 @@ async fn check(config: Config, only: Vec<String>) -> u8 {
                 let r = engine.check_sync(name).await.map_err(|e| e.to_string());
                 line(format!("sync {name}"), r);
             }
+            match engine.rename_warnings().await {
+                Ok(warnings) => {
+                    for (name, w) in warnings {
+                        if wanted(&name) {
+                            println!("warn  sync {name}: {w}");
+                        }
+                    }
+                }
+                Err(e) => line("state".into(), Err(e.to_string())),
+            }
         }
         Err(e) => line("state".into(), Err(e.to_string())),
     }
@@ -405,7 +415,7 @@ async fn failures(engine: Engine, sync: String, json: bool) -> u8 {
         eprintln!("error: {e}");
         return FAILED;
     }
-    let failures = match engine.state.failures(&sync).await {
+    let failures = match engine.state.failures(&engine.state_key(&sync)).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

@@ -216,6 +216,7 @@ async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) 
     };
     json!({
         "name": name,
+        "id": sync.state_id(name),
         "defined_in": defined_in,
         "warehouse": sync.warehouse,
         "model": model,
@@ -306,7 +307,12 @@ async fn failures(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    let f = s.engine().state.failures(&name).await.map_err(internal)?;
+    let f = s
+        .engine()
+        .state
+        .failures(&s.engine().state_key(&name))
+        .await
+        .map_err(internal)?;
     Ok(Json(json!({ "failures": f })))
 }
 
@@ -425,12 +431,29 @@ pub(crate) async fn store(
     if !create && !exists {
         return Err(ApiError::not_found(kind, &name));
     }
+    let mut stored_id = None;
     if !create {
         let stored = entities::load(kind, &engine.state, &s.vault)
             .await
             .map_err(internal)?;
         if let Some(old) = stored.get(&name) {
             entities::keep_secrets(kind, &mut body, old);
+            stored_id = old.get("id").cloned();
+        }
+    }
+    if kind == entities::SYNC {
+        // A sync's state follows its id, which it keeps for life: generated when it is made,
+        // never changed by an update.
+        if let Value::Object(fields) = &mut body {
+            let id = match stored_id {
+                Some(id) => id,
+                None if create => fields
+                    .get("id")
+                    .cloned()
+                    .unwrap_or_else(|| json!(format!("sync-{:016x}", fastrand::u64(..)))),
+                None => json!(name),
+            };
+            fields.insert("id".into(), id);
         }
     }
     entities::check(kind, &body).map_err(invalid)?;

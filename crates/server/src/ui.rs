@@ -630,7 +630,11 @@ async fn sync_page(
     };
     let paused = e.state.paused().await.unwrap_or_default().contains(&name);
     let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
-    let failures = e.state.failures(&name).await.unwrap_or_default();
+    let failures = e
+        .state
+        .failures(&e.state_key(&name))
+        .await
+        .unwrap_or_default();
     let settings = serde_json::to_string_pretty(&json!({
         "warehouse": s.warehouse, "model": match &s.model { Model::Sql(q) => json!({"sql": q}), Model::Table(t) => json!({"table": t}) },
         "app": s.app, "object": s.object.name(), "mode": s.mode,

@@ -430,7 +430,7 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
     );
     let mut good = sync.clone();
     good["mode"] = "upsert".into();
-    let (status, body) = send("POST", "/api/v1/syncs", good).await;
+    let (status, body) = send("POST", "/api/v1/syncs", good.clone()).await;
     assert_eq!(status, 201, "{body}");
     s.json(&r, "post", "/api/v1/syncs/people2/runs").await;
     let start = Instant::now();
@@ -441,6 +441,36 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
     let runs = s.json(&r, "get", "/api/v1/syncs/people2/runs").await;
     assert_eq!(runs["runs"][0]["status"], "succeeded", "{runs}");
     assert_eq!(runs["runs"][0]["rows_sent"], 25);
+
+    // A sync made through the API gets a stable id, which an update keeps (its state follows
+    // the id): a second run after the update finds every row delivered.
+    let made = s.json(&r, "get", "/api/v1/syncs/people2").await;
+    let id = made["id"].as_str().expect("a generated id").to_string();
+    assert!(id.starts_with("sync-"), "{made}");
+    let mut changed = good.clone();
+    changed["id"] = "someone-elses".into();
+    changed["schedule"] = "every 1d".into();
+    let (status, body) = send("PUT", "/api/v1/syncs/people2", changed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        s.json(&r, "get", "/api/v1/syncs/people2").await["id"],
+        id.as_str()
+    );
+    s.json(&r, "post", "/api/v1/syncs/people2/runs").await;
+    let start = Instant::now();
+    while !s.json(&r, "get", "/api/v1/syncs/people2").await["running"].is_null() {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let runs = s.json(&r, "get", "/api/v1/syncs/people2/runs").await;
+    assert_eq!(
+        (
+            &runs["runs"][0]["rows_unchanged"],
+            &runs["runs"][0]["rows_sent"]
+        ),
+        (&serde_json::json!(25), &serde_json::json!(0)),
+        "{runs}"
+    );
 
     // An update may leave the saved secret out; it is kept.
     let (status, body) = send(

@@ -125,6 +125,11 @@ impl StateStore {
         each!(self, s => s.lock_holder(sync, now_ms()).await)
     }
 
+    /// The state ids that have delivered rows on record.
+    pub async fn state_ids(&self) -> Result<Vec<String>> {
+        each!(self, s => s.state_ids().await)
+    }
+
     /// The runs recorded as `running`: (run id, sync).
     pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
         each!(self, s => s.running_runs().await)

@@ -89,6 +89,16 @@ impl PgState {
         Ok(row.map(|r| r.get(0)))
     }
 
+    pub async fn state_ids(&self) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query("SELECT DISTINCT sync FROM sync_rows ORDER BY 1", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
         let rows = self
             .client

@@ -105,6 +105,17 @@ impl SqliteState {
         .await
     }
 
+    pub async fn state_ids(&self) -> Result<Vec<String>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare("SELECT DISTINCT sync FROM sync_rows ORDER BY 1")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn running_runs(&self) -> Result<Vec<(i64, String)>> {
         self.call(move |conn| {
             let mut stmt =
