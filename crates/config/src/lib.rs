@@ -20,7 +20,6 @@
 //! assert_eq!(config.syncs["people"].primary_key.as_deref(), Some("user_id"));
 //! ```
 
-mod locate;
 mod model;
 mod schedule;
 
@@ -28,8 +27,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use locate::line_of;
 pub use model::*;
+pub use sallyport_core::{line_of, Problem, SettingProblem};
 pub use schedule::{CronSpec, Schedule, ScheduleSpec};
 
 /// Where the state store lives.
@@ -37,23 +36,6 @@ pub use schedule::{CronSpec, Schedule, ScheduleSpec};
 pub enum StateLocation {
     Sqlite(PathBuf),
     Postgres(Secret),
-}
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
-        }
-    }
 }
 
 /// Everything wrong with a config file, each with its line.
@@ -234,15 +216,11 @@ impl Config {
         };
         let mut warehouses = raw.warehouses;
         for (name, w) in warehouses.iter_mut() {
-            match w {
-                Warehouse::Postgres { url } => {
-                    *url = Secret::new(v.expand(url.expose(), &["warehouses", name, "url"]));
-                }
-                Warehouse::Sqlite { path: p } => {
-                    let expanded = v.expand(p, &["warehouses", name, "path"]);
-                    *p = base.join(expanded).display().to_string();
-                }
-            }
+            w.resolve(&mut Resolver {
+                v: &mut v,
+                at: vec!["warehouses".into(), name.clone()],
+                base: &base,
+            });
         }
         let mut apps = raw.apps;
         for (name, app) in apps.iter_mut() {
@@ -288,6 +266,26 @@ impl Config {
             line: line_of(&self.source, path),
             message: message.into(),
         }
+    }
+}
+
+/// Resolves one entity's settings against the file: `${NAME}` from the environment, relative
+/// paths from the file's folder, problems at the setting's line.
+struct Resolver<'v, 'a> {
+    v: &'v mut Validator<'a>,
+    at: Vec<String>,
+    base: &'v Path,
+}
+
+impl sallyport_core::Resolve for Resolver<'_, '_> {
+    fn expand(&mut self, field: &str, value: &str) -> String {
+        let mut path: Vec<&str> = self.at.iter().map(String::as_str).collect();
+        path.push(field);
+        self.v.expand(value, &path)
+    }
+
+    fn path(&mut self, _field: &str, value: &str) -> String {
+        self.base.join(value).display().to_string()
     }
 }
 

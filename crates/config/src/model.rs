@@ -1,39 +1,10 @@
 //! The shape of `sallyport.yaml`, as serde reads it. Every struct rejects unknown keys.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A value that must never be printed: API keys, passwords, URLs that may carry a password.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use sallyport_core::{Mapping, Model, Secret};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,24 +25,8 @@ pub struct RawConfig {
     pub syncs: BTreeMap<String, Sync>,
 }
 
-/// A source connection.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Warehouse {
-    /// A PostgreSQL database: `url` is a `postgres://user:password@host:port/db` URL.
-    Postgres { url: Secret },
-    /// An SQLite file; a relative path is taken from the config file's folder.
-    Sqlite { path: String },
-}
-
-impl Warehouse {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Warehouse::Postgres { .. } => "postgres",
-            Warehouse::Sqlite { .. } => "sqlite",
-        }
-    }
-}
+/// A source connection: the settings its warehouse module reads (`type: postgres`, ...).
+pub use sallyport_sources::WarehouseSettings as Warehouse;
 
 /// A destination account.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -197,34 +152,6 @@ impl Sync {
     }
 }
 
-/// What a model is: `{sql: "..."}` or `{table: "..."}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase", try_from = "RawModel")]
-pub enum Model {
-    /// A query, run as written.
-    Sql(String),
-    /// A table, `name` or `schema.name`; quoted, never pasted into SQL.
-    Table(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    sql: Option<String>,
-    table: Option<String>,
-}
-
-impl TryFrom<RawModel> for Model {
-    type Error = String;
-    fn try_from(m: RawModel) -> Result<Self, String> {
-        match (m.sql, m.table) {
-            (Some(q), None) => Ok(Model::Sql(q)),
-            (None, Some(t)) => Ok(Model::Table(t)),
-            _ => Err("a model is either {sql: \"select ...\"} or {table: \"schema.name\"}".into()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ObjectKind {
@@ -244,28 +171,6 @@ impl ObjectKind {
         match self {
             ObjectKind::Person => &["upsert"],
             ObjectKind::Event => &["insert"],
-        }
-    }
-}
-
-/// Field mapping: same-name auto-mapping, renames and exclusions.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Mapping {
-    /// Every column not otherwise used becomes an attribute of the same name.
-    pub auto: bool,
-    /// Renames (and, with `auto: false`, the columns to send): column → attribute.
-    pub fields: BTreeMap<String, String>,
-    /// Columns never sent.
-    pub exclude: Vec<String>,
-}
-
-impl Default for Mapping {
-    fn default() -> Self {
-        Self {
-            auto: true,
-            fields: BTreeMap::new(),
-            exclude: Vec::new(),
         }
     }
 }

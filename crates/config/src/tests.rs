@@ -58,9 +58,9 @@ fn the_reference_example_loads() {
     assert_eq!(cio.delivery, Delivery::default());
     assert_eq!(
         c.warehouses["local"],
-        Warehouse::Sqlite {
+        Warehouse::Sqlite(sallyport_sources::sqlite::Settings {
             path: "/etc/sp/warehouse.db".into()
-        }
+        })
     );
     let s = &c.syncs["people"];
     assert_eq!(s.model, Model::Sql("select * from users".into()));

@@ -1,25 +1,9 @@
 //! Field mapping, the same for every object: which columns become attributes and under which
 //! names (same-name auto-mapping, renames, exclusions), checked against the model's columns.
 
-use sallyport_config::Mapping;
+use sallyport_core::Mapping;
+pub use sallyport_core::SettingProblem;
 use sallyport_sources::Column;
-
-/// A problem with a sync's settings, found against the model's columns: the settings path it
-/// concerns (below `syncs.NAME`) and what is wrong.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SettingProblem {
-    pub path: Vec<String>,
-    pub message: String,
-}
-
-impl SettingProblem {
-    pub fn new(path: &[&str], message: impl Into<String>) -> Self {
-        Self {
-            path: path.iter().map(|s| s.to_string()).collect(),
-            message: message.into(),
-        }
-    }
-}
 
 /// The resolved mapping: for each attribute, the index of its column and its name.
 #[derive(Debug, Clone, PartialEq)]

@@ -46,10 +46,24 @@ pub async fn map_chunk(
     sync: &str,
     mapper: &dyn ObjectMapper,
     mut rows: Vec<Row>,
-    duplicates: &HashSet<String>,
+    duplicates: Option<&str>,
     state: &StateStore,
     full_resync: bool,
 ) -> Result<MappedChunk, String> {
+    // Which of this chunk's keys are duplicates: asked of the state store, and only when the
+    // model has any.
+    let duplicates: HashSet<String> = match duplicates {
+        None => HashSet::new(),
+        Some(scope) => {
+            let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
+            state
+                .duplicates_among(scope, &keys)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect()
+        }
+    };
     let fingerprinted = rows.iter().any(|r| r.fingerprint.is_some());
     let known = if fingerprinted {
         let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
@@ -107,7 +121,9 @@ pub struct Classifier<'a> {
     pub counts: Counts,
     /// Distinct model keys the state already held.
     pub matched: u64,
-    matched_duplicates: HashSet<String>,
+    /// Whether a duplicated key had delivered state: then which keys left the model is worked
+    /// out by the state store (the count of matched keys cannot tell).
+    pub duplicate_in_state: bool,
 }
 
 impl<'a> Classifier<'a> {
@@ -120,7 +136,7 @@ impl<'a> Classifier<'a> {
             row_no: 0,
             counts: Counts::default(),
             matched: 0,
-            matched_duplicates: HashSet::new(),
+            duplicate_in_state: false,
         }
     }
 
@@ -152,8 +168,8 @@ impl<'a> Classifier<'a> {
             let previous = known.get(&key).copied();
             let Some(mapped) = row.op else {
                 // A key in more than one row of the model.
-                if previous.is_some() && self.matched_duplicates.insert(key.clone()) {
-                    self.matched += 1;
+                if previous.is_some() {
+                    self.duplicate_in_state = true;
                 }
                 self.counts.failed += 1;
                 let reason = format!(

@@ -1,6 +1,5 @@
 //! One run of a sync, and its dry run (preview).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -184,7 +183,9 @@ impl Engine {
     ) -> Result<Preview, RunError> {
         let p = self.prepare(name, false).await?;
         let key = p.mapper.key_column().to_string();
-        let dups = duplicates(&p.source, &p.model, &key)
+        let key_of_state = self.state_key(name);
+        let scope = format!("{key_of_state}#preview-{:016x}", fastrand::u64(..));
+        let dups = duplicates(&self.state, &p.source, &p.model, &key, scope.clone())
             .await
             .map_err(RunError::Warehouse)?;
         // Compared as a run compares, so that the preview tells what a run would send.
@@ -193,7 +194,6 @@ impl Engine {
             key: Some(&key),
             fingerprint: fingerprint.as_ref(),
         };
-        let key_of_state = self.state_key(name);
         let mut stream = mapped_stream(
             self.state.clone(),
             &key_of_state,
@@ -230,6 +230,7 @@ impl Engine {
                 }
             }
         }
+        let _ = self.state.duplicates_reset(&scope).await;
         let c = classifier.counts;
         preview.rows_read = c.read;
         preview.rows_new = c.new;
@@ -483,7 +484,8 @@ impl Pipeline<'_> {
             .await
             .map_err(|e| e.to_string())?;
         let state_count = state.count(self.name).await.map_err(|e| e.to_string())?;
-        let dups = duplicates(source, model, &key).await?;
+        let scope = format!("{}#run-{}", self.name, self.run_id);
+        let dups = duplicates(&self.engine.state, source, model, &key, scope).await?;
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
         // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
         // state keeps those fingerprints, and unchanged rows are never decoded nor built.
@@ -614,7 +616,7 @@ impl Pipeline<'_> {
         state_count: u64,
     ) -> Result<(), String> {
         self.progress();
-        if classifier.matched < state_count {
+        if classifier.matched < state_count || classifier.duplicate_in_state {
             self.record.rows_removed = self
                 .retain(source, model, key)
                 .await
@@ -808,7 +810,7 @@ async fn mapped_stream(
     source: &Source,
     model: &Model,
     mapper: Arc<dyn ObjectMapper>,
-    duplicates: Arc<HashSet<String>>,
+    duplicates: Option<String>,
     spec: &ReadSpec<'_>,
 ) -> Result<mpsc::Receiver<Result<MappedChunk, String>>, String> {
     let mut rows = source.read(model, spec).await.map_err(|e| e.to_string())?;
@@ -824,7 +826,7 @@ async fn mapped_stream(
                     &sync,
                     mapper.as_ref(),
                     rows,
-                    &duplicates,
+                    duplicates.as_deref(),
                     &state,
                     full_resync,
                 )),
@@ -853,20 +855,37 @@ fn fingerprint_spec(
     }
 }
 
-/// The keys that more than one row of the model has, found by the warehouse.
+/// Finds the keys that more than one row of the model has (the warehouse finds them) and keeps
+/// them in the state store under `scope`, never all in memory: `Some(scope)` when there are any.
 async fn duplicates(
+    state: &StateStore,
     source: &Source,
     model: &Model,
     key: &str,
-) -> Result<Arc<HashSet<String>>, String> {
-    Ok(Arc::new(
-        source
-            .duplicate_keys(model, key)
-            .await
+    scope: String,
+) -> Result<Option<String>, String> {
+    state
+        .duplicates_reset(&scope)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = source
+        .duplicate_keys(model, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut any = false;
+    while let Some(chunk) = stream.recv().await {
+        let keys: Vec<String> = chunk
             .map_err(|e| e.to_string())?
             .into_iter()
-            .collect(),
-    ))
+            .filter_map(|r| r.key)
+            .collect();
+        any |= !keys.is_empty();
+        state
+            .duplicates_add(&scope, &keys)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(any.then_some(scope))
 }
 
 async fn wait_true(rx: &mut watch::Receiver<bool>) {

@@ -97,15 +97,11 @@ async fn openapi() -> Json<Value> {
 
 fn warehouse_json(config: &Config, name: &str, w: &Warehouse) -> Value {
     let defined_in = config.defined_in(entities::WAREHOUSE, name);
-    // The URL can carry a password: it is never shown.
-    match w {
-        Warehouse::Postgres { .. } => {
-            json!({"name": name, "type": "postgres", "defined_in": defined_in})
-        }
-        Warehouse::Sqlite { path } => {
-            json!({"name": name, "type": "sqlite", "path": path, "defined_in": defined_in})
-        }
-    }
+    // Secret settings (a URL can carry a password) are never shown.
+    let mut shown = w.public();
+    shown.insert("name".into(), json!(name));
+    shown.insert("defined_in".into(), json!(defined_in));
+    Value::Object(shown)
 }
 
 fn app_json(config: &Config, name: &str, a: &App) -> Value {

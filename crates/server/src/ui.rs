@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sallyport_config::{App, Model, ObjectKind, Warehouse};
+use sallyport_config::{App, Model, ObjectKind};
 use sallyport_destinations::Destination;
 use sallyport_sources::Source;
 use serde_json::{json, Value};
@@ -420,10 +420,7 @@ async fn warehouses_body(
     let e = server.engine();
     let mut rows = String::new();
     for (name, w) in &e.config.warehouses {
-        let detail = match w {
-            Warehouse::Postgres { .. } => "PostgreSQL (URL saved)".to_string(),
-            Warehouse::Sqlite { path } => format!("SQLite: {}", esc(path)),
-        };
+        let detail = esc(&w.describe());
         let _ = write!(
             rows,
             r#"<tr><td>{}</td><td>{detail}</td><td>{}</td><td><form method="post" action="/warehouses/{}/test" class="inline">{}<button>Test connection</button></form></td></tr>"#,

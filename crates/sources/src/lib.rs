@@ -6,11 +6,145 @@
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
 pub mod postgres;
-mod sqlite;
+pub mod sqlite;
 
-use sallyport_config::{Model, Warehouse};
+pub use sallyport_core::Model;
+use sallyport_core::Resolve;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+/// The warehouses there are: one variant per module, each with the settings its module owns
+/// (`type: postgres` reads [`postgres::Settings`]). Adding a warehouse adds its module and a
+/// line here and in [`Source`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum WarehouseSettings {
+    Postgres(postgres::Settings),
+    Sqlite(sqlite::Settings),
+}
+
+/// Calls `$e` with `$s` bound to the settings of whichever warehouse `$self` is.
+macro_rules! each_settings {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            WarehouseSettings::Postgres($s) => $e,
+            WarehouseSettings::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl WarehouseSettings {
+    /// The `type:` of the warehouse.
+    pub fn kind(&self) -> &'static str {
+        each_settings!(self, s => s.kind())
+    }
+
+    /// The fields that hold secrets: encrypted at rest, never shown.
+    pub fn secret_fields(&self) -> &'static [&'static str] {
+        each_settings!(self, s => s.secret_fields())
+    }
+
+    /// The fields that say where the warehouse is: a stored secret is kept on an update only
+    /// while these are unchanged.
+    pub fn address_fields(&self) -> &'static [&'static str] {
+        each_settings!(self, s => s.address_fields())
+    }
+
+    /// Expands `${NAME}` references and resolves relative paths.
+    pub fn resolve(&mut self, r: &mut dyn Resolve) {
+        each_settings!(self, s => s.resolve(r))
+    }
+
+    /// A line for people: what the warehouse is, without its secrets.
+    pub fn describe(&self) -> String {
+        each_settings!(self, s => s.describe())
+    }
+
+    /// The settings as JSON, without the secret fields (for the API and the UI).
+    pub fn public(&self) -> serde_json::Map<String, Value> {
+        let mut m = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for f in self.secret_fields() {
+            m.remove(*f);
+        }
+        m
+    }
+}
+
+/// What every warehouse module provides for its settings.
+pub trait Settings {
+    fn kind(&self) -> &'static str;
+    fn secret_fields(&self) -> &'static [&'static str];
+    fn address_fields(&self) -> &'static [&'static str];
+    fn resolve(&mut self, r: &mut dyn Resolve);
+    fn describe(&self) -> String;
+}
+
+/// A warehouse's SQL dialect: how it quotes identifiers.
+pub trait Dialect {
+    /// Quotes one identifier so that it is never read as SQL.
+    fn quote_ident(&self, name: &str) -> String;
+
+    /// The FROM-clause text of a model, aliased `m`: a table's name quoted part by part
+    /// (`schema.name`), or a query as a subquery.
+    fn model_from(&self, model: &Model) -> String {
+        match model {
+            Model::Table(t) => format!(
+                "{} AS m",
+                t.split('.')
+                    .map(|p| self.quote_ident(p))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            ),
+            Model::Sql(q) => format!("({}) AS m", q.trim().trim_end_matches(';')),
+        }
+    }
+}
+
+/// The dialect of standard SQL identifiers, `"name"` with embedded quotes doubled: PostgreSQL's,
+/// SQLite's.
+pub struct AnsiQuotes;
+
+impl Dialect for AnsiQuotes {
+    fn quote_ident(&self, name: &str) -> String {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// What every warehouse module provides once open. A warehouse reads a model (a table or a
+/// query) in its own dialect, streams its rows in bounded chunks, and finds duplicate keys and
+/// the model's keys by itself.
+#[allow(async_fn_in_trait)]
+pub trait Warehouse: Sized {
+    type Settings;
+
+    /// Connects.
+    async fn open(settings: &Self::Settings) -> Result<Self, SourceError>;
+
+    /// Its SQL dialect.
+    fn dialect(&self) -> &dyn Dialect;
+
+    /// The model's columns, without reading its rows.
+    async fn describe(&self, model: &Model) -> Result<Vec<Column>, SourceError>;
+
+    /// Streams the model as `spec` asks: each row's key as text (the same text as
+    /// [`Warehouse::keys`] and [`Warehouse::duplicate_keys`] give), and, where the warehouse can,
+    /// a fingerprint computed from the wire format with the values left undecoded.
+    async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError>;
+
+    /// Whether [`Warehouse::read`] can fingerprint rows before decoding them.
+    fn computes_fingerprints(&self) -> bool;
+
+    /// The values of `key` that more than one row of the model has, as a stream of key-only
+    /// rows (they may be many: never all in memory at once).
+    async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError>;
+
+    /// Every value of `key` in the model, as a stream of key-only rows.
+    async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError>;
+}
 
 /// Rows in a chunk sent down a stream.
 pub const CHUNK_ROWS: usize = 1000;
@@ -23,6 +157,11 @@ pub struct Column {
     pub type_name: String,
 }
 
+/// A row's values still in the warehouse's wire format, decoded only when the row is to be sent.
+pub trait Undecoded: Send {
+    fn decode(&self) -> Result<Vec<Value>, SourceError>;
+}
+
 /// One row of a model: its key (the key column as text, if one was asked for) and its values in
 /// column order.
 #[derive(Debug)]
@@ -33,7 +172,13 @@ pub struct Row {
     /// A fingerprint of the row's mapped columns in the warehouse's wire format, when one was
     /// asked for: computed before decoding, so that an unchanged row need never be decoded.
     pub fingerprint: Option<u64>,
-    lazy: Option<postgres::Undecoded>,
+    lazy: Option<Box<dyn Undecoded>>,
+}
+
+impl std::fmt::Debug for dyn Undecoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Undecoded")
+    }
 }
 
 impl Row {
@@ -43,6 +188,16 @@ impl Row {
             values,
             fingerprint: None,
             lazy: None,
+        }
+    }
+
+    /// A row whose values are decoded later, by [`Row::materialize`].
+    pub fn undecoded(key: Option<String>, fingerprint: u64, lazy: Box<dyn Undecoded>) -> Row {
+        Row {
+            key,
+            values: Vec::new(),
+            fingerprint: Some(fingerprint),
+            lazy: Some(lazy),
         }
     }
 
@@ -88,29 +243,39 @@ pub enum SourceError {
     Other(String),
 }
 
-/// An open warehouse.
+/// An open warehouse: one variant per module (see [`WarehouseSettings`]).
 pub enum Source {
     Postgres(postgres::PgSource),
     Sqlite(sqlite::SqliteSource),
 }
 
+/// Calls `$e` with `$s` bound to whichever warehouse `$self` is.
+macro_rules! each_source {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Source::Postgres($s) => $e,
+            Source::Sqlite($s) => $e,
+        }
+    };
+}
+
 impl Source {
     /// Connects to a warehouse.
-    pub async fn open(w: &Warehouse) -> Result<Source, SourceError> {
-        match w {
-            Warehouse::Postgres { url } => Ok(Source::Postgres(
-                postgres::PgSource::connect(url.expose()).await?,
-            )),
-            Warehouse::Sqlite { path } => Ok(Source::Sqlite(sqlite::SqliteSource::open(path)?)),
-        }
+    pub async fn open(w: &WarehouseSettings) -> Result<Source, SourceError> {
+        Ok(match w {
+            WarehouseSettings::Postgres(s) => Source::Postgres(postgres::PgSource::open(s).await?),
+            WarehouseSettings::Sqlite(s) => Source::Sqlite(sqlite::SqliteSource::open(s).await?),
+        })
+    }
+
+    /// The warehouse's SQL dialect.
+    pub fn dialect(&self) -> &dyn Dialect {
+        each_source!(self, s => s.dialect())
     }
 
     /// The model's columns, without reading its rows.
     pub async fn describe(&self, model: &Model) -> Result<Vec<Column>, SourceError> {
-        match self {
-            Source::Postgres(s) => s.describe(model).await,
-            Source::Sqlite(s) => s.describe(model),
-        }
+        each_source!(self, s => s.describe(model).await)
     }
 
     /// Streams the model's rows; with `key`, each row carries that column as text.
@@ -127,42 +292,28 @@ impl Source {
 
     /// Streams the model as `spec` asks.
     pub async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
-        match self {
-            Source::Postgres(s) => s.read(model, spec).await,
-            Source::Sqlite(s) => {
-                if spec.fingerprint.is_some() {
-                    return Err(SourceError::Other(
-                        "SQLite rows are not fingerprinted before decoding".into(),
-                    ));
-                }
-                s.stream(model, spec.key)
-            }
+        if spec.fingerprint.is_some() && !self.computes_fingerprints() {
+            return Err(SourceError::Other(
+                "this warehouse's rows are not fingerprinted before decoding".into(),
+            ));
         }
+        each_source!(self, s => s.read(model, spec).await)
     }
 
     /// Whether rows can be fingerprinted in the warehouse's wire format before decoding.
     pub fn computes_fingerprints(&self) -> bool {
-        matches!(self, Source::Postgres(_))
+        each_source!(self, s => s.computes_fingerprints())
     }
 
-    /// The values of `key` that more than one row of the model has, computed by the warehouse.
-    pub async fn duplicate_keys(
-        &self,
-        model: &Model,
-        key: &str,
-    ) -> Result<Vec<String>, SourceError> {
-        match self {
-            Source::Postgres(s) => s.duplicate_keys(model, key).await,
-            Source::Sqlite(s) => s.duplicate_keys(model, key),
-        }
+    /// The values of `key` that more than one row of the model has, found by the warehouse, as
+    /// a stream of key-only rows.
+    pub async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        each_source!(self, s => s.duplicate_keys(model, key).await)
     }
 
     /// Every value of `key` in the model, as a stream of chunks (rows with no values).
     pub async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
-        match self {
-            Source::Postgres(s) => s.keys(model, key).await,
-            Source::Sqlite(s) => s.keys(model, key),
-        }
+        each_source!(self, s => s.keys(model, key).await)
     }
 
     /// The first `limit` rows, with their columns: what a preview of the model shows.
@@ -185,23 +336,6 @@ impl Source {
     }
 }
 
-/// Quotes an SQL identifier: `"name"`, with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The FROM-clause text of a model, aliased `m`: a table's name quoted part by part
-/// (`schema.name`), or a query as a subquery.
-pub fn model_from(model: &Model) -> String {
-    match model {
-        Model::Table(t) => format!(
-            "{} AS m",
-            t.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
-        ),
-        Model::Sql(q) => format!("({}) AS m", q.trim().trim_end_matches(';')),
-    }
-}
-
 /// A double for `text` when it holds the decimal exactly; otherwise the text.
 pub fn decimal_value(text: &str) -> Value {
     let digits = text.chars().filter(|c| c.is_ascii_digit()).count();
@@ -219,16 +353,17 @@ mod tests {
 
     #[test]
     fn identifiers_are_quoted_never_pasted() {
+        let d = AnsiQuotes;
         assert_eq!(
-            model_from(&Model::Table("public.users".into())),
+            d.model_from(&Model::Table("public.users".into())),
             "\"public\".\"users\" AS m"
         );
         assert_eq!(
-            model_from(&Model::Table("x\"; drop table users; --".into())),
+            d.model_from(&Model::Table("x\"; drop table users; --".into())),
             "\"x\"\"; drop table users; --\" AS m"
         );
         assert_eq!(
-            model_from(&Model::Sql("select 1;".into())),
+            d.model_from(&Model::Sql("select 1;".into())),
             "(select 1) AS m"
         );
     }

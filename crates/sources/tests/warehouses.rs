@@ -1,7 +1,8 @@
 //! Reads real warehouses: every PostgreSQL type the issue names, SQLite's declared types, key
 //! columns as text, duplicates found by the warehouse, and streaming in chunks.
 
-use sallyport_config::{Model, Secret, Warehouse};
+use sallyport_core::{Model, Secret};
+use sallyport_sources::{postgres, sqlite, WarehouseSettings};
 use sallyport_sources::{Source, SourceError, CHUNK_ROWS};
 use serde_json::json;
 
@@ -37,9 +38,9 @@ async fn postgres_types_become_customerio_values() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&Warehouse::Postgres {
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
         url: Secret::new(sallyport_testkit::pg_url()),
-    })
+    }))
     .await
     .unwrap();
     let model = Model::Table(format!("{schema}.users"));
@@ -70,15 +71,19 @@ async fn postgres_streams_many_rows_and_finds_duplicates() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&Warehouse::Postgres {
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
         url: Secret::new(sallyport_testkit::pg_url()),
-    })
+    }))
     .await
     .unwrap();
     let model = Model::Sql(format!("select * from {schema}.t;"));
     let rows = all_rows(&source, &model, Some("id")).await;
     assert_eq!(rows.len(), 5504);
-    let mut dups = source.duplicate_keys(&model, "id").await.unwrap();
+    let mut dups = Vec::new();
+    let mut stream = source.duplicate_keys(&model, "id").await.unwrap();
+    while let Some(chunk) = stream.recv().await {
+        dups.extend(chunk.unwrap().into_iter().filter_map(|r| r.key));
+    }
     dups.sort();
     assert_eq!(dups, vec!["7", "9"]);
     let mut keys = source.keys(&model, "id").await.unwrap();
@@ -103,9 +108,9 @@ async fn a_bad_password_is_never_quoted() {
     let url =
         sallyport_testkit::pg_url().replace("postgres://postgres@", "postgres://nobody:hunter2@");
     let url = url.replace(":5432/", ":1/");
-    let err = match Source::open(&Warehouse::Postgres {
+    let err = match Source::open(&WarehouseSettings::Postgres(postgres::Settings {
         url: Secret::new(url),
-    })
+    }))
     .await
     {
         Err(e) => e.to_string(),
@@ -130,9 +135,9 @@ async fn sqlite_declared_types() {
     )
     .unwrap();
     drop(conn);
-    let source = Source::open(&Warehouse::Sqlite {
+    let source = Source::open(&WarehouseSettings::Sqlite(sqlite::Settings {
         path: path.display().to_string(),
-    })
+    }))
     .await
     .unwrap();
     let model = Model::Table("users".into());
@@ -156,9 +161,9 @@ async fn sqlite_declared_types() {
             "n"
         ])
     );
-    let missing = Source::open(&Warehouse::Sqlite {
+    let missing = Source::open(&WarehouseSettings::Sqlite(sqlite::Settings {
         path: dir.path().join("nope.db").display().to_string(),
-    })
+    }))
     .await;
     assert!(matches!(missing, Err(SourceError::Connect(_))));
 }

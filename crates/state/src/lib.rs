@@ -196,6 +196,28 @@ impl StateStore {
         each!(self, s => s.commit(sync, run_id, commit, now_ms()).await)
     }
 
+    /// Forgets the duplicate keys collected for `sync` (at the start of a run).
+    pub async fn duplicates_reset(&self, sync: &str) -> Result<()> {
+        each!(self, s => s.duplicates_reset(sync).await)
+    }
+
+    /// Records keys that more than one row of `sync`'s model has: kept by the store, not in
+    /// memory, since a model may have many.
+    pub async fn duplicates_add(&self, sync: &str, keys: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.duplicates_add(sync, keys).await)
+    }
+
+    /// Those of `keys` recorded as duplicates of `sync`.
+    pub async fn duplicates_among(&self, sync: &str, keys: &[&str]) -> Result<Vec<String>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        each!(self, s => s.duplicates_among(sync, keys).await)
+    }
+
     /// Starts collecting the model's keys for [`StateStore::retain_finish`].
     pub async fn retain_begin(&self, sync: &str) -> Result<()> {
         each!(self, s => s.retain_begin(sync).await)

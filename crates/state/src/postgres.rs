@@ -53,6 +53,8 @@ impl PgState {
         client
             .batch_execute(
                 "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                    PRIMARY KEY (sync, key));
+                 CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
                     PRIMARY KEY (sync, key));",
             )
             .await?;
@@ -289,6 +291,40 @@ impl PgState {
             .execute("DELETE FROM present_keys WHERE sync = $1", &[&sync])
             .await?;
         Ok(())
+    }
+
+    pub async fn duplicates_reset(&self, sync: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute("DELETE FROM duplicate_keys WHERE sync = $1", &[&sync])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn duplicates_add(&self, sync: &str, keys: &[String]) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO duplicate_keys SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                &[&sync, &keys],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn duplicates_among(&self, sync: &str, keys: &[&str]) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key FROM duplicate_keys WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &keys],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     pub async fn retain_add(&self, sync: &str, keys: &[String]) -> Result<()> {

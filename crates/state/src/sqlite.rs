@@ -53,6 +53,8 @@ impl SqliteState {
         conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                PRIMARY KEY (sync, key)) WITHOUT ROWID;
+             CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
                 PRIMARY KEY (sync, key)) WITHOUT ROWID;",
         )?;
         Ok(Self {
@@ -331,6 +333,51 @@ impl SqliteState {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn duplicates_reset(&self, sync: &str) -> Result<()> {
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM temp.duplicate_keys WHERE sync = ?1", [&sync])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn duplicates_add(&self, sync: &str, keys: &[String]) -> Result<()> {
+        let sync = sync.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO temp.duplicate_keys (sync, key) VALUES (?1, ?2)",
+                )?;
+                for k in &keys {
+                    ins.execute(params![sync, k])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn duplicates_among(&self, sync: &str, keys: &[&str]) -> Result<Vec<String>> {
+        let sync = sync.to_string();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM temp.duplicate_keys WHERE sync = ?1 AND key = ?2")?;
+            let mut out = Vec::new();
+            for k in keys {
+                if stmt.exists(params![sync, k])? {
+                    out.push(k);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -54,6 +54,14 @@ pub async fn schema() -> (Client, String) {
     (client, name)
 }
 
+/// Drops a schema made by [`schema`], with everything in it.
+pub async fn drop_schema(client: &Client, name: &str) {
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
 /// A fresh, empty database on the test server; its URL.
 pub async fn database() -> String {
     let url = pg_url();

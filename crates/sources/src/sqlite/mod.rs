@@ -3,18 +3,67 @@
 //! seconds) and are sent as Unix seconds; columns declared JSON are sent as JSON; BOOLEAN as
 //! true/false.
 
+mod settings;
+
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use sallyport_config::Model;
+use sallyport_core::Model;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+pub use settings::Settings;
+
 use crate::{
-    model_from, parse_datetime, quote_ident, Column, Row, RowStream, SourceError, CHUNK_ROWS,
+    parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,
+    CHUNK_ROWS,
 };
 
 pub struct SqliteSource {
     path: String,
+}
+
+fn quote_ident(name: &str) -> String {
+    AnsiQuotes.quote_ident(name)
+}
+
+fn model_from(model: &Model) -> String {
+    AnsiQuotes.model_from(model)
+}
+
+impl Warehouse for SqliteSource {
+    type Settings = Settings;
+
+    async fn open(settings: &Settings) -> Result<Self, SourceError> {
+        let s = Self {
+            path: settings.path.clone(),
+        };
+        s.connect()?;
+        Ok(s)
+    }
+
+    fn dialect(&self) -> &dyn Dialect {
+        &AnsiQuotes
+    }
+
+    async fn describe(&self, model: &Model) -> Result<Vec<Column>, SourceError> {
+        self.columns(model)
+    }
+
+    async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
+        self.stream(model, spec.key)
+    }
+
+    fn computes_fingerprints(&self) -> bool {
+        false
+    }
+
+    async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        self.find_duplicates(model, key)
+    }
+
+    async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        self.key_rows(model, key)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,14 +92,6 @@ fn query_error(e: rusqlite::Error) -> SourceError {
 }
 
 impl SqliteSource {
-    pub fn open(path: &str) -> Result<Self, SourceError> {
-        let s = Self {
-            path: path.to_string(),
-        };
-        s.connect()?;
-        Ok(s)
-    }
-
     fn connect(&self) -> Result<Connection, SourceError> {
         let conn = Connection::open_with_flags(
             &self.path,
@@ -62,7 +103,7 @@ impl SqliteSource {
         Ok(conn)
     }
 
-    pub fn describe(&self, model: &Model) -> Result<Vec<Column>, SourceError> {
+    fn columns(&self, model: &Model) -> Result<Vec<Column>, SourceError> {
         let conn = self.connect()?;
         let stmt = conn
             .prepare(&format!("SELECT * FROM {}", model_from(model)))
@@ -77,8 +118,8 @@ impl SqliteSource {
             .collect())
     }
 
-    pub fn stream(&self, model: &Model, key: Option<&str>) -> Result<RowStream, SourceError> {
-        let columns = self.describe(model)?;
+    fn stream(&self, model: &Model, key: Option<&str>) -> Result<RowStream, SourceError> {
+        let columns = self.columns(model)?;
         if let Some(k) = key {
             if !columns.iter().any(|c| c.name == k) {
                 return Err(SourceError::NoColumn(k.to_string()));
@@ -112,7 +153,7 @@ impl SqliteSource {
         })
     }
 
-    pub fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+    fn key_rows(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         let sql = format!(
             "SELECT CAST(m.{} AS TEXT) FROM {}",
             quote_ident(key),
@@ -126,20 +167,18 @@ impl SqliteSource {
         })
     }
 
-    pub fn duplicate_keys(&self, model: &Model, key: &str) -> Result<Vec<String>, SourceError> {
-        let conn = self.connect()?;
+    fn find_duplicates(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         let k = quote_ident(key);
         let sql = format!(
             "SELECT CAST(m.{k} AS TEXT) FROM {} WHERE m.{k} IS NOT NULL GROUP BY 1 HAVING count(*) > 1",
             model_from(model)
         );
-        let mut stmt = conn.prepare(&sql).map_err(query_error)?;
-        let keys = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(query_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_error)?;
-        Ok(keys)
+        self.run(sql, |row| {
+            Ok(Row::new(
+                row.get::<_, Option<String>>(0).map_err(query_error)?,
+                Vec::new(),
+            ))
+        })
     }
 
     fn run<F>(&self, sql: String, convert: F) -> Result<RowStream, SourceError>

@@ -1,23 +1,35 @@
 //! PostgreSQL: rows streamed over one connection with the extended protocol (the server sends as
 //! the client reads, so memory stays flat), conversions done by the server where it is exact.
 
+mod settings;
+
 use std::sync::Arc;
 
 use futures_util::{pin_mut, StreamExt};
-use sallyport_config::Model;
+use sallyport_core::Model;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
 use tokio_postgres::{Client, NoTls};
 use xxhash_rust::xxh3::Xxh3;
 
+pub use settings::Settings;
+
 use crate::{
-    decimal_value, model_from, quote_ident, Column, ReadSpec, Row, RowStream, SourceError,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,
     CHUNK_ROWS,
 };
 
 pub struct PgSource {
     client: Arc<Client>,
+}
+
+fn quote_ident(name: &str) -> String {
+    AnsiQuotes.quote_ident(name)
+}
+
+fn model_from(model: &Model) -> String {
+    AnsiQuotes.model_from(model)
 }
 
 /// How a column is read back.
@@ -40,6 +52,38 @@ fn query_error(e: tokio_postgres::Error) -> SourceError {
     match e.as_db_error() {
         Some(db) => SourceError::Query(db.message().to_string()),
         None => SourceError::Query(e.to_string()),
+    }
+}
+
+impl Warehouse for PgSource {
+    type Settings = Settings;
+
+    async fn open(settings: &Settings) -> Result<Self, SourceError> {
+        Self::connect(settings.url.expose()).await
+    }
+
+    fn dialect(&self) -> &dyn Dialect {
+        &AnsiQuotes
+    }
+
+    async fn describe(&self, model: &Model) -> Result<Vec<Column>, SourceError> {
+        PgSource::describe(self, model).await
+    }
+
+    async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
+        PgSource::read(self, model, spec).await
+    }
+
+    fn computes_fingerprints(&self) -> bool {
+        true
+    }
+
+    async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        PgSource::duplicate_keys(self, model, key).await
+    }
+
+    async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        PgSource::keys(self, model, key).await
     }
 }
 
@@ -160,13 +204,14 @@ impl PgSource {
                     None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
                 }
             }
-            let mut r = Row::new(key, Vec::new());
-            r.fingerprint = Some(h.digest());
-            r.lazy = Some(Undecoded {
-                row,
-                decode: decode.clone(),
-            });
-            Ok(r)
+            Ok(Row::undecoded(
+                key,
+                h.digest(),
+                Box::new(Undecoded {
+                    row,
+                    decode: decode.clone(),
+                }),
+            ))
         })
         .await
     }
@@ -187,21 +232,20 @@ impl PgSource {
         .await
     }
 
-    pub async fn duplicate_keys(
-        &self,
-        model: &Model,
-        key: &str,
-    ) -> Result<Vec<String>, SourceError> {
+    pub async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         let k = quote_ident(key);
         let sql = format!(
             "SELECT m.{k}::text FROM {} WHERE m.{k} IS NOT NULL GROUP BY 1 HAVING count(*) > 1",
             model_from(model)
         );
-        let rows = self.client.query(&sql, &[]).await.map_err(query_error)?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.get::<_, Option<String>>(0))
-            .collect())
+        self.run(sql, |row| {
+            Ok(Row::new(
+                row.try_get::<_, Option<String>>(0)
+                    .map_err(|e| SourceError::Query(e.to_string()))?,
+                Vec::new(),
+            ))
+        })
+        .await
     }
 
     async fn run<F>(&self, sql: String, convert: F) -> Result<RowStream, SourceError>
@@ -259,20 +303,14 @@ enum KeyAt {
 }
 
 /// A row's values still in the wire format, decoded on demand.
-pub struct Undecoded {
+struct Undecoded {
     row: tokio_postgres::Row,
     decode: Arc<Vec<Decode>>,
 }
 
-impl Undecoded {
-    pub fn decode(&self) -> Result<Vec<Value>, SourceError> {
+impl crate::Undecoded for Undecoded {
+    fn decode(&self) -> Result<Vec<Value>, SourceError> {
         decode_row(&self.row, &self.decode)
-    }
-}
-
-impl std::fmt::Debug for Undecoded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Undecoded")
     }
 }
 

@@ -1,0 +1,35 @@
+//! `type: postgres`: what a PostgreSQL warehouse is configured with.
+
+use sallyport_core::{Resolve, Secret};
+use serde::{Deserialize, Serialize};
+
+/// A PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// A `postgres://user:password@host:port/db` URL (or `key=value` settings); it may carry a
+    /// password, so it is a secret.
+    pub url: Secret,
+}
+
+impl crate::Settings for Settings {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &["url"]
+    }
+
+    fn address_fields(&self) -> &'static [&'static str] {
+        &["url"]
+    }
+
+    fn resolve(&mut self, r: &mut dyn Resolve) {
+        self.url = Secret::new(r.expand("url", self.url.expose()));
+    }
+
+    fn describe(&self) -> String {
+        "PostgreSQL (URL saved)".into()
+    }
+}

@@ -1,0 +1,35 @@
+//! `type: sqlite`: what an SQLite warehouse is configured with.
+
+use sallyport_core::Resolve;
+use serde::{Deserialize, Serialize};
+
+/// An SQLite file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The file; a relative path is taken from the config file's folder.
+    pub path: String,
+}
+
+impl crate::Settings for Settings {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn address_fields(&self) -> &'static [&'static str] {
+        &["path"]
+    }
+
+    fn resolve(&mut self, r: &mut dyn Resolve) {
+        let expanded = r.expand("path", &self.path);
+        self.path = r.path("path", &expanded);
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite: {}", self.path)
+    }
+}

@@ -1,0 +1,130 @@
+//! The conformance test every warehouse passes: the same model, with every kind of value a
+//! customer table holds, gives the same Customer.io values, the same key texts, the same
+//! duplicate keys and the same key stream. A new warehouse adds its own `load_*` (its DDL, its
+//! connection) and runs `conforms` on it.
+
+use sallyport_core::{Model, Secret};
+use sallyport_sources::{postgres, sqlite, Row, Source, WarehouseSettings};
+use serde_json::{json, Value};
+
+/// The rows every warehouse holds, in its own types: id (integer key), name (text), active
+/// (boolean), score (float), amount (decimal), born (date), seen (timestamp without zone, taken
+/// as UTC), prefs (JSON), note (NULL).
+const ROWS: &[&str] = &[
+    "1, 'Ann', TRUE, 2.5, 12.50, '2024-01-02', '2024-01-02 03:04:05', '{\"a\": [1, 2]}', NULL",
+    "2, 'Bob', FALSE, -1.25, 0.10, '1970-01-01', '1970-01-01 00:01:00', '[]', NULL",
+    "2, 'Bob again', FALSE, 0, 0, '1970-01-01', '1970-01-01 00:00:00', 'null', NULL",
+    "NULL, 'Nobody', NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+];
+
+/// What Customer.io is sent for the first two rows, whatever the warehouse.
+fn expected() -> Vec<Value> {
+    vec![
+        json!([1, "Ann", true, 2.5, 12.5, 1704153600, 1704164645, {"a": [1, 2]}, null]),
+        json!([2, "Bob", false, -1.25, 0.1, 0, 60, [], null]),
+    ]
+}
+
+async fn collect(mut stream: sallyport_sources::RowStream) -> Vec<Row> {
+    let mut rows = Vec::new();
+    while let Some(chunk) = stream.recv().await {
+        rows.extend(chunk.unwrap());
+    }
+    rows
+}
+
+async fn conforms(what: &str, source: Source, model: Model) {
+    let columns = source.describe(&model).await.unwrap();
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "name", "active", "score", "amount", "born", "seen", "prefs", "note"],
+        "{what}"
+    );
+    let rows = collect(source.stream(&model, Some("id")).await.unwrap()).await;
+    assert_eq!(rows.len(), 4, "{what}");
+    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [Some("1"), Some("2"), Some("2"), None],
+        "{what}: keys as text"
+    );
+    for (row, want) in rows.iter().zip(expected()) {
+        assert_eq!(Value::Array(row.values.clone()), want, "{what}");
+    }
+    let dups = collect(source.duplicate_keys(&model, "id").await.unwrap()).await;
+    let dups: Vec<Option<String>> = dups.into_iter().map(|r| r.key).collect();
+    assert_eq!(dups, [Some("2".to_string())], "{what}: duplicates");
+    let keys = collect(source.keys(&model, "id").await.unwrap()).await;
+    assert_eq!(keys.len(), 4, "{what}: every key, NULL too");
+    // Identifiers are quoted in the warehouse's dialect, never pasted.
+    let hostile = Model::Table("users\"; DROP TABLE users; --".into());
+    assert!(source.describe(&hostile).await.is_err(), "{what}");
+    assert_eq!(source.describe(&model).await.unwrap().len(), 9, "{what}");
+    // Where the warehouse fingerprints rows from the wire, decoding later gives the same
+    // values.
+    if source.computes_fingerprints() {
+        let spec = sallyport_sources::FingerprintSpec {
+            columns: vec!["name".into(), "score".into()],
+            salt: "s".into(),
+        };
+        let read = sallyport_sources::ReadSpec {
+            key: Some("id"),
+            fingerprint: Some(&spec),
+        };
+        let mut rows = collect(source.read(&model, &read).await.unwrap()).await;
+        assert!(rows.iter().all(|r| r.fingerprint.is_some()), "{what}");
+        assert_ne!(rows[0].fingerprint, rows[1].fingerprint, "{what}");
+        for (row, want) in rows.iter_mut().zip(expected()) {
+            row.materialize().unwrap();
+            assert_eq!(Value::Array(row.values.clone()), want, "{what}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    let (client, schema) = sallyport_testkit::schema().await;
+    let values: Vec<String> = ROWS.iter().map(|r| format!("({r})")).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.users (id bigint, name text, active boolean, score double precision,
+                amount numeric(10,2), born date, seen timestamp, prefs jsonb, note text);
+             INSERT INTO {schema}.users VALUES {};",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
+        url: Secret::new(sallyport_testkit::pg_url()),
+    }))
+    .await
+    .unwrap();
+    conforms("postgres", source, Model::Table(format!("{schema}.users"))).await;
+    sallyport_testkit::drop_schema(&client, &schema).await;
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let values: Vec<String> = ROWS
+        .iter()
+        .map(|r| format!("({})", r.replace("TRUE", "1").replace("FALSE", "0")))
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE users (id INTEGER, name TEXT, active BOOLEAN, score REAL, amount DECIMAL(10,2),
+            born DATE, seen DATETIME, prefs JSON, note TEXT);
+         INSERT INTO users VALUES {};",
+        values.join(", ")
+    ))
+    .unwrap();
+    drop(conn);
+    let source = Source::open(&WarehouseSettings::Sqlite(sqlite::Settings {
+        path: path.display().to_string(),
+    }))
+    .await
+    .unwrap();
+    conforms("sqlite", source, Model::Table("users".into())).await;
+}
