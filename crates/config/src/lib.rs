@@ -28,6 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use sallyport_core::units::{parse_bytes, parse_duration};
 pub use sallyport_core::{line_of, Problem, SettingProblem};
 pub use schedule::{CronSpec, Schedule, ScheduleSpec};
 
@@ -127,17 +128,7 @@ impl Config {
                 );
                 continue;
             }
-            let App::Customerio(c) = &mut app;
-            if let Some(u) = &c.track_url {
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    v.problem(
-                        &[],
-                        format!("app `{name}`: track_url must be an http:// or https:// URL"),
-                    );
-                }
-                c.track_url = Some(u.trim_end_matches('/').to_string());
-            }
-            v.check_delivery(&name, &c.delivery);
+            v.check_app(&name, &mut app);
             out.stored.insert(("app".into(), name.clone()));
             out.apps.insert(name, app);
         }
@@ -174,6 +165,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| Problem {
             file: path.display().to_string(),
             line: None,
+            path: Vec::new(),
             message: format!("cannot read the config file: {e}"),
         })?;
         Self::parse(&text, path, &|name| std::env::var(name).ok())
@@ -191,6 +183,7 @@ impl Config {
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| Problem {
                 file: file.clone(),
+                path: Vec::new(),
                 line: e.location().map(|l| l.line()),
                 message: e
                     .to_string()
@@ -224,25 +217,23 @@ impl Config {
         }
         let mut apps = raw.apps;
         for (name, app) in apps.iter_mut() {
-            let App::Customerio(c) = app;
-            c.site_id = Secret::new(v.expand(c.site_id.expose(), &["apps", name, "site_id"]));
-            c.api_key = Secret::new(v.expand(c.api_key.expose(), &["apps", name, "api_key"]));
-            if let Some(u) = &c.track_url {
-                let u = v.expand(u, &["apps", name, "track_url"]);
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    v.problem(
-                        &["apps", name, "track_url"],
-                        format!("app `{name}`: track_url must be an http:// or https:// URL"),
-                    );
-                }
-                c.track_url = Some(u.trim_end_matches('/').to_string());
-            }
-            v.check_delivery(name, &c.delivery);
+            app.resolve(&mut Resolver {
+                v: &mut v,
+                at: vec!["apps".into(), name.clone()],
+                base: &base,
+            });
+            v.check_app(name, app);
         }
-        for (name, sync) in &raw.syncs {
+        let mut syncs = BTreeMap::new();
+        for (name, raw_sync) in raw.syncs {
+            if let Some(sync) = v.read_sync(&name, raw_sync) {
+                syncs.insert(name, sync);
+            }
+        }
+        for (name, sync) in &syncs {
             v.check_sync(name, sync, &warehouses, &apps);
         }
-        v.check_ids(&raw.syncs);
+        v.check_ids(&syncs);
         if !v.problems.is_empty() {
             return Err(ConfigError {
                 problems: v.problems,
@@ -254,7 +245,7 @@ impl Config {
             state,
             warehouses,
             apps,
-            syncs: raw.syncs,
+            syncs,
             stored: Default::default(),
         })
     }
@@ -265,6 +256,7 @@ impl Config {
             file: self.path.display().to_string(),
             line: line_of(&self.source, path),
             message: message.into(),
+            path: path.iter().map(|p| p.to_string()).collect(),
         }
     }
 }
@@ -302,6 +294,7 @@ impl Validator<'_> {
             file: self.file.clone(),
             line: line_of(self.source, path),
             message,
+            path: path.iter().map(|p| p.to_string()).collect(),
         });
     }
 
@@ -362,46 +355,96 @@ impl Validator<'_> {
         }
     }
 
-    fn check_delivery(&mut self, app: &str, d: &Delivery) {
-        let at = |k: &'static str| ["apps", app, "delivery", k];
-        if d.requests_per_second.is_nan() || d.requests_per_second <= 0.0 {
-            self.problem(
-                &at("requests_per_second"),
-                format!("app `{app}`: requests_per_second must be more than 0"),
-            );
+    /// Checks an app's settings with its module, and locates each problem.
+    fn check_app(&mut self, name: &str, app: &mut App) {
+        for p in app.validate() {
+            let mut path = vec!["apps", name];
+            path.extend(p.path.iter().map(String::as_str));
+            self.problem(&path, format!("app `{name}`: {}", p.message));
         }
-        if d.concurrency == 0 {
+    }
+
+    /// Reads a sync: the keys every sync has, then its object's, each checked against what
+    /// the object's module describes, so that every wrong key is named at its line (and a key
+    /// of another object says which).
+    fn read_sync(&mut self, name: &str, raw: serde_yaml_ng::Value) -> Option<Sync> {
+        let serde_yaml_ng::Value::Mapping(mut map) = raw else {
             self.problem(
-                &at("concurrency"),
-                format!("app `{app}`: concurrency must be at least 1"),
+                &["syncs", name],
+                format!("sync `{name}`: must be a mapping of settings"),
             );
-        }
-        if d.max_attempts == 0 {
-            self.problem(
-                &at("max_attempts"),
-                format!("app `{app}`: max_attempts must be at least 1"),
-            );
-        }
-        if d.stop_after_failed_batches == 0 {
-            self.problem(
-                &at("stop_after_failed_batches"),
-                format!("app `{app}`: stop_after_failed_batches must be at least 1"),
-            );
-        }
-        if d.timeout.is_zero() {
-            self.problem(
-                &at("timeout"),
-                format!("app `{app}`: timeout must be more than 0"),
-            );
-        }
-        if !(40_000..500_000).contains(&d.batch_bytes) {
-            self.problem(
-                &at("batch_bytes"),
-                format!(
-                    "app `{app}`: batch_bytes is {} bytes; it must be at least 40KB (one 32 KB operation) and under Customer.io's 500KB",
-                    d.batch_bytes
+            return None;
+        };
+        let names = OBJECTS
+            .iter()
+            .map(|o| o.name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let kind = match map.get("object").and_then(|o| o.as_str()) {
+            Some(o) => match object_kind(o) {
+                Some(k) => k,
+                None => {
+                    self.problem(
+                        &["syncs", name, "object"],
+                        format!("sync `{name}`: object `{o}` is not supported; supported: {names}"),
+                    );
+                    return None;
+                }
+            },
+            None => {
+                self.problem(
+                    &["syncs", name],
+                    format!("sync `{name}`: missing `object`: one of {names}"),
+                );
+                return None;
+            }
+        };
+        let mut unknown = Vec::new();
+        for key in map.keys() {
+            let Some(key) = key.as_str() else { continue };
+            if SYNC_KEYS.contains(&key) || kind.fields.iter().any(|f| f.name == key) {
+                continue;
+            }
+            let owner = OBJECTS
+                .iter()
+                .find(|o| o.fields.iter().any(|f| f.name == key));
+            let message = match owner {
+                Some(o) => format!(
+                    "sync `{name}`: `{key}` belongs to {} syncs, not to a {} sync",
+                    o.name, kind.name
                 ),
-            );
+                None => {
+                    let mut known: Vec<&str> = SYNC_KEYS.to_vec();
+                    known.extend(kind.fields.iter().map(|f| f.name));
+                    format!(
+                        "sync `{name}`: unknown setting `{key}`; a {} sync has: {}",
+                        kind.name,
+                        known.join(", ")
+                    )
+                }
+            };
+            self.problem(&["syncs", name, key], message);
+            unknown.push(key.to_string());
+        }
+        for key in unknown {
+            map.remove(key.as_str());
+        }
+        match serde_yaml_ng::from_value::<Sync>(serde_yaml_ng::Value::Mapping(map)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let message = e.to_string();
+                let at = message
+                    .split('`')
+                    .nth(1)
+                    .filter(|_| message.starts_with("missing field") || message.contains("unknown"))
+                    .map(str::to_string);
+                let mut path = vec!["syncs", name];
+                if let Some(k) = at.as_deref() {
+                    path.push(k);
+                }
+                self.problem(&path, format!("sync `{name}`: {message}"));
+                None
+            }
         }
     }
 
@@ -443,18 +486,6 @@ impl Validator<'_> {
                 ),
             );
         }
-        let object = s.object;
-        if !object.modes().contains(&s.mode.as_str()) {
-            self.problem(
-                &at("mode"),
-                format!(
-                    "sync `{name}`: mode `{}` is not supported by a {}; supported: {}",
-                    s.mode,
-                    object.name(),
-                    object.modes().join(", ")
-                ),
-            );
-        }
         let (Model::Sql(q) | Model::Table(q)) = &s.model;
         if q.trim().is_empty() {
             self.problem(
@@ -462,100 +493,10 @@ impl Validator<'_> {
                 format!("sync `{name}`: the model is empty"),
             );
         }
-        let event_only = [
-            ("event_type", s.event_type.is_some()),
-            ("event_id", s.event_id.is_some()),
-            ("customer_id", s.customer_id.is_some()),
-            ("anonymous_id", s.anonymous_id.is_some()),
-            ("timestamp", s.timestamp.is_some()),
-            ("event_name", s.event_name.is_some()),
-            ("page_url", s.page_url.is_some()),
-        ];
-        let person_only = [
-            ("primary_key", s.primary_key.is_some()),
-            ("identifier", s.identifier.is_some()),
-        ];
-        match object {
-            ObjectKind::Person => {
-                for (k, present) in event_only {
-                    if present {
-                        self.problem(
-                            &at(k),
-                            format!(
-                                "sync `{name}`: `{k}` belongs to event syncs, not to a person sync"
-                            ),
-                        );
-                    }
-                }
-                if s.primary_key.is_none() {
-                    self.problem(
-                        &["syncs", name],
-                        format!("sync `{name}`: missing `primary_key`: the column that uniquely identifies the person"),
-                    );
-                }
-                if let Some(i) = &s.identifier {
-                    if i != "id" && i != "email" {
-                        self.problem(
-                            &at("identifier"),
-                            format!("sync `{name}`: identifier must be `id` or `email`, not `{i}`"),
-                        );
-                    }
-                }
-            }
-            ObjectKind::Event => {
-                for (k, present) in person_only {
-                    if present {
-                        self.problem(
-                            &at(k),
-                            format!("sync `{name}`: `{k}` belongs to person syncs, not to an event sync"),
-                        );
-                    }
-                }
-                if s.event_id.is_none() {
-                    self.problem(
-                        &["syncs", name],
-                        format!("sync `{name}`: missing `event_id`: the column uniquely identifying the event"),
-                    );
-                }
-                match s.event_type.as_deref() {
-                    None => self.problem(
-                        &["syncs", name],
-                        format!("sync `{name}`: missing `event_type`: track or page_view"),
-                    ),
-                    Some("track") => {
-                        if s.event_name.is_none() {
-                            self.problem(
-                                &["syncs", name],
-                                format!("sync `{name}`: a track event needs `event_name`: the column with the event's name"),
-                            );
-                        }
-                        if s.page_url.is_some() {
-                            self.problem(
-                                &at("page_url"),
-                                format!("sync `{name}`: `page_url` belongs to page_view events, not to track events"),
-                            );
-                        }
-                    }
-                    Some("page_view") => {
-                        if s.page_url.is_none() {
-                            self.problem(
-                                &["syncs", name],
-                                format!("sync `{name}`: a page_view event needs `page_url`: the column with the page URL"),
-                            );
-                        }
-                        if s.event_name.is_some() {
-                            self.problem(
-                                &at("event_name"),
-                                format!("sync `{name}`: `event_name` belongs to track events, not to page_view events"),
-                            );
-                        }
-                    }
-                    Some(other) => self.problem(
-                        &at("event_type"),
-                        format!("sync `{name}`: event_type must be `track` or `page_view`, not `{other}`"),
-                    ),
-                }
-            }
+        for p in s.object.validate() {
+            let mut path = vec!["syncs", name];
+            path.extend(p.path.iter().map(String::as_str));
+            self.problem(&path, format!("sync `{name}`: {}", p.message));
         }
         if let Some(spec) = &s.schedule {
             if let Err(e) = Schedule::parse(spec) {

@@ -81,7 +81,11 @@ fn an_unknown_key_names_its_line() {
     );
     let p = only_problem(&text);
     assert_eq!(p.line, Some(21), "{p}");
-    assert!(p.message.contains("unknown field `colour`"), "{p}");
+    assert!(p.message.contains("unknown setting `colour`"), "{p}");
+    assert!(
+        p.message.contains("a person sync has: ") && p.message.contains("primary_key, identifier"),
+        "the settings a person sync has, as its module describes them: {p}"
+    );
     assert!(
         p.to_string().starts_with("/etc/sp/sallyport.yaml:21: "),
         "{p}"

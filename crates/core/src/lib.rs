@@ -96,6 +96,20 @@ pub struct Problem {
     pub file: String,
     pub line: Option<usize>,
     pub message: String,
+    /// Where the setting is in the file (`["syncs", "people", "primary_key"]`); empty when the
+    /// problem is the file's. Forms place the message next to the field it names.
+    pub path: Vec<String>,
+}
+
+impl Problem {
+    /// The setting of entity `kind` (`syncs`, `apps`, `warehouses`) named `name` that the
+    /// problem concerns, if it is one of that entity's.
+    pub fn setting_of(&self, kind: &str, name: &str) -> Option<&str> {
+        match self.path.as_slice() {
+            [k, n, field, ..] if k == kind && n == name => Some(field.as_str()),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -138,4 +152,115 @@ pub trait Resolve {
     fn expand(&mut self, field: &str, value: &str) -> String;
     /// A path taken from the config file's folder when it is relative.
     fn path(&mut self, field: &str, value: &str) -> String;
+}
+
+/// One setting of a connector, described once: the UI renders its form field from this, the
+/// API's OpenAPI document its property, and the config checks its keys against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The key, as in `sallyport.yaml` and the API's JSON.
+    pub name: &'static str,
+    /// The form label.
+    pub label: &'static str,
+    pub kind: FieldKind,
+    /// Whether a sync must have it (the object may still require it only in some cases, as
+    /// [`Field::when`] says).
+    pub required: bool,
+    /// Shown only when another setting has a value: `("event_type", "track")`.
+    pub when: Option<(&'static str, &'static str)>,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// What a setting holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A column of the model.
+    Column,
+    /// One of these values; the first is the default.
+    Choice(&'static [&'static str]),
+    /// Free text.
+    Text,
+}
+
+/// Durations (`500ms`, `30s`, `15m`, `2h`, `1d`) and sizes (`450KB`) in settings.
+pub mod units {
+    use serde::Deserialize;
+
+    pub fn duration_text<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn duration<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(std::time::Duration::from_secs(s)),
+            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// Parses `500ms`, `30s`, `15m`, `2h`, `1d`.
+    pub fn parse_duration(t: &str) -> Result<std::time::Duration, String> {
+        let t = t.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{t}` needs a unit: ms, s, m, h or d"))?;
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration like 30s"))?;
+        let ms = match unit.trim() {
+            "ms" => n,
+            "s" => n * 1000,
+            "m" => n * 60_000,
+            "h" => n * 3_600_000,
+            "d" => n * 86_400_000,
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{t}`: use ms, s, m, h or d"
+                ))
+            }
+        };
+        Ok(std::time::Duration::from_millis(ms))
+    }
+
+    pub fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// Parses `450KB`, `1MB`, `2000B` or a plain number of bytes (1 KB = 1000 bytes).
+    pub fn parse_bytes(t: &str) -> Result<usize, String> {
+        let t = t.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: usize = n
+            .parse()
+            .map_err(|_| format!("`{t}` is not a size like 450KB"))?;
+        let mult = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "KB" => 1000,
+            "MB" => 1_000_000,
+            other => return Err(format!("unknown unit `{other}` in `{t}`: use B, KB or MB")),
+        };
+        Ok(n * mult)
+    }
 }

@@ -10,8 +10,92 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::{header::HeaderMap, StatusCode};
-use sallyport_config::Delivery;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+
+/// Delivery settings of an app: the defaults are safe for Customer.io.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    /// Token bucket over all requests to this app.
+    pub requests_per_second: f64,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Per request, e.g. `30s`, `500ms`.
+    #[serde(
+        deserialize_with = "sallyport_core::units::duration",
+        serialize_with = "sallyport_core::units::duration_text"
+    )]
+    pub timeout: std::time::Duration,
+    /// Attempts per request for transient failures.
+    pub max_attempts: u32,
+    /// Largest request body, e.g. `450KB` (1 KB = 1000 bytes): must stay under 500 KB.
+    #[serde(deserialize_with = "sallyport_core::units::bytes")]
+    pub batch_bytes: usize,
+    /// Batches in a row the app may give no usable answer to (after every attempt) before a
+    /// run stops as `failed`: an outage stops the run and leaves its rows for the next one,
+    /// instead of recording every remaining row as failed.
+    pub stop_after_failed_batches: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 100.0,
+            concurrency: 8,
+            timeout: std::time::Duration::from_secs(30),
+            max_attempts: 6,
+            batch_bytes: 450_000,
+            stop_after_failed_batches: 3,
+        }
+    }
+}
+
+impl Delivery {
+    /// What is wrong with the settings, at their paths below the app.
+    pub fn validate(&self) -> Vec<sallyport_core::SettingProblem> {
+        use sallyport_core::SettingProblem;
+        let at = |k: &str| vec!["delivery".to_string(), k.to_string()];
+        let mut p = Vec::new();
+        let mut problem = |k: &str, m: String| {
+            p.push(SettingProblem {
+                path: at(k),
+                message: m,
+            })
+        };
+        if self.requests_per_second.is_nan() || self.requests_per_second <= 0.0 {
+            problem(
+                "requests_per_second",
+                "requests_per_second must be more than 0".into(),
+            );
+        }
+        if self.concurrency == 0 {
+            problem("concurrency", "concurrency must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            problem("max_attempts", "max_attempts must be at least 1".into());
+        }
+        if self.stop_after_failed_batches == 0 {
+            problem(
+                "stop_after_failed_batches",
+                "stop_after_failed_batches must be at least 1".into(),
+            );
+        }
+        if self.timeout.is_zero() {
+            problem("timeout", "timeout must be more than 0".into());
+        }
+        if !(40_000..500_000).contains(&self.batch_bytes) {
+            problem(
+                "batch_bytes",
+                format!(
+                    "batch_bytes is {} bytes; it must be at least 40KB (one 32 KB operation) and under Customer.io's 500KB",
+                    self.batch_bytes
+                ),
+            );
+        }
+        p
+    }
+}
 
 /// Base and ceiling of the backoff between attempts.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);

@@ -6,9 +6,178 @@ pub mod customerio;
 pub mod delivery;
 pub mod mapping;
 
+use sallyport_core::{Field, Mapping, Resolve};
 use sallyport_sources::{Column, FingerprintSpec, Row};
+use serde::{Deserialize, Serialize};
 
+pub use customerio::{CustomerIo, Region};
+pub use delivery::Delivery;
 pub use mapping::SettingProblem;
+
+/// The apps there are: one variant per app module, each with the settings its module owns
+/// (`type: customerio` reads [`CustomerIo`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AppSettings {
+    Customerio(CustomerIo),
+}
+
+impl AppSettings {
+    /// The `type:` of the app.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AppSettings::Customerio(_) => "customerio",
+        }
+    }
+
+    /// The fields that hold secrets: encrypted at rest, never shown.
+    pub fn secret_fields(&self) -> &'static [&'static str] {
+        match self {
+            AppSettings::Customerio(_) => CustomerIo::SECRETS,
+        }
+    }
+
+    /// Expands `${NAME}` references.
+    pub fn resolve(&mut self, r: &mut dyn Resolve) {
+        match self {
+            AppSettings::Customerio(c) => c.resolve(r),
+        }
+    }
+
+    /// What is wrong with the settings (paths below the app).
+    pub fn validate(&mut self) -> Vec<SettingProblem> {
+        match self {
+            AppSettings::Customerio(c) => c.validate(),
+        }
+    }
+
+    /// The settings as JSON, without the secret fields (for the API and the UI).
+    pub fn public(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        for f in self.secret_fields() {
+            m.remove(*f);
+        }
+        m
+    }
+}
+
+/// What a sync sends, with the settings its object's module owns (`object: person` reads
+/// [`customerio::person::Settings`]). Adding an object adds its module, a variant here and an
+/// entry in [`OBJECTS`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "object", rename_all = "snake_case")]
+pub enum ObjectSettings {
+    Person(customerio::person::Settings),
+    Event(customerio::event::Settings),
+}
+
+/// An object as forms, documents and config checks describe it.
+#[derive(Debug)]
+pub struct ObjectKind {
+    /// The `object:` value.
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Its settings, besides `mode`.
+    pub fields: &'static [Field],
+    /// The modes it supports; the first is the default.
+    pub modes: &'static [&'static str],
+}
+
+/// Every object, in the order forms offer them.
+pub const OBJECTS: &[ObjectKind] = &[
+    ObjectKind {
+        name: "person",
+        label: "Person",
+        fields: customerio::person::FIELDS,
+        modes: customerio::person::MODES,
+    },
+    ObjectKind {
+        name: "event",
+        label: "Event",
+        fields: customerio::event::FIELDS,
+        modes: customerio::event::MODES,
+    },
+];
+
+/// The object of that `object:` value.
+pub fn object_kind(name: &str) -> Option<&'static ObjectKind> {
+    OBJECTS.iter().find(|o| o.name == name)
+}
+
+impl ObjectSettings {
+    /// The `object:` value.
+    pub fn name(&self) -> &'static str {
+        self.kind().name
+    }
+
+    /// The object's description.
+    pub fn kind(&self) -> &'static ObjectKind {
+        let name = match self {
+            ObjectSettings::Person(_) => "person",
+            ObjectSettings::Event(_) => "event",
+        };
+        object_kind(name).expect("every object is in OBJECTS")
+    }
+
+    /// The sync mode.
+    pub fn mode(&self) -> &str {
+        match self {
+            ObjectSettings::Person(s) => &s.mode,
+            ObjectSettings::Event(s) => &s.mode,
+        }
+    }
+
+    /// What is wrong with the settings on their own (paths below the sync).
+    pub fn validate(&self) -> Vec<SettingProblem> {
+        let kind = self.kind();
+        let mut p = Vec::new();
+        if !kind.modes.contains(&self.mode()) {
+            p.push(SettingProblem::new(
+                &["mode"],
+                format!(
+                    "mode `{}` is not supported by a {}; supported: {}",
+                    self.mode(),
+                    kind.name,
+                    kind.modes.join(", ")
+                ),
+            ));
+        }
+        p.extend(match self {
+            ObjectSettings::Person(s) => s.validate(),
+            ObjectSettings::Event(s) => s.validate(),
+        });
+        p
+    }
+
+    /// The columns the settings use: not sent as attributes.
+    pub fn columns(&self) -> Vec<&str> {
+        match self {
+            ObjectSettings::Person(s) => s.columns(),
+            ObjectSettings::Event(s) => s.columns(),
+        }
+    }
+
+    /// The settings as JSON, without `object` and `mode`.
+    pub fn settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        m.remove("object");
+        m.remove("mode");
+        m
+    }
+}
+
+/// The most a batch request may carry: bytes and, for apps that cap it, records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub bytes: usize,
+    pub records: Option<usize>,
+}
 
 /// How an op travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,27 +277,25 @@ pub enum DestinationError {
 
 /// A connected app.
 pub enum Destination {
-    CustomerIo(customerio::CustomerIo),
+    CustomerIo(customerio::Workspace),
 }
 
 impl Destination {
     /// Builds the destination of an app connection (no request yet), paced on its own: for
     /// one-off requests such as a connection test.
-    pub fn new(name: &str, app: &sallyport_config::App) -> Destination {
+    pub fn new(name: &str, app: &AppSettings) -> Destination {
         Self::paced(name, app, &delivery::Pacing::default())
     }
 
     /// Builds the destination of an app connection whose requests share the app's pace in
     /// `pacing` with every other run sending to it.
-    pub fn paced(
-        name: &str,
-        app: &sallyport_config::App,
-        pacing: &delivery::Pacing,
-    ) -> Destination {
+    pub fn paced(name: &str, app: &AppSettings, pacing: &delivery::Pacing) -> Destination {
         match app {
-            sallyport_config::App::Customerio(c) => Destination::CustomerIo(
-                customerio::CustomerIo::new(name, c, pacing.pace(name, &c.delivery)),
-            ),
+            AppSettings::Customerio(c) => Destination::CustomerIo(customerio::Workspace::new(
+                name,
+                c,
+                pacing.pace(name, &c.delivery),
+            )),
         }
     }
 
@@ -142,12 +309,13 @@ impl Destination {
     /// The mapper of a sync, validated against the model's columns.
     pub fn mapper(
         &self,
-        sync_name: &str,
-        sync: &sallyport_config::Sync,
+        sync_id: &str,
+        object: &ObjectSettings,
+        mapping: &Mapping,
         columns: &[Column],
     ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
         match self {
-            Destination::CustomerIo(_) => customerio::mapper(sync_name, sync, columns),
+            Destination::CustomerIo(_) => customerio::mapper(sync_id, object, mapping, columns),
         }
     }
 
@@ -158,10 +326,13 @@ impl Destination {
         }
     }
 
-    /// The largest batch request, in bytes.
-    pub fn batch_bytes(&self) -> usize {
+    /// The most a batch request may carry (Customer.io caps bytes, not records).
+    pub fn batch_limits(&self) -> BatchLimits {
         match self {
-            Destination::CustomerIo(c) => c.sender().settings().batch_bytes,
+            Destination::CustomerIo(c) => BatchLimits {
+                bytes: c.sender().settings().batch_bytes,
+                records: None,
+            },
         }
     }
 

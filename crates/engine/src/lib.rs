@@ -159,6 +159,7 @@ impl Engine {
                 Problem {
                     file: self.config.path.display().to_string(),
                     line: None,
+                    path: Vec::new(),
                     message: format!(
                         "no sync named `{name}` (defined: {})",
                         if names.is_empty() {

@@ -94,7 +94,7 @@ impl Engine {
         let mapper = destination
             // Event dedup ids derive from the sync's state id: a renamed sync with an `id:`
             // sends the same ids.
-            .mapper(sync.state_id(name), sync, &columns)
+            .mapper(sync.state_id(name), &sync.object, &sync.mapping, &columns)
             .map_err(|problems| {
                 RunError::Config(ConfigError {
                     problems: problems
@@ -506,7 +506,7 @@ impl Pipeline<'_> {
         )
         .await?;
         let concurrency = self.destination.concurrency().max(1);
-        let limit = self.destination.batch_bytes();
+        let limits = self.destination.batch_limits();
         let (open, comma) = self.destination.batch_overhead();
         let mut inflight: JoinSet<Flight> = JoinSet::new();
         let mut batch: Vec<Op> = Vec::new();
@@ -550,7 +550,10 @@ impl Pipeline<'_> {
                             .map_err(|e| e.to_string())?;
                     }
                     Route::Batch => {
-                        if !batch.is_empty() && batch_len + comma + op.body.len() > limit {
+                        let full_by_count = limits.records.is_some_and(|n| batch.len() >= n);
+                        if !batch.is_empty()
+                            && (full_by_count || batch_len + comma + op.body.len() > limits.bytes)
+                        {
                             let full = std::mem::take(&mut batch);
                             batch_len = open;
                             self.dispatch(&mut inflight, full, Route::Batch, concurrency)

@@ -218,13 +218,8 @@ async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) 
         "model": model,
         "app": sync.app,
         "object": sync.object.name(),
-        "mode": sync.mode,
-        "settings": {
-            "primary_key": sync.primary_key, "identifier": sync.identifier,
-            "event_type": sync.event_type, "event_id": sync.event_id,
-            "customer_id": sync.customer_id, "anonymous_id": sync.anonymous_id,
-            "timestamp": sync.timestamp, "event_name": sync.event_name, "page_url": sync.page_url,
-        },
+        "mode": sync.object.mode(),
+        "settings": sync.object.settings(),
         "mapping": sync.mapping,
         "schedule": sync.schedule,
         "paused": paused.iter().any(|p| p == name),
@@ -460,7 +455,11 @@ pub(crate) async fn store(
         Some((kind, &name, Some(&body))),
     )
     .await
-    .map_err(invalid)?;
+    .map_err(|e| {
+        let mut err = invalid(entities::messages(&e));
+        err.fields = entities::fields_of(kind, &name, &e);
+        err
+    })?;
     let sealed = entities::seal(kind, body.clone(), &s.vault);
     engine
         .state
@@ -500,7 +499,7 @@ async fn remove(s: &Arc<Server>, kind: &'static str, name: &str) -> Result<Respo
     }
     entities::merged_with(&s.base, &engine.state, &s.vault, Some((kind, name, None)))
         .await
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "in_use", e))?;
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "in_use", entities::messages(&e)))?;
     engine
         .state
         .delete_entity(kind, name)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sallyport_config::{App, Config, Sync, Warehouse};
+use sallyport_config::{App, Config, ConfigError, Problem, Sync, Warehouse};
 use sallyport_state::StateStore;
 use serde_json::{Map, Value};
 
@@ -92,10 +92,18 @@ pub async fn merged_with(
     state: &StateStore,
     vault: &Vault,
     pending: Option<(&str, &str, Option<&Value>)>,
-) -> Result<Config, String> {
+) -> Result<Config, ConfigError> {
+    let plain = |m: String| {
+        ConfigError::from(Problem {
+            file: "the state store".into(),
+            line: None,
+            message: m,
+            path: Vec::new(),
+        })
+    };
     let mut all: BTreeMap<&str, BTreeMap<String, Value>> = BTreeMap::new();
     for kind in [WAREHOUSE, APP, SYNC] {
-        all.insert(kind, load(kind, state, vault).await?);
+        all.insert(kind, load(kind, state, vault).await.map_err(plain)?);
     }
     if let Some((kind, name, body)) = pending {
         let m = all.get_mut(kind).expect("a known kind");
@@ -108,19 +116,48 @@ pub async fn merged_with(
             }
         }
     }
-    let warehouses = typed(WAREHOUSE, all.remove(WAREHOUSE).unwrap_or_default())?;
-    let apps = typed(APP, all.remove(APP).unwrap_or_default())?;
-    let syncs = typed(SYNC, all.remove(SYNC).unwrap_or_default())?;
-    base.with_stored(warehouses, apps, syncs).map_err(|e| {
-        e.problems
-            .iter()
-            .map(|p| p.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    let warehouses = typed(WAREHOUSE, all.remove(WAREHOUSE).unwrap_or_default()).map_err(plain)?;
+    let apps = typed(APP, all.remove(APP).unwrap_or_default()).map_err(plain)?;
+    let syncs = typed(SYNC, all.remove(SYNC).unwrap_or_default()).map_err(plain)?;
+    base.with_stored(warehouses, apps, syncs)
 }
 
-pub async fn merged(base: &Config, state: &StateStore, vault: &Vault) -> Result<Config, String> {
+/// The problems' messages, as one line.
+pub fn messages(e: &ConfigError) -> String {
+    e.problems
+        .iter()
+        .map(|p| p.message.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The settings of entity `kind` named `name` that `e`'s problems concern: (setting, message).
+pub fn fields_of(kind: &str, name: &str, e: &ConfigError) -> Vec<(String, String)> {
+    let section = match kind {
+        WAREHOUSE => "warehouses",
+        APP => "apps",
+        _ => "syncs",
+    };
+    e.problems
+        .iter()
+        .filter_map(|p| {
+            let field = p.setting_of(section, name)?;
+            // The message without the `sync `x`: ` it starts with: the field says which.
+            let text = p
+                .message
+                .split_once("`: ")
+                .map(|(_, t)| t)
+                .unwrap_or(&p.message);
+            Some((field.to_string(), text.to_string()))
+        })
+        .collect()
+}
+
+pub async fn merged(
+    base: &Config,
+    state: &StateStore,
+    vault: &Vault,
+) -> Result<Config, ConfigError> {
     merged_with(base, state, vault, None).await
 }
 

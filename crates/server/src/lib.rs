@@ -31,6 +31,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Problems with named settings of the entity: (setting, message). The API lists them as
+    /// `details`; forms show each next to its field.
+    pub fields: Vec<(String, String)>,
 }
 
 impl ApiError {
@@ -39,6 +42,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: Vec::new(),
         }
     }
 
@@ -53,11 +57,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.fields.is_empty() {
+            error["details"] = self
+                .fields
+                .iter()
+                .map(|(field, message)| json!({"field": field, "message": message}))
+                .collect();
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
     }
 }
 
@@ -140,7 +148,9 @@ impl Server {
     /// Rebuilds the config from the file and the stored entities.
     pub(crate) async fn reload(&self) -> Result<(), String> {
         let engine = self.engine();
-        let config = entities::merged(&self.base, &engine.state, &self.vault).await?;
+        let config = entities::merged(&self.base, &engine.state, &self.vault)
+            .await
+            .map_err(|e| entities::messages(&e))?;
         *self.engine.write().expect("engine lock") = Arc::new(Engine {
             config: Arc::new(config),
             state: engine.state.clone(),

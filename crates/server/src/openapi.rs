@@ -134,7 +134,13 @@ pub fn document() -> Value {
         }
         if matches!(*method, "post" | "put") && (path.matches('/').count() == 3 || *method == "put")
         {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+            let schema = if path.starts_with("/api/v1/syncs") {
+                json!({"$ref": "#/components/schemas/Sync"})
+            } else {
+                json!({"type": "object"})
+            };
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
             op["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
             op["responses"]["422"] = json!({"$ref": "#/components/responses/Error"});
         }
@@ -162,9 +168,17 @@ pub fn document() -> Value {
                     "properties": {"error": {
                         "type": "object",
                         "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "details": {"type": "array", "items": {
+                                "type": "object",
+                                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                            }},
+                        },
                     }},
                 },
+                "Sync": sync_schema(),
             },
             "responses": {
                 "Error": {
@@ -174,4 +188,51 @@ pub fn document() -> Value {
             },
         },
     })
+}
+
+/// A sync's schema: one alternative per object, each with the settings its module describes
+/// (the same description the UI's form is drawn from).
+pub fn sync_schema() -> Value {
+    let alternatives: Vec<Value> = sallyport_config::OBJECTS
+        .iter()
+        .map(|kind| {
+            let mut properties = Map::new();
+            properties.insert("name".into(), json!({"type": "string"}));
+            properties.insert(
+                "id".into(),
+                json!({"type": "string", "description": "a stable id for the sync's state; generated when left out"}),
+            );
+            properties.insert("warehouse".into(), json!({"type": "string"}));
+            properties.insert(
+                "model".into(),
+                json!({"type": "object", "description": "{sql: ...} or {table: ...}"}),
+            );
+            properties.insert("app".into(), json!({"type": "string"}));
+            properties.insert("object".into(), json!({"const": kind.name}));
+            properties.insert("mode".into(), json!({"enum": kind.modes}));
+            properties.insert("mapping".into(), json!({"type": "object"}));
+            properties.insert("schedule".into(), json!({}));
+            let mut required = vec!["warehouse", "model", "app", "object", "mode"];
+            for f in kind.fields {
+                let schema = match f.kind {
+                    sallyport_config::FieldKind::Choice(values) => {
+                        json!({"enum": values, "description": f.help})
+                    }
+                    _ => json!({"type": "string", "description": f.help}),
+                };
+                properties.insert(f.name.into(), schema);
+                if f.required && f.when.is_none() {
+                    required.push(f.name);
+                }
+            }
+            json!({
+                "title": kind.label,
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    json!({"oneOf": alternatives})
 }

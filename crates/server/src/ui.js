@@ -21,14 +21,27 @@
   });
 
   const object = document.querySelector('select[name="object"]');
+  // Only the chosen object's settings are shown and sent (a hidden fieldset is disabled), and
+  // the modes offered are that object's (its fieldset lists them).
   function showObject() {
+    let modes = [];
     document.querySelectorAll('fieldset[data-object]').forEach(function (f) {
-      f.hidden = f.dataset.object !== object.value;
+      const chosen = f.dataset.object === object.value;
+      f.hidden = !chosen;
+      f.disabled = !chosen;
+      if (chosen) modes = (f.dataset.modes || '').split(' ').filter(Boolean);
     });
     const mode = document.querySelector('select[name="mode"]');
-    if (mode) {
-      const m = object.value === 'event' ? 'insert' : 'upsert';
-      mode.innerHTML = '<option value="' + m + '">' + m + '</option>';
+    if (mode && modes.length) {
+      const current = mode.value;
+      mode.innerHTML = '';
+      modes.forEach(function (m) {
+        const o = document.createElement('option');
+        o.value = m;
+        o.textContent = m;
+        o.selected = m === current;
+        mode.appendChild(o);
+      });
     }
   }
   if (object) { object.addEventListener('change', showObject); showObject(); }

@@ -12,12 +12,12 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sallyport_config::{App, Model, ObjectKind};
+use sallyport_config::{object_kind, App, FieldKind, Model, OBJECTS};
 use sallyport_destinations::Destination;
 use sallyport_sources::Source;
 use serde_json::{json, Value};
 
-use crate::{api, entities, scheduler, Server};
+use crate::{api, entities, scheduler, ApiError, Server};
 
 const STYLE: &str = include_str!("ui.css");
 const SCRIPT: &str = include_str!("ui.js");
@@ -632,15 +632,7 @@ async fn sync_page(
         .failures(&e.state_key(&name))
         .await
         .unwrap_or_default();
-    let settings = serde_json::to_string_pretty(&json!({
-        "warehouse": s.warehouse, "model": match &s.model { Model::Sql(q) => json!({"sql": q}), Model::Table(t) => json!({"table": t}) },
-        "app": s.app, "object": s.object.name(), "mode": s.mode,
-        "primary_key": s.primary_key, "identifier": s.identifier, "event_type": s.event_type,
-        "event_id": s.event_id, "customer_id": s.customer_id, "anonymous_id": s.anonymous_id,
-        "timestamp": s.timestamp, "event_name": s.event_name, "page_url": s.page_url,
-        "mapping": s.mapping, "schedule": s.schedule,
-    }))
-    .unwrap_or_default();
+    let settings = serde_json::to_string_pretty(&s).unwrap_or_default();
     let mut fails = String::new();
     for f in &failures {
         let _ = write!(
@@ -840,7 +832,7 @@ async fn new_sync_form(
     server: &Arc<Server>,
     csrf: &str,
     q: &HashMap<String, String>,
-    error: Option<String>,
+    error: Option<ApiError>,
 ) -> Html<String> {
     let e = server.engine();
     let get = |k: &str| {
@@ -848,7 +840,12 @@ async fn new_sync_form(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let field_errors = error.as_deref().map(field_errors).unwrap_or_default();
+    // Problems are placed by the setting they concern, as the config's checks name it.
+    let field_errors: HashMap<String, String> = error
+        .as_ref()
+        .map(|e| e.fields.iter().cloned().collect())
+        .unwrap_or_default();
+    let error = error.map(|e| e.message);
     let err = |k: &str| -> String {
         field_errors
             .get(k)
@@ -928,22 +925,69 @@ async fn new_sync_form(
         table.push_str("</tr>");
     }
     table.push_str("</tbody></table>");
-    let object = get("object").unwrap_or_else(|| "person".into());
-    let event_type = get("event_type").unwrap_or_else(|| "track".into());
-    let sel = |k: &str| get(k);
-    let col = |k: &str, label: &str, required: bool| {
-        format!(
-            r#"<label>{label} <select name="{k}" {}>{}</select>{}</label>"#,
-            if required { "required" } else { "" },
-            options(&names, sel(k).as_deref(), !required),
-            err(k)
-        )
-    };
-    let modes: Vec<String> = if object == "event" {
-        vec!["insert".into()]
-    } else {
-        vec!["upsert".into()]
-    };
+    // Each object's settings, rendered from the description its module gives: a new object
+    // needs nothing here.
+    let object = get("object").unwrap_or_else(|| OBJECTS[0].name.to_string());
+    let mut fieldsets = String::new();
+    for kind in OBJECTS {
+        let _ = write!(
+            fieldsets,
+            r#"<fieldset data-object="{}" data-modes="{}"><legend>{}</legend>"#,
+            kind.name,
+            kind.modes.join(" "),
+            esc(kind.label)
+        );
+        for f in kind.fields {
+            let current = if kind.name == object {
+                get(f.name)
+            } else {
+                None
+            };
+            let control = match f.kind {
+                FieldKind::Column => format!(
+                    r#"<select name="{}">{}</select>"#,
+                    f.name,
+                    options(&names, current.as_deref(), true)
+                ),
+                FieldKind::Choice(values) => {
+                    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                    format!(
+                        r#"<select name="{}">{}</select>"#,
+                        f.name,
+                        options(&values, current.as_deref(), false)
+                    )
+                }
+                FieldKind::Text => format!(
+                    r#"<input name="{}" value="{}">"#,
+                    f.name,
+                    esc(current.as_deref().unwrap_or(""))
+                ),
+            };
+            let when = f
+                .when
+                .map(|(k, v)| format!(r#" data-when="{k}={v}""#))
+                .unwrap_or_default();
+            let _ = write!(
+                fieldsets,
+                r#"<label{when} title="{}">{} {control}{}</label>"#,
+                esc(f.help),
+                esc(f.label),
+                if kind.name == object {
+                    err(f.name)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        fieldsets.push_str("</fieldset>");
+    }
+    let object_names: Vec<String> = OBJECTS.iter().map(|o| o.name.to_string()).collect();
+    let modes: Vec<String> = object_kind(&object)
+        .unwrap_or(&OBJECTS[0])
+        .modes
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
     let mut mapping = String::new();
     for n in &names {
         let _ = write!(
@@ -961,11 +1005,7 @@ async fn new_sync_form(
 <label>Name of the sync <input name="name" required pattern="[A-Za-z0-9_-]+" value="{sync_name}">{name_err}</label>
 <label>App <select name="app" required>{apps}</select>{app_err}</label>
 <label>Object <select name="object" data-reload>{objects}</select>{object_err}</label>
-<fieldset data-object="person"><legend>Person</legend>{pk}
-<label>Customer.io matches people by <select name="identifier">{ident}</select>{ident_err}</label></fieldset>
-<fieldset data-object="event"><legend>Event</legend>
-<label>Event type <select name="event_type">{etypes}</select>{etype_err}</label>
-{eid}{cid}{aid}{ts}{ename}{purl}</fieldset>
+{fieldsets}
 <h2>3. Sync mode</h2><label>Mode <select name="mode">{modes}</select>{mode_err}</label>
 <h2>4. Field mapping</h2><p class="hint">Every column is sent under its own name unless you rename or untick it. Columns used above are not sent as attributes.</p>
 <table id="mapping"><thead><tr><th>Column</th><th>Send</th><th>As attribute</th></tr></thead><tbody>{mapping}</tbody></table>
@@ -975,70 +1015,18 @@ async fn new_sync_form(
         w = esc(&wname),
         mk = esc(&model_kind),
         mt = esc(&text),
-        apps = options(&apps, sel("app").as_deref(), false),
-        objects = options(&["person".into(), "event".into()], Some(&object), false),
-        pk = col("primary_key", "Column that identifies the person", false),
-        ident = options(
-            &["id".into(), "email".into()],
-            sel("identifier").as_deref(),
-            false
-        ),
-        etypes = options(
-            &["track".into(), "page_view".into()],
-            Some(&event_type),
-            false
-        ),
-        eid = col("event_id", "Event id column", false),
-        cid = col("customer_id", "Customer id column", false),
-        aid = col("anonymous_id", "Anonymous id column", false),
-        ts = col("timestamp", "Timestamp column", false),
-        ename = col("event_name", "Event name column (track)", false),
-        purl = col("page_url", "Page URL column (page view)", false),
-        modes = options(&modes, None, false),
-        sync_name = esc(sel("name").as_deref().unwrap_or("")),
-        schedule = esc(sel("schedule").as_deref().unwrap_or("")),
+        apps = options(&apps, get("app").as_deref(), false),
+        objects = options(&object_names, Some(&object), false),
+        modes = options(&modes, get("mode").as_deref(), false),
+        sync_name = esc(get("name").as_deref().unwrap_or("")),
+        schedule = esc(get("schedule").as_deref().unwrap_or("")),
         name_err = err("name"),
         app_err = err("app"),
         object_err = err("object"),
-        ident_err = err("identifier"),
-        etype_err = err("event_type"),
         mode_err = err("mode"),
         schedule_err = err("schedule"),
     );
     page("New sync", Some(csrf), &html)
-}
-
-/// The settings field each problem concerns, read from its message (`mode ...`, `` `page_url` ``,
-/// `missing `event_id``, `column `x` ...` of a setting's column): shown next to that field.
-fn field_errors(messages: &str) -> HashMap<String, String> {
-    const FIELDS: &[&str] = &[
-        "name",
-        "warehouse",
-        "app",
-        "object",
-        "mode",
-        "primary_key",
-        "identifier",
-        "event_type",
-        "event_id",
-        "customer_id",
-        "anonymous_id",
-        "timestamp",
-        "event_name",
-        "page_url",
-        "schedule",
-    ];
-    let mut out = HashMap::new();
-    for m in messages.split("; ") {
-        let text = m.split_once("`: ").map(|(_, t)| t).unwrap_or(m);
-        let field = FIELDS
-            .iter()
-            .find(|f| text.starts_with(&format!("{f} ")) || text.contains(&format!("`{f}`")));
-        if let Some(f) = field {
-            out.entry(f.to_string()).or_insert_with(|| text.to_string());
-        }
-    }
-    out
 }
 
 async fn new_sync_submit(
@@ -1055,8 +1043,8 @@ async fn new_sync_submit(
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    let object = get("object").unwrap_or_else(|| "person".into());
-    let is_event = object == ObjectKind::Event.name();
+    let object = get("object").unwrap_or_else(|| OBJECTS[0].name.to_string());
+    let kind = object_kind(&object).unwrap_or(&OBJECTS[0]);
     let model = if get("model_kind").as_deref() == Some("sql") {
         json!({"sql": get("model")})
     } else {
@@ -1068,28 +1056,18 @@ async fn new_sync_submit(
         "model": model,
         "app": get("app"),
         "object": object,
-        "mode": get("mode").unwrap_or_else(|| if is_event { "insert".into() } else { "upsert".into() }),
+        "mode": get("mode").unwrap_or_else(|| kind.modes[0].to_string()),
     });
-    let settings: &[&str] = if is_event {
-        &[
-            "event_type",
-            "event_id",
-            "customer_id",
-            "anonymous_id",
-            "timestamp",
-        ]
-    } else {
-        &["primary_key", "identifier"]
-    };
-    for k in settings {
-        if let Some(v) = get(k) {
-            sync[*k] = json!(v);
+    // The chosen object's settings, as its module describes them; one shown only for another
+    // value of a setting (`event_name` for track events) is left out otherwise.
+    for f in kind.fields {
+        if let Some((k, v)) = f.when {
+            if get(k).as_deref() != Some(v) {
+                continue;
+            }
         }
-    }
-    if is_event {
-        match get("event_type").as_deref() {
-            Some("page_view") => sync["page_url"] = json!(get("page_url")),
-            _ => sync["event_name"] = json!(get("event_name")),
+        if let Some(v) = get(f.name) {
+            sync[f.name] = json!(v);
         }
     }
     // Mapping: every column offered; unticked ones excluded, renamed ones renamed.
@@ -1105,10 +1083,11 @@ async fn new_sync_submit(
             }
         }
     }
-    let used: Vec<String> = settings
+    let used: Vec<String> = kind
+        .fields
         .iter()
-        .chain(["event_name", "page_url"].iter())
-        .filter_map(|k| sync.get(*k).and_then(Value::as_str).map(str::to_string))
+        .filter(|f| f.kind == FieldKind::Column)
+        .filter_map(|f| sync.get(f.name).and_then(Value::as_str).map(str::to_string))
         .collect();
     exclude.retain(|c| !used.iter().any(|u| Some(u.as_str()) == c.as_str()));
     sync["mapping"] = json!({"auto": true, "fields": fields, "exclude": exclude});
@@ -1127,7 +1106,7 @@ async fn new_sync_submit(
         .into_response(),
         Err(e) => {
             let q: HashMap<String, String> = form.clone();
-            let mut resp = new_sync_form(&server, &csrf, &q, Some(e.message))
+            let mut resp = new_sync_form(&server, &csrf, &q, Some(e))
                 .await
                 .into_response();
             *resp.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;

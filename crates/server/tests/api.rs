@@ -615,3 +615,45 @@ fn the_openapi_document_validates() {
     broken["paths"]["/healthz"]["get"]["responses"] = serde_json::json!("none");
     assert!(!validator.is_valid(&broken));
 }
+
+#[test]
+fn the_sync_schema_is_drawn_from_each_objects_settings() {
+    let schema = sallyport_server::openapi::sync_schema();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let person = serde_json::json!({
+        "name": "p", "warehouse": "w", "model": {"table": "users"}, "app": "a",
+        "object": "person", "mode": "upsert", "primary_key": "user_id", "identifier": "email",
+    });
+    assert!(validator.is_valid(&person));
+    let event = serde_json::json!({
+        "warehouse": "w", "model": {"table": "ev"}, "app": "a", "object": "event",
+        "mode": "insert", "event_type": "track", "event_id": "id", "event_name": "name",
+    });
+    assert!(validator.is_valid(&event));
+    // A setting of another object, an unknown mode, a choice outside its values: refused.
+    let mut wrong = person.clone();
+    wrong["event_id"] = "id".into();
+    assert!(!validator.is_valid(&wrong));
+    let mut wrong = person.clone();
+    wrong["mode"] = "insert".into();
+    assert!(!validator.is_valid(&wrong));
+    let mut wrong = person;
+    wrong["identifier"] = "phone".into();
+    assert!(!validator.is_valid(&wrong));
+    for kind in sallyport_config::OBJECTS {
+        let alt = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["properties"]["object"]["const"] == kind.name)
+            .unwrap_or_else(|| panic!("no alternative for {}", kind.name));
+        for f in kind.fields {
+            assert!(
+                alt["properties"].get(f.name).is_some(),
+                "{} {}",
+                kind.name,
+                f.name
+            );
+        }
+    }
+}

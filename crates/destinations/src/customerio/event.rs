@@ -3,14 +3,172 @@
 //! `POST /api/v1/events`. Each carries a ULID derived from the sync and the event id, so that a
 //! re-send is deduplicated by Customer.io.
 
-use sallyport_config::Sync;
+use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{parse_datetime, Column, Row};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::{limits, JsonBuf};
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
 use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+
+/// `object: event`: a row is an event, sent once: a Track Event or a Track Page View.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `insert`: the only mode an event supports.
+    pub mode: String,
+    /// `track` or `page_view`.
+    pub event_type: Option<String>,
+    /// The column uniquely identifying the event.
+    pub event_id: Option<String>,
+    /// The column with the person's Customer.io id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// The column with an anonymous id, used when there is no customer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    /// The column with the time of the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Track event: the column with the event's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// Page view: the column with the page URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_url: Option<String>,
+}
+
+/// The settings of an event sync, as forms and the API describe them.
+pub const FIELDS: &[Field] = &[
+    Field {
+        name: "event_type",
+        label: "Event type",
+        kind: FieldKind::Choice(&["track", "page_view"]),
+        required: true,
+        when: None,
+        help: "`track` (Track Event) or `page_view` (Track Page View)",
+    },
+    Field {
+        name: "event_id",
+        label: "Event id column",
+        kind: FieldKind::Column,
+        required: true,
+        when: None,
+        help: "the column uniquely identifying the event",
+    },
+    Field {
+        name: "customer_id",
+        label: "Customer id column",
+        kind: FieldKind::Column,
+        required: false,
+        when: None,
+        help: "the column with the person's Customer.io id",
+    },
+    Field {
+        name: "anonymous_id",
+        label: "Anonymous id column",
+        kind: FieldKind::Column,
+        required: false,
+        when: None,
+        help: "the column with an anonymous id, used when a row has no customer id",
+    },
+    Field {
+        name: "timestamp",
+        label: "Timestamp column",
+        kind: FieldKind::Column,
+        required: false,
+        when: None,
+        help: "the column with the time of the event",
+    },
+    Field {
+        name: "event_name",
+        label: "Event name column (track)",
+        kind: FieldKind::Column,
+        required: true,
+        when: Some(("event_type", "track")),
+        help: "track events: the column with the event's name",
+    },
+    Field {
+        name: "page_url",
+        label: "Page URL column (page view)",
+        kind: FieldKind::Column,
+        required: true,
+        when: Some(("event_type", "page_view")),
+        help: "page views: the column with the page URL",
+    },
+];
+
+/// The modes an event supports.
+pub const MODES: &[&str] = &["insert"];
+
+impl Settings {
+    /// What is wrong with the settings on their own (before the model is known).
+    pub fn validate(&self) -> Vec<SettingProblem> {
+        let mut p = Vec::new();
+        if self.event_id.is_none() {
+            p.push(SettingProblem::new(
+                &["event_id"],
+                "missing `event_id`: the column uniquely identifying the event",
+            ));
+        }
+        match self.event_type.as_deref() {
+            None => p.push(SettingProblem::new(
+                &["event_type"],
+                "missing `event_type`: track or page_view",
+            )),
+            Some("track") => {
+                if self.event_name.is_none() {
+                    p.push(SettingProblem::new(
+                        &["event_name"],
+                        "a track event needs `event_name`: the column with the event's name",
+                    ));
+                }
+                if self.page_url.is_some() {
+                    p.push(SettingProblem::new(
+                        &["page_url"],
+                        "`page_url` belongs to page_view events, not to track events",
+                    ));
+                }
+            }
+            Some("page_view") => {
+                if self.page_url.is_none() {
+                    p.push(SettingProblem::new(
+                        &["page_url"],
+                        "a page_view event needs `page_url`: the column with the page URL",
+                    ));
+                }
+                if self.event_name.is_some() {
+                    p.push(SettingProblem::new(
+                        &["event_name"],
+                        "`event_name` belongs to track events, not to page_view events",
+                    ));
+                }
+            }
+            Some(other) => p.push(SettingProblem::new(
+                &["event_type"],
+                format!("event_type must be `track` or `page_view`, not `{other}`"),
+            )),
+        }
+        p
+    }
+
+    /// The columns these settings use (not sent as attributes).
+    pub fn columns(&self) -> Vec<&str> {
+        [
+            &self.event_id,
+            &self.customer_id,
+            &self.anonymous_id,
+            &self.timestamp,
+            &self.event_name,
+            &self.page_url,
+        ]
+        .into_iter()
+        .filter_map(|c| c.as_deref())
+        .collect()
+    }
+}
 
 /// Timestamps at or above this are milliseconds (in seconds, the year 5138).
 const MILLISECONDS_FROM: f64 = 100_000_000_000.0;
@@ -35,7 +193,8 @@ pub struct EventMapper {
 impl EventMapper {
     pub fn new(
         sync_name: &str,
-        sync: &Sync,
+        sync: &Settings,
+        mapping: &Mapping,
         columns: &[Column],
     ) -> Result<Self, Vec<SettingProblem>> {
         let mut problems = Vec::new();
@@ -66,7 +225,7 @@ impl EventMapper {
             .iter()
             .filter_map(|c| c.as_ref().map(|(i, _)| *i))
             .collect();
-        let fields = resolve(&sync.mapping, columns, &used);
+        let fields = resolve(mapping, columns, &used);
         match (key, name, fields) {
             (Some(key), Some(name), Ok(fields)) if problems.is_empty() => Ok(Self {
                 sync: sync_name.to_string(),

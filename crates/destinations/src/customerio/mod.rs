@@ -1,17 +1,21 @@
 //! Customer.io, through its Track API: people are identified (upserted) and events tracked
 //! through `POST /api/v2/batch`; anonymous events through `POST /api/v1/events`.
 
-mod event;
-mod person;
+pub mod event;
+pub mod person;
+mod settings;
 
 use base64::Engine;
 use reqwest::StatusCode;
-use sallyport_config::{CustomerIo as Settings, ObjectKind, Region, Sync};
+use sallyport_core::Mapping;
 use sallyport_sources::Column;
 use serde::Deserialize;
 
 use crate::delivery::{SendError, Sender};
-use crate::{DestinationError, ObjectMapper, Op, OpResults, Route, SettingProblem};
+use crate::{DestinationError, ObjectMapper, ObjectSettings, Op, OpResults, Route, SettingProblem};
+
+use settings::CustomerIo as Settings;
+pub use settings::{CustomerIo, Region};
 
 pub use event::{dedup_id, is_ulid, timestamp_seconds, EventMapper};
 pub use person::PersonMapper;
@@ -35,7 +39,7 @@ pub mod limits {
 pub const BATCH_OVERHEAD: (usize, usize) = (12, 1);
 
 /// A Customer.io workspace.
-pub struct CustomerIo {
+pub struct Workspace {
     name: String,
     base: String,
     region: Region,
@@ -50,7 +54,7 @@ struct RegionAnswer {
     region: String,
 }
 
-impl CustomerIo {
+impl Workspace {
     /// A workspace whose requests share `pace` with every other sender to it.
     pub fn new(name: &str, s: &Settings, pace: std::sync::Arc<crate::delivery::Pace>) -> Self {
         let (base, pinned) = match (&s.track_url, s.region) {
@@ -267,15 +271,17 @@ fn read_answer(status: StatusCode, body: &[u8], n: usize) -> OpResults {
     vec![Err(message); n]
 }
 
-/// The mapper for a sync's object, checked against the model's columns.
+/// The mapper for a sync's object, checked against the model's columns. `sync_id` keys what
+/// must stay the same across renames (event dedup ids).
 pub fn mapper(
-    sync_name: &str,
-    sync: &Sync,
+    sync_id: &str,
+    object: &ObjectSettings,
+    mapping: &Mapping,
     columns: &[Column],
 ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
-    match sync.object {
-        ObjectKind::Person => Ok(Box::new(PersonMapper::new(sync, columns)?)),
-        ObjectKind::Event => Ok(Box::new(EventMapper::new(sync_name, sync, columns)?)),
+    match object {
+        ObjectSettings::Person(s) => Ok(Box::new(PersonMapper::new(s, mapping, columns)?)),
+        ObjectSettings::Event(s) => Ok(Box::new(EventMapper::new(sync_id, s, mapping, columns)?)),
     }
 }
 

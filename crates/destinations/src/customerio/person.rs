@@ -1,13 +1,77 @@
 //! Person (UPSERT): a row becomes a v2 `identify` op keyed by `id` or `email`.
 
-use sallyport_config::Sync;
+use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, FingerprintSpec, Row};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{limits, JsonBuf};
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
 use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+
+/// `object: person`: a row is a person, upserted (identified) by `id` or `email`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `upsert`: the only mode a person supports.
+    pub mode: String,
+    /// The column that uniquely identifies the person.
+    pub primary_key: Option<String>,
+    /// How Customer.io matches the person: `id` (default) or `email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+}
+
+/// The settings of a person sync, as forms and the API describe them.
+pub const FIELDS: &[Field] = &[
+    Field {
+        name: "primary_key",
+        label: "Column that identifies the person",
+        kind: FieldKind::Column,
+        required: true,
+        when: None,
+        help: "the column that uniquely identifies the person",
+    },
+    Field {
+        name: "identifier",
+        label: "Customer.io matches people by",
+        kind: FieldKind::Choice(&["id", "email"]),
+        required: false,
+        when: None,
+        help: "`id` or `email`: how Customer.io matches the person",
+    },
+];
+
+/// The modes a person supports.
+pub const MODES: &[&str] = &["upsert"];
+
+impl Settings {
+    /// What is wrong with the settings on their own (before the model is known).
+    pub fn validate(&self) -> Vec<SettingProblem> {
+        let mut problems = Vec::new();
+        if self.primary_key.is_none() {
+            problems.push(SettingProblem::new(
+                &["primary_key"],
+                "missing `primary_key`: the column that uniquely identifies the person",
+            ));
+        }
+        if let Some(i) = &self.identifier {
+            if i != "id" && i != "email" {
+                problems.push(SettingProblem::new(
+                    &["identifier"],
+                    format!("identifier must be `id` or `email`, not `{i}`"),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The columns these settings use (not sent as attributes).
+    pub fn columns(&self) -> Vec<&str> {
+        self.primary_key.iter().map(String::as_str).collect()
+    }
+}
 
 pub struct PersonMapper {
     key_column: String,
@@ -17,8 +81,12 @@ pub struct PersonMapper {
 }
 
 impl PersonMapper {
-    pub fn new(sync: &Sync, columns: &[Column]) -> Result<Self, Vec<SettingProblem>> {
-        let key_column = sync.primary_key.clone().unwrap_or_default();
+    pub fn new(
+        settings: &Settings,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Self, Vec<SettingProblem>> {
+        let key_column = settings.primary_key.clone().unwrap_or_default();
         let mut problems = Vec::new();
         let key = match find_column(columns, &key_column, &["primary_key"]) {
             Ok(i) => Some(i),
@@ -28,7 +96,7 @@ impl PersonMapper {
             }
         };
         let used: Vec<usize> = key.into_iter().collect();
-        let fields = match resolve(&sync.mapping, columns, &used) {
+        let fields = match resolve(mapping, columns, &used) {
             Ok(f) => Some(f),
             Err(p) => {
                 problems.extend(p);
@@ -38,7 +106,7 @@ impl PersonMapper {
         match fields {
             Some(fields) if problems.is_empty() => Ok(Self {
                 key_column,
-                by_email: sync.identifier.as_deref() == Some("email"),
+                by_email: settings.identifier.as_deref() == Some("email"),
                 fields,
                 columns: columns.iter().map(|c| c.name.clone()).collect(),
             }),
