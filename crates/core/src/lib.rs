@@ -181,6 +181,8 @@ pub enum FieldKind {
     Choice(&'static [&'static str]),
     /// Free text.
     Text,
+    /// A secret (a key, a password, a URL that may carry one): never shown once saved.
+    Secret,
 }
 
 /// Durations (`500ms`, `30s`, `15m`, `2h`, `1d`) and sizes (`450KB`) in settings.

@@ -14,12 +14,25 @@ pub const WAREHOUSE: &str = "warehouse";
 pub const APP: &str = "app";
 pub const SYNC: &str = "sync";
 
-/// The fields of an entity that are secrets.
-pub fn secret_fields(kind: &str) -> &'static [&'static str] {
+/// The fields of an entity that are secrets, as its module describes them (`body` says which
+/// kind of warehouse or app it is).
+pub fn secret_fields(kind: &str, body: &Value) -> Vec<&'static str> {
+    let of_type = body.get("type").and_then(Value::as_str).unwrap_or_default();
     match kind {
-        WAREHOUSE => &["url"],
-        APP => &["site_id", "api_key"],
-        _ => &[],
+        WAREHOUSE => sallyport_sources::warehouse_kind(of_type)
+            .map(|w| {
+                w.fields
+                    .iter()
+                    .filter(|f| f.kind == sallyport_config::FieldKind::Secret)
+                    .map(|f| f.name)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        APP => match of_type {
+            "customerio" => sallyport_config::CustomerIo::SECRETS.to_vec(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -35,10 +48,10 @@ pub fn check(kind: &str, body: &Value) -> Result<(), String> {
 
 /// The body with its secrets encrypted, for storing.
 pub fn seal(kind: &str, mut body: Value, vault: &Vault) -> Value {
-    for f in secret_fields(kind) {
-        if let Some(Value::String(plain)) = body.get(*f) {
+    for f in secret_fields(kind, &body) {
+        if let Some(Value::String(plain)) = body.get(f) {
             let sealed = vault.encrypt(plain);
-            body[*f] = Value::String(sealed);
+            body[f] = Value::String(sealed);
         }
     }
     body
@@ -46,10 +59,10 @@ pub fn seal(kind: &str, mut body: Value, vault: &Vault) -> Value {
 
 /// The stored body with its secrets decrypted.
 pub fn open(kind: &str, mut body: Value, vault: &Vault) -> Result<Value, String> {
-    for f in secret_fields(kind) {
-        if let Some(Value::String(sealed)) = body.get(*f) {
+    for f in secret_fields(kind, &body) {
+        if let Some(Value::String(sealed)) = body.get(f) {
             let plain = vault.decrypt(sealed)?;
-            body[*f] = Value::String(plain);
+            body[f] = Value::String(plain);
         }
     }
     Ok(body)
@@ -186,14 +199,15 @@ pub fn valid_name(name: &str) -> bool {
 /// Keeps the stored secrets of an entity where an update leaves them out (the UI never shows a
 /// saved secret, so it cannot send it back).
 pub fn keep_secrets(kind: &str, update: &mut Value, stored: &Value) {
+    let secrets = secret_fields(kind, stored);
     let (Value::Object(u), Value::Object(old)) = (update, stored) else {
         return;
     };
-    for f in secret_fields(kind) {
-        let missing = matches!(u.get(*f), None | Some(Value::Null))
-            || u.get(*f).and_then(Value::as_str).is_some_and(str::is_empty);
+    for f in secrets {
+        let missing = matches!(u.get(f), None | Some(Value::Null))
+            || u.get(f).and_then(Value::as_str).is_some_and(str::is_empty);
         if missing {
-            if let Some(v) = old.get(*f) {
+            if let Some(v) = old.get(f) {
                 u.insert(f.to_string(), v.clone());
             }
         }
@@ -203,8 +217,8 @@ pub fn keep_secrets(kind: &str, update: &mut Value, stored: &Value) {
 /// A JSON object of the non-secret fields: secrets are never shown again once saved.
 pub fn public(kind: &str, body: &Value) -> Map<String, Value> {
     let mut m = body.as_object().cloned().unwrap_or_default();
-    for f in secret_fields(kind) {
-        m.remove(*f);
+    for f in secret_fields(kind, body) {
+        m.remove(f);
     }
     m
 }

@@ -46,6 +46,17 @@
   }
   if (object) { object.addEventListener('change', showObject); showObject(); }
 
+  // A new warehouse: only the chosen kind's settings are shown and sent.
+  const kind = document.querySelector('#new-warehouse select[name="type"]');
+  function showKind() {
+    document.querySelectorAll('#new-warehouse fieldset[data-type]').forEach(function (f) {
+      const chosen = f.dataset.type === kind.value;
+      f.hidden = !chosen;
+      f.disabled = !chosen;
+    });
+  }
+  if (kind) { kind.addEventListener('change', showKind); showKind(); }
+
   const state = document.querySelector('[data-live]');
   if (state) {
     setInterval(async function () {

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sallyport_config::{object_kind, App, FieldKind, Model, OBJECTS};
 use sallyport_destinations::Destination;
-use sallyport_sources::Source;
+use sallyport_sources::{Source, WAREHOUSES};
 use serde_json::{json, Value};
 
 use crate::{api, entities, scheduler, ApiError, Server};
@@ -435,14 +435,31 @@ async fn warehouses_body(
         );
     }
     let msg = message.map(|(k, m)| banner(k, &m)).unwrap_or_default();
+    // Each kind's settings, drawn from what its module describes.
+    let kinds: String = WAREHOUSES
+        .iter()
+        .map(|w| format!(r#"<option value="{}">{}</option>"#, w.name, esc(w.label)))
+        .collect();
+    let mut fieldsets = String::new();
+    for w in WAREHOUSES {
+        let _ = write!(fieldsets, r#"<fieldset data-type="{}">"#, w.name);
+        for f in w.fields {
+            let _ = write!(
+                fieldsets,
+                "<label>{} {}</label>",
+                esc(f.label),
+                field_control(f, None, &[])
+            );
+        }
+        fieldsets.push_str("</fieldset>");
+    }
     format!(
         r#"{msg}<table><thead><tr><th>Name</th><th>Kind</th><th>Where</th><th></th></tr></thead><tbody>{rows}</tbody></table>
 <h2>New warehouse</h2>
 <form method="post" action="/warehouses" class="card" id="new-warehouse">{}
 <label>Name <input name="name" required pattern="[A-Za-z0-9_-]+"></label>
-<label>Kind <select name="type"><option value="postgres">PostgreSQL</option><option value="sqlite">SQLite</option></select></label>
-<label>PostgreSQL URL <input name="url" type="password" placeholder="postgres://user:password@host:5432/db" autocomplete="off"></label>
-<label>SQLite file <input name="path" placeholder="warehouse.db"></label>
+<label>Kind <select name="type">{kinds}</select></label>
+{fieldsets}
 <p class="actions"><button>Save and test</button></p></form>"#,
         hidden_csrf(csrf)
     )
@@ -482,11 +499,16 @@ async fn warehouse_create(
         .unwrap_or_default()
         .trim()
         .to_string();
-    let body = if form.get("type").map(String::as_str) == Some("sqlite") {
-        json!({"name": name, "type": "sqlite", "path": form.get("path").cloned().unwrap_or_default()})
-    } else {
-        json!({"name": name, "type": "postgres", "url": form.get("url").cloned().unwrap_or_default()})
-    };
+    let kind = form
+        .get("type")
+        .and_then(|t| sallyport_sources::warehouse_kind(t))
+        .unwrap_or(&WAREHOUSES[0]);
+    let mut body = json!({"name": name, "type": kind.name});
+    for f in kind.fields {
+        if let Some(v) = form.get(f.name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            body[f.name] = json!(v);
+        }
+    }
     let message = match api::store(&server, entities::WAREHOUSE, None, body, true).await {
         Ok(_) => {
             let (k, m) = test_warehouse_named(&server, &name).await;
@@ -797,6 +819,37 @@ async fn sync_preview(
 
 // ---- New sync, in the order of the work: model, then object and its settings, mapping, schedule.
 
+/// The form control of a setting, as its module describes it: a column of the model, a choice,
+/// text or a secret.
+fn field_control(f: &sallyport_config::Field, current: Option<&str>, columns: &[String]) -> String {
+    match f.kind {
+        FieldKind::Column => format!(
+            r#"<select name="{}">{}</select>"#,
+            f.name,
+            options(columns, current, true)
+        ),
+        FieldKind::Choice(values) => {
+            let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            format!(
+                r#"<select name="{}">{}</select>"#,
+                f.name,
+                options(&values, current, false)
+            )
+        }
+        FieldKind::Text => format!(
+            r#"<input name="{}" value="{}" placeholder="{}">"#,
+            f.name,
+            esc(current.unwrap_or("")),
+            esc(f.help)
+        ),
+        FieldKind::Secret => format!(
+            r#"<input name="{}" type="password" autocomplete="off" placeholder="{}">"#,
+            f.name,
+            esc(f.help)
+        ),
+    }
+}
+
 fn options(values: &[String], selected: Option<&str>, blank: bool) -> String {
     let mut out = String::new();
     if blank {
@@ -943,26 +996,7 @@ async fn new_sync_form(
             } else {
                 None
             };
-            let control = match f.kind {
-                FieldKind::Column => format!(
-                    r#"<select name="{}">{}</select>"#,
-                    f.name,
-                    options(&names, current.as_deref(), true)
-                ),
-                FieldKind::Choice(values) => {
-                    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-                    format!(
-                        r#"<select name="{}">{}</select>"#,
-                        f.name,
-                        options(&values, current.as_deref(), false)
-                    )
-                }
-                FieldKind::Text => format!(
-                    r#"<input name="{}" value="{}">"#,
-                    f.name,
-                    esc(current.as_deref().unwrap_or(""))
-                ),
-            };
+            let control = field_control(f, current.as_deref(), &names);
             let when = f
                 .when
                 .map(|(k, v)| format!(r#" data-when="{k}={v}""#))

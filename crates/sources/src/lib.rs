@@ -24,6 +24,35 @@ pub enum WarehouseSettings {
     Sqlite(sqlite::Settings),
 }
 
+/// A kind of warehouse as forms and the API describe it.
+#[derive(Debug)]
+pub struct WarehouseKind {
+    /// The `type:` value.
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Its settings, besides `type`.
+    pub fields: &'static [sallyport_core::Field],
+}
+
+/// Every kind of warehouse, in the order forms offer them.
+pub const WAREHOUSES: &[WarehouseKind] = &[
+    WarehouseKind {
+        name: "postgres",
+        label: "PostgreSQL",
+        fields: postgres::FIELDS,
+    },
+    WarehouseKind {
+        name: "sqlite",
+        label: "SQLite",
+        fields: sqlite::FIELDS,
+    },
+];
+
+/// The kind of warehouse of that `type:` value.
+pub fn warehouse_kind(name: &str) -> Option<&'static WarehouseKind> {
+    WAREHOUSES.iter().find(|w| w.name == name)
+}
+
 /// Calls `$e` with `$s` bound to the settings of whichever warehouse `$self` is.
 macro_rules! each_settings {
     ($self:expr, $s:ident => $e:expr) => {

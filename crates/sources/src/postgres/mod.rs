@@ -13,7 +13,7 @@ use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
 use tokio_postgres::{Client, NoTls};
 use xxhash_rust::xxh3::Xxh3;
 
-pub use settings::Settings;
+pub use settings::{Settings, FIELDS};
 
 use crate::{
     decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,

@@ -1,6 +1,6 @@
 //! `type: postgres`: what a PostgreSQL warehouse is configured with.
 
-use sallyport_core::{Resolve, Secret};
+use sallyport_core::{Field, FieldKind, Resolve, Secret};
 use serde::{Deserialize, Serialize};
 
 /// A PostgreSQL database.
@@ -11,6 +11,16 @@ pub struct Settings {
     /// password, so it is a secret.
     pub url: Secret,
 }
+
+/// The settings of a PostgreSQL warehouse, as forms and the API describe them.
+pub const FIELDS: &[Field] = &[Field {
+    name: "url",
+    label: "PostgreSQL URL",
+    kind: FieldKind::Secret,
+    required: true,
+    when: None,
+    help: "postgres://user:password@host:5432/db",
+}];
 
 impl crate::Settings for Settings {
     fn kind(&self) -> &'static str {

@@ -11,7 +11,7 @@ use sallyport_core::Model;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-pub use settings::Settings;
+pub use settings::{Settings, FIELDS};
 
 use crate::{
     parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,

@@ -1,6 +1,6 @@
 //! `type: sqlite`: what an SQLite warehouse is configured with.
 
-use sallyport_core::Resolve;
+use sallyport_core::{Field, FieldKind, Resolve};
 use serde::{Deserialize, Serialize};
 
 /// An SQLite file.
@@ -10,6 +10,16 @@ pub struct Settings {
     /// The file; a relative path is taken from the config file's folder.
     pub path: String,
 }
+
+/// The settings of an SQLite warehouse, as forms and the API describe them.
+pub const FIELDS: &[Field] = &[Field {
+    name: "path",
+    label: "SQLite file",
+    kind: FieldKind::Text,
+    required: true,
+    when: None,
+    help: "warehouse.db",
+}];
 
 impl crate::Settings for Settings {
     fn kind(&self) -> &'static str {
