@@ -91,53 +91,43 @@ fn csrf_of(server: &Server, headers: &HeaderMap) -> Option<String> {
         .cloned()
 }
 
+/// The largest form a page posts.
+const FORM_LIMIT: usize = 1 << 20;
+
+/// Every page needs a session; every state-changing request (anything but GET and HEAD) also
+/// needs the session's CSRF token, in the `x-csrf-token` header (set by the page's script) or
+/// in the form's `csrf` field. Checked here once, for every route, so that no handler can
+/// forget it.
 async fn session(State(server): State<Arc<Server>>, req: Request, next: Next) -> Response {
     let Some(csrf) = csrf_of(&server, req.headers()) else {
         return Redirect::to("/login").into_response();
     };
-    if req.method() == axum::http::Method::POST {
-        // Forms carry the token in a header set by the page's script or in a hidden field;
-        // the field is checked by each form handler, the header here.
-        let header_ok = req
-            .headers()
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == csrf);
-        let is_form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if !header_ok && !is_form {
-            return (StatusCode::FORBIDDEN, "missing CSRF token").into_response();
-        }
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
     }
-    next.run(req).await
-}
-
-fn check_csrf(
-    server: &Server,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<(), Box<Response>> {
-    let expected = csrf_of(server, headers);
-    let given = form.get("csrf").cloned().or_else(|| {
-        headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
-    if expected.is_some() && expected == given {
-        Ok(())
-    } else {
-        Err(Box::new(
-            (
-                StatusCode::FORBIDDEN,
-                "the form is stale or forged: reload the page",
-            )
-                .into_response(),
-        ))
+    let (parts, body) = req.into_parts();
+    let header = parts
+        .headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "the form is too large").into_response(),
+    };
+    let field = form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned());
+    let given = header.or(field);
+    if !given.is_some_and(|g| crate::constant_time_eq(g.as_bytes(), csrf.as_bytes())) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form is stale or forged: reload the page",
+        )
+            .into_response();
     }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Random hex from the system's source; without one there is no safe session, so it panics.
@@ -231,14 +221,7 @@ async fn login(State(server): State<Arc<Server>>, Form(form): FormData) -> Respo
         .into_response()
 }
 
-async fn logout(
-    State(server): State<Arc<Server>>,
-    headers: HeaderMap,
-    Form(form): FormData,
-) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
+async fn logout(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     if let Some(sid) = session_id(&headers) {
         server.sessions.lock().expect("sessions lock").remove(&sid);
     }
@@ -329,9 +312,6 @@ async fn app_create(
     headers: HeaderMap,
     Form(form): FormData,
 ) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let message = match api::store(
         &server,
@@ -361,14 +341,7 @@ async fn app_create(
 
 /// Tests credentials typed into the form, before they are saved: answers JSON for the page's
 /// script, and never echoes the key.
-async fn app_test_unsaved(
-    State(server): State<Arc<Server>>,
-    headers: HeaderMap,
-    Form(form): FormData,
-) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
+async fn app_test_unsaved(Form(form): FormData) -> Response {
     let mut body = app_json_from_form(&form);
     if let Some(m) = body.as_object_mut() {
         m.remove("name");
@@ -389,11 +362,7 @@ async fn app_test(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): FormData,
 ) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let message = match server.engine().config.apps.get(&name).cloned() {
         None => ("error", format!("no app named `{name}`")),
@@ -489,9 +458,6 @@ async fn warehouse_create(
     headers: HeaderMap,
     Form(form): FormData,
 ) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let name = form
         .get("name")
@@ -528,11 +494,7 @@ async fn warehouse_test(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): FormData,
 ) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let message = test_warehouse_named(&server, &name).await;
     page(
@@ -717,13 +679,9 @@ async fn sync_live(State(server): State<Arc<Server>>, Path(name): Path<String>) 
 async fn sync_action(
     server: &Arc<Server>,
     headers: &HeaderMap,
-    form: &HashMap<String, String>,
     name: &str,
     action: &str,
 ) -> Response {
-    if let Err(r) = check_csrf(server, headers, form) {
-        return *r;
-    }
     let e = server.engine();
     if !e.config.syncs.contains_key(name) {
         let csrf = csrf_of(server, headers).unwrap_or_default();
@@ -775,12 +733,11 @@ async fn sync_action_route(
     State(s): State<Arc<Server>>,
     h: HeaderMap,
     Path((name, action)): Path<(String, String)>,
-    Form(f): FormData,
 ) -> Response {
     if !matches!(action.as_str(), "run" | "pause" | "resume") {
         return (StatusCode::NOT_FOUND, "no such action").into_response();
     }
-    sync_action(&s, &h, &f, &name, &action).await
+    sync_action(&s, &h, &name, &action).await
 }
 
 async fn sync_preview(
@@ -1068,9 +1025,6 @@ async fn new_sync_submit(
     headers: HeaderMap,
     Form(form): FormData,
 ) -> Response {
-    if let Err(r) = check_csrf(&server, &headers, &form) {
-        return *r;
-    }
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let get = |k: &str| {
         form.get(k)

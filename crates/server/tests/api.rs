@@ -582,6 +582,27 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
     assert!(s.json(&r, "get", "/api/v1/syncs").await["syncs"][0]["paused"] == false);
+    // Every state-changing page refuses a form without the token: one check for all routes.
+    for path in [
+        "/apps",
+        "/apps/test",
+        "/apps/cio/test",
+        "/warehouses",
+        "/warehouses/pg/test",
+        "/syncs/new",
+        "/syncs/people/run",
+        "/syncs/people/resume",
+        "/logout",
+    ] {
+        let resp = http
+            .post(format!("{}{path}", r.base))
+            .header("cookie", &session)
+            .form(&[("name", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "POST {path} without the token");
+    }
     let ok = http
         .post(format!("{}/syncs/people/pause", r.base))
         .header("cookie", &session)
