@@ -1,0 +1,275 @@
+//! The Syncs pages: the list, a sync's page with its history and failed rows, live updates, run / pause / resume, preview.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::*;
+use crate::{scheduler, Server};
+
+pub(super) async fn syncs_page(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+) -> Html<String> {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    let e = server.engine();
+    let paused = e.state.paused().await.unwrap_or_default();
+    let mut rows = String::new();
+    for (name, s) in &e.config.syncs {
+        let last = e
+            .state
+            .runs(Some(name), 1)
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next());
+        let running = server
+            .running
+            .lock()
+            .expect("running lock")
+            .contains_key(name);
+        let state = if running {
+            "running"
+        } else if paused.contains(name) {
+            "paused"
+        } else {
+            "idle"
+        };
+        let _ = write!(
+            rows,
+            r#"<tr><td><a href="/syncs/{0}">{0}</a></td><td>{1} → {2} {3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>"#,
+            esc(name),
+            esc(&s.warehouse),
+            esc(&s.app),
+            s.object.name(),
+            state,
+            last.map(|r| format!(
+                "{} ({} sent, {} failed)",
+                r.status, r.rows_sent, r.rows_failed
+            ))
+            .unwrap_or_else(|| "never run".into()),
+            scheduler::next_run(&server, name)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "manual".into()),
+        );
+    }
+    page(
+        "Syncs",
+        Some(&csrf),
+        &format!(
+            r#"<p><a class="button" href="/syncs/new">New sync</a></p>
+<table><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Last run</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table>"#
+        ),
+    )
+}
+
+pub(super) fn runs_table(runs: &[sallyport_state::RunRecord]) -> String {
+    let mut rows = String::new();
+    for r in runs {
+        let took = r
+            .finished_at
+            .map(|f| format!("{:.1}s", (f - r.started_at) as f64 / 1000.0))
+            .unwrap_or_else(|| "…".into());
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{took}</td><td class=\"status-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r.id,
+            time(Some(r.started_at)),
+            esc(&r.status),
+            esc(&r.status),
+            r.rows_read,
+            r.rows_new,
+            r.rows_changed,
+            r.rows_sent,
+            r.rows_failed
+        );
+    }
+    format!(
+        r#"<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Duration</th><th>Status</th><th>Read</th><th>New</th><th>Changed</th><th>Sent</th><th>Failed</th></tr></thead><tbody>{rows}</tbody></table>"#
+    )
+}
+
+pub(super) async fn sync_page(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    let e = server.engine();
+    let Some(s) = e.config.syncs.get(&name).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            page(
+                "Not found",
+                Some(&csrf),
+                &banner("error", &format!("no sync named `{name}`")),
+            ),
+        )
+            .into_response();
+    };
+    let paused = e.state.paused().await.unwrap_or_default().contains(&name);
+    let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
+    let failures = e
+        .state
+        .failures(&e.state_key(&name))
+        .await
+        .unwrap_or_default();
+    let settings = serde_json::to_string_pretty(&s).unwrap_or_default();
+    let mut fails = String::new();
+    for f in &failures {
+        let _ = write!(
+            fails,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.key),
+            esc(&f.reason),
+            f.run_id,
+            f.attempts
+        );
+    }
+    let running = server
+        .running
+        .lock()
+        .expect("running lock")
+        .contains_key(&name);
+    let pause_action = if paused { "resume" } else { "pause" };
+    let body = format!(
+        r#"<p id="state" data-live="/syncs/{n}/live">{state}</p>
+<p class="actions"><form method="post" action="/syncs/{n}/run" class="inline">{c}<button>Run now</button></form>
+<form method="post" action="/syncs/{n}/{pause_action}" class="inline">{c}<button>{pause_label}</button></form>
+<a class="button" href="/syncs/{n}/preview">Preview</a></p>
+<h2>Settings</h2><pre>{settings}</pre>
+<h2>Run history</h2><div id="history">{runs}</div>
+<h2>Failed rows</h2><table id="failures"><thead><tr><th>Key</th><th>Reason</th><th>Last run</th><th>Attempts</th></tr></thead><tbody>{fails}</tbody></table>"#,
+        n = esc(&name),
+        c = hidden_csrf(&csrf),
+        state = if running {
+            "running"
+        } else if paused {
+            "paused"
+        } else {
+            "idle"
+        },
+        pause_label = if paused { "Resume" } else { "Pause" },
+        settings = esc(&settings),
+        runs = runs_table(&runs),
+    );
+    page(&format!("Sync {name}"), Some(&csrf), &body).into_response()
+}
+
+/// What the sync page's script polls: the state and the history, so that a run in progress
+/// shows without a full reload.
+pub(super) async fn sync_live(
+    State(server): State<Arc<Server>>,
+    Path(name): Path<String>,
+) -> Response {
+    let e = server.engine();
+    let running = server
+        .running
+        .lock()
+        .expect("running lock")
+        .contains_key(&name);
+    let paused = e.state.paused().await.unwrap_or_default().contains(&name);
+    let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
+    Json(json!({
+        "state": if running { "running" } else if paused { "paused" } else { "idle" },
+        "history": runs_table(&runs),
+    }))
+    .into_response()
+}
+
+pub(super) async fn sync_action(
+    server: &Arc<Server>,
+    headers: &HeaderMap,
+    name: &str,
+    action: &str,
+) -> Response {
+    let e = server.engine();
+    if !e.config.syncs.contains_key(name) {
+        let csrf = csrf_of(server, headers).unwrap_or_default();
+        let body = banner("error", &format!("no sync named `{name}`"));
+        return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
+    }
+    let result = match action {
+        "run" => server
+            .start_run(name, "manual")
+            .map(|_| ())
+            .map_err(|e| e.message),
+        "pause" => e
+            .state
+            .set_paused(name, true)
+            .await
+            .map_err(|e| e.to_string()),
+        _ => e
+            .state
+            .set_paused(name, false)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => Redirect::to(&format!("/syncs/{}", path_segment(name))).into_response(),
+        Err(message) => {
+            let csrf = csrf_of(server, headers).unwrap_or_default();
+            let body = format!(
+                "{}<p><a href=\"/syncs/{}\">Back to {}</a></p>",
+                banner("error", &message),
+                esc(&path_segment(name)),
+                esc(name)
+            );
+            (
+                StatusCode::CONFLICT,
+                page(&format!("Sync {name}"), Some(&csrf), &body),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `run`, `pause` or `resume`.
+pub(super) async fn sync_action_route(
+    State(s): State<Arc<Server>>,
+    h: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    if !matches!(action.as_str(), "run" | "pause" | "resume") {
+        return (StatusCode::NOT_FOUND, "no such action").into_response();
+    }
+    sync_action(&s, &h, &name, &action).await
+}
+
+pub(super) async fn sync_preview(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    let body = match server.engine().preview(&name, 5, false).await {
+        Ok(p) => {
+            let mut ops = String::new();
+            for op in &p.ops {
+                let _ = write!(
+                    ops,
+                    "<h3>{} ({}) {}</h3><pre>{}</pre>",
+                    esc(&op.key),
+                    esc(&op.change),
+                    esc(&op.endpoint),
+                    esc(&serde_json::to_string_pretty(&op.body).unwrap_or_default())
+                );
+            }
+            let fails: String = p
+                .failures
+                .iter()
+                .map(|f| format!("<li>{}</li>", esc(f)))
+                .collect();
+            format!(
+                "<p>Would send new {} · changed {} · unchanged {} · failed {} (of {} read).</p>{ops}<h2>Rows that would fail</h2><ul>{fails}</ul><p><a href=\"/syncs/{}\">Back</a></p>",
+                p.rows_new, p.rows_changed, p.rows_unchanged, p.rows_failed, p.rows_read, esc(&name)
+            )
+        }
+        Err(e) => banner("error", &e.to_string()),
+    };
+    page(&format!("Preview of {name}"), Some(&csrf), &body).into_response()
+}
