@@ -4,16 +4,34 @@ use std::collections::{HashMap, HashSet};
 
 use sallyport_destinations::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 use sallyport_sources::Row;
-use sallyport_state::StateStore;
+use sallyport_state::{RowCounts, StateStore};
 
-/// Counters of a run's reading side.
-#[derive(Debug, Default, Clone)]
-pub struct Counts {
-    pub read: u64,
-    pub new: u64,
-    pub changed: u64,
-    pub unchanged: u64,
-    pub failed: u64,
+/// How a row compares with what was last delivered for its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// The key was never delivered.
+    New,
+    /// The key was delivered with other values (upserts only).
+    Changed,
+    /// The key was delivered with these values (sent again only by a full resync).
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::Changed => "changed",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a chunk yields: ops to send, and rows that failed (key, reason).
@@ -21,7 +39,7 @@ pub struct Counts {
 pub struct Classified {
     pub send: Vec<Op>,
     /// For each op to send: `new`, `changed`, or `unchanged` (sent again by a full resync).
-    pub changes: Vec<&'static str>,
+    pub changes: Vec<Change>,
     pub failed: Vec<(String, String)>,
 }
 
@@ -49,7 +67,7 @@ pub async fn map_chunk(
     duplicates: Option<&str>,
     state: &StateStore,
     full_resync: bool,
-) -> Result<MappedChunk, String> {
+) -> Result<MappedChunk, crate::Stop> {
     // Which of this chunk's keys are duplicates: asked of the state store, and only when the
     // model has any.
     let duplicates: HashSet<String> = match duplicates {
@@ -58,8 +76,7 @@ pub async fn map_chunk(
             let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
             state
                 .duplicates_among(scope, &keys)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .into_iter()
                 .collect()
         }
@@ -67,12 +84,7 @@ pub async fn map_chunk(
     let fingerprinted = rows.iter().any(|r| r.fingerprint.is_some());
     let known = if fingerprinted {
         let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
-        Some(
-            state
-                .fingerprints(sync, &keys)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
+        Some(state.fingerprints(sync, &keys).await?)
     } else {
         None
     };
@@ -94,8 +106,7 @@ pub async fn map_chunk(
                         route: Route::Batch,
                     }))
                 } else {
-                    row.materialize()
-                        .map_err(|e| format!("reading the model failed: {e}"))?;
+                    row.materialize().map_err(crate::Stop::Warehouse)?;
                     Some(mapper.map(k, row).map(|mut op| {
                         // The warehouse row's fingerprint, when there is one, is what the state
                         // keeps.
@@ -118,7 +129,7 @@ pub struct Classifier<'a> {
     policy: ChangePolicy,
     full_resync: bool,
     row_no: u64,
-    pub counts: Counts,
+    pub counts: RowCounts,
     /// Distinct model keys the state already held.
     pub matched: u64,
     /// Whether a duplicated key had delivered state: then which keys left the model is worked
@@ -134,7 +145,7 @@ impl<'a> Classifier<'a> {
             policy: mapper.policy(),
             full_resync,
             row_no: 0,
-            counts: Counts::default(),
+            counts: RowCounts::default(),
             matched: 0,
             duplicate_in_state: false,
         }
@@ -157,9 +168,9 @@ impl<'a> Classifier<'a> {
         let mut out = Classified::default();
         for row in rows {
             self.row_no += 1;
-            self.counts.read += 1;
+            self.counts.rows_read += 1;
             let Some(key) = row.key else {
-                self.counts.failed += 1;
+                self.counts.rows_failed += 1;
                 let key = format!("(row {})", self.row_no);
                 let reason = format!("{key}: column `{key_column}`: the key is NULL");
                 out.failed.push((key, reason));
@@ -171,7 +182,7 @@ impl<'a> Classifier<'a> {
                 if previous.is_some() {
                     self.duplicate_in_state = true;
                 }
-                self.counts.failed += 1;
+                self.counts.rows_failed += 1;
                 let reason = format!(
                     "row {key}: column `{key_column}`: the key `{key}` is in more than one row of the model; each must be unique, so none of them is sent"
                 );
@@ -184,7 +195,7 @@ impl<'a> Classifier<'a> {
             let op = match mapped {
                 Ok(op) => op,
                 Err(f) => {
-                    self.counts.failed += 1;
+                    self.counts.rows_failed += 1;
                     let reason = f.reason(&key);
                     out.failed.push((key, reason));
                     continue;
@@ -192,16 +203,16 @@ impl<'a> Classifier<'a> {
             };
             let (send, change) = match (previous, self.policy) {
                 (None, _) => {
-                    self.counts.new += 1;
-                    (true, "new")
+                    self.counts.rows_new += 1;
+                    (true, Change::New)
                 }
                 (Some(fp), ChangePolicy::Upsert) if fp != op.fingerprint => {
-                    self.counts.changed += 1;
-                    (true, "changed")
+                    self.counts.rows_changed += 1;
+                    (true, Change::Changed)
                 }
                 (Some(_), _) => {
-                    self.counts.unchanged += 1;
-                    (self.full_resync, "unchanged")
+                    self.counts.rows_unchanged += 1;
+                    (self.full_resync, Change::Unchanged)
                 }
             };
             if send {

@@ -16,10 +16,15 @@ use std::sync::Arc;
 
 use sallyport_config::{Config, ConfigError, Problem};
 use sallyport_destinations::delivery::Pacing;
+use sallyport_destinations::DestinationError;
+use sallyport_sources::SourceError;
+use sallyport_state::StateError;
 use sallyport_state::StateStore;
 use serde::Serialize;
 
-pub use run::{place as lock_place, Preview, PreviewOp, Progress, RunOptions};
+pub use run::{place as lock_place, Change, Preview, PreviewOp, Progress, RunOptions};
+
+pub use sallyport_state::{RowCounts, RunStatus};
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,14 +33,9 @@ pub struct RunSummary {
     pub run_id: i64,
     /// `succeeded`, `partial` (some rows failed), `failed` (the run could not complete) or
     /// `interrupted` (stopped by a signal).
-    pub status: String,
-    pub rows_read: u64,
-    pub rows_new: u64,
-    pub rows_changed: u64,
-    pub rows_unchanged: u64,
-    pub rows_sent: u64,
-    pub rows_failed: u64,
-    pub rows_removed: u64,
+    pub status: RunStatus,
+    #[serde(flatten)]
+    pub counts: RowCounts,
     pub duration_ms: u64,
     pub requests: u64,
     pub retries: u64,
@@ -47,26 +47,152 @@ pub struct RunSummary {
     pub failures: Vec<String>,
 }
 
-/// Why a run could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    #[error("{0} is already running")]
-    AlreadyRunning(String),
-    #[error("{0}")]
-    Warehouse(String),
-    #[error("{0}")]
-    Credentials(String),
-    #[error("{0}")]
-    App(String),
-    #[error("{0}")]
-    State(String),
+impl std::ops::Deref for RunSummary {
+    type Target = RowCounts;
+    fn deref(&self) -> &RowCounts {
+        &self.counts
+    }
 }
 
-impl From<sallyport_state::StateError> for RunError {
-    fn from(e: sallyport_state::StateError) -> Self {
-        RunError::State(e.to_string())
+/// What kind of failure an error is: it decides whether trying again may help, the CLI's exit
+/// code and the API's HTTP status, so that no caller reads an error's text to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The config or a sync's settings are wrong: fix them first.
+    Config,
+    /// Another run of the sync holds its lock.
+    Busy,
+    /// The warehouse could not be reached, or the model failed.
+    Warehouse,
+    /// The app refused the credentials.
+    Credentials,
+    /// The app could not be reached, or stopped answering.
+    App,
+    /// The state store failed.
+    State,
+}
+
+impl ErrorKind {
+    /// Whether the same run may succeed when tried again later, unchanged.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Busy | ErrorKind::Warehouse | ErrorKind::App | ErrorKind::State
+        )
+    }
+
+    /// The CLI's exit code: 1, "the run could not complete" (README, Exit codes).
+    pub fn exit_code(self) -> u8 {
+        1
+    }
+
+    /// The API's HTTP status.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Config => 422,
+            ErrorKind::Busy => 409,
+            ErrorKind::State => 500,
+            ErrorKind::Warehouse | ErrorKind::Credentials | ErrorKind::App => 502,
+        }
+    }
+
+    /// The API's error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "invalid_settings",
+            ErrorKind::Busy => "already_running",
+            ErrorKind::Warehouse => "warehouse_error",
+            ErrorKind::Credentials => "credentials_rejected",
+            ErrorKind::App => "app_error",
+            ErrorKind::State => "state_error",
+        }
+    }
+}
+
+/// Why a run could not start (or a check or a preview could not finish).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config or the sync's settings are wrong, each problem at its line.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Another run of the sync holds its lock.
+    #[error("{0} is already running")]
+    AlreadyRunning(String),
+    /// The warehouse could not be reached, or the model failed: `context` says which.
+    #[error("{context}: {source}")]
+    Warehouse {
+        context: String,
+        #[source]
+        source: SourceError,
+    },
+    /// The app refused the credentials.
+    #[error(transparent)]
+    Credentials(DestinationError),
+    /// The app could not be reached, or answered in a way that stops the run.
+    #[error(transparent)]
+    App(DestinationError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A run stopped before its end (a preview: reading or comparing failed).
+    #[error(transparent)]
+    Stopped(#[from] Stop),
+}
+
+impl RunError {
+    /// What kind of failure it is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Config(_) => ErrorKind::Config,
+            RunError::AlreadyRunning(_) => ErrorKind::Busy,
+            RunError::Warehouse { .. } => ErrorKind::Warehouse,
+            RunError::Credentials(_) => ErrorKind::Credentials,
+            RunError::App(_) => ErrorKind::App,
+            RunError::State(_) => ErrorKind::State,
+            RunError::Stopped(s) => s.kind(),
+        }
+    }
+}
+
+/// Why a run that had started stopped before its end: recorded as the run's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// Reading the model failed (the connection broke, a value could not be decoded).
+    #[error("reading the model failed: {0}")]
+    Warehouse(#[source] SourceError),
+    /// The state store failed: nothing more could be committed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The app refused the credentials in the middle of the run.
+    #[error(transparent)]
+    App(#[from] DestinationError),
+    /// The app gave no usable answer to several batches in a row.
+    #[error("{0}")]
+    Outage(String),
+    /// The run's lock was lost or could not be renewed.
+    #[error("{0}")]
+    LockLost(String),
+    /// A delivery task failed: its batch's outcome is unknown.
+    #[error("a delivery task failed: {0}")]
+    Task(String),
+}
+
+impl From<SourceError> for Stop {
+    fn from(e: SourceError) -> Self {
+        Stop::Warehouse(e)
+    }
+}
+
+impl Stop {
+    /// What kind of failure it is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Stop::Warehouse(_) => ErrorKind::Warehouse,
+            Stop::State(_) => ErrorKind::State,
+            Stop::App(DestinationError::Credentials(_)) => ErrorKind::Credentials,
+            Stop::App(_) | Stop::Outage(_) => ErrorKind::App,
+            Stop::LockLost(_) | Stop::Task(_) => ErrorKind::State,
+        }
     }
 }
 

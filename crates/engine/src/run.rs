@@ -8,14 +8,15 @@ use std::time::Instant;
 use sallyport_config::{ConfigError, Model};
 use sallyport_destinations::{Destination, DestinationError, ObjectMapper, Op, OpResults, Route};
 use sallyport_sources::{ReadSpec, Source};
-use sallyport_state::{Commit, RunRecord, StateStore};
+use sallyport_state::{Commit, RowCounts, RunRecord, RunStatus, StateStore};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+pub use crate::classify::Change;
 use crate::classify::{map_chunk, Classifier, MappedChunk};
-use crate::{Engine, RunError, RunSummary};
+use crate::{Engine, RunError, RunSummary, Stop};
 
 /// How many failure reasons a summary quotes.
 const SUMMARY_FAILURES: usize = 5;
@@ -41,7 +42,7 @@ pub struct RunOptions {
 pub struct PreviewOp {
     pub key: String,
     /// `new` or `changed` (`unchanged` with a full resync).
-    pub change: String,
+    pub change: Change,
     /// Method and path it goes to.
     pub endpoint: String,
     pub body: serde_json::Value,
@@ -51,13 +52,18 @@ pub struct PreviewOp {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Preview {
     pub sync: String,
-    pub rows_read: u64,
-    pub rows_new: u64,
-    pub rows_changed: u64,
-    pub rows_unchanged: u64,
-    pub rows_failed: u64,
+    /// What a run would count (nothing is sent nor removed by a preview).
+    #[serde(flatten)]
+    pub counts: RowCounts,
     pub ops: Vec<PreviewOp>,
     pub failures: Vec<String>,
+}
+
+impl std::ops::Deref for Preview {
+    type Target = RowCounts;
+    fn deref(&self) -> &RowCounts {
+        &self.counts
+    }
 }
 
 /// What the read side needs for a run.
@@ -78,13 +84,17 @@ impl Engine {
             .expect("config validation checked the warehouse");
         let source = Source::open(warehouse)
             .await
-            .map_err(|e| RunError::Warehouse(format!("warehouse `{}`: {e}", sync.warehouse)))?;
-        let columns = source.describe(&sync.model).await.map_err(|e| {
-            RunError::Warehouse(format!(
-                "sync `{name}`: model on warehouse `{}`: {e}",
-                sync.warehouse
-            ))
-        })?;
+            .map_err(|source| RunError::Warehouse {
+                context: format!("warehouse `{}`", sync.warehouse),
+                source,
+            })?;
+        let columns = source
+            .describe(&sync.model)
+            .await
+            .map_err(|source| RunError::Warehouse {
+                context: format!("sync `{name}`: model on warehouse `{}`", sync.warehouse),
+                source,
+            })?;
         let app = self
             .config
             .apps
@@ -105,8 +115,8 @@ impl Engine {
             })?;
         if check_app {
             destination.check().await.map_err(|e| match e {
-                DestinationError::Credentials(m) => RunError::Credentials(m),
-                other => RunError::App(other.to_string()),
+                DestinationError::Credentials(_) => RunError::Credentials(e),
+                other => RunError::App(other),
             })?;
         }
         Ok(Prepared {
@@ -166,7 +176,10 @@ impl Engine {
             .source
             .describe(&p.model)
             .await
-            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+            .map_err(|source| RunError::Warehouse {
+                context: format!("sync `{name}`: the model"),
+                source,
+            })?;
         Ok(format!(
             "model has {} columns; key column `{}`",
             columns.len(),
@@ -185,9 +198,7 @@ impl Engine {
         let key = p.mapper.key_column().to_string();
         let key_of_state = self.state_key(name);
         let scope = format!("{key_of_state}#preview-{:016x}", fastrand::u64(..));
-        let dups = duplicates(&self.state, &p.source, &p.model, &key, scope.clone())
-            .await
-            .map_err(RunError::Warehouse)?;
+        let dups = duplicates(&self.state, &p.source, &p.model, &key, scope.clone()).await?;
         // Compared as a run compares, so that the preview tells what a run would send.
         let fingerprint = fingerprint_spec(&p.source, p.mapper.as_ref());
         let spec = ReadSpec {
@@ -204,20 +215,19 @@ impl Engine {
             dups,
             &spec,
         )
-        .await
-        .map_err(RunError::Warehouse)?;
+        .await?;
         let mut classifier = Classifier::new(&key_of_state, p.mapper.as_ref(), full_resync);
         let mut preview = Preview {
             sync: name.to_string(),
             ..Default::default()
         };
         while let Some(chunk) = stream.recv().await {
-            let chunk = chunk.map_err(RunError::Warehouse)?;
+            let chunk = chunk?;
             let out = classifier.chunk(chunk, &self.state).await?;
             for (op, change) in out.send.into_iter().zip(out.changes) {
                 if preview.ops.len() < limit {
                     preview.ops.push(PreviewOp {
-                        change: change.to_string(),
+                        change,
                         endpoint: p.mapper.endpoint(op.route).to_string(),
                         body: serde_json::from_str(&op.body).unwrap_or(serde_json::Value::Null),
                         key: op.key,
@@ -231,12 +241,7 @@ impl Engine {
             }
         }
         let _ = self.state.duplicates_reset(&scope).await;
-        let c = classifier.counts;
-        preview.rows_read = c.read;
-        preview.rows_new = c.new;
-        preview.rows_changed = c.changed;
-        preview.rows_unchanged = c.unchanged;
-        preview.rows_failed = c.failed;
+        preview.counts = classifier.counts;
         Ok(preview)
     }
 
@@ -332,17 +337,20 @@ impl Engine {
         let (status, error, failures) = match outcome {
             Ok((interrupted, failures)) => {
                 let status = if interrupted {
-                    "interrupted"
+                    RunStatus::Interrupted
                 } else if record.rows_failed > 0 {
-                    "partial"
+                    RunStatus::Partial
                 } else {
-                    "succeeded"
+                    RunStatus::Succeeded
                 };
                 (status, None, failures)
             }
-            Err((e, failures)) => ("failed", Some(e), failures),
+            Err((e, failures)) => {
+                tracing::error!(sync = name, run_id, error = %e, kind = ?e.kind(), "the run stopped");
+                (RunStatus::Failed, Some(e.to_string()), failures)
+            }
         };
-        record.status = status.to_string();
+        record.status = status;
         record.error = error.clone();
         record.finished_at = Some(sallyport_state::now_ms());
         let finish = self.state.finish_run(&record).await;
@@ -352,14 +360,8 @@ impl Engine {
         Ok(RunSummary {
             sync: name.to_string(),
             run_id,
-            status: status.to_string(),
-            rows_read: record.rows_read,
-            rows_new: record.rows_new,
-            rows_changed: record.rows_changed,
-            rows_unchanged: record.rows_unchanged,
-            rows_sent: record.rows_sent,
-            rows_failed: record.rows_failed,
-            rows_removed: record.rows_removed,
+            status,
+            counts: record.counts,
             duration_ms: started.elapsed().as_millis() as u64,
             requests: stats.requests.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),
@@ -432,7 +434,7 @@ struct Pipeline<'a> {
     record: &'a mut RunRecord,
     failures: Vec<String>,
     /// The error that stops the run (credentials refused mid-run).
-    fatal: Option<String>,
+    fatal: Option<Stop>,
     /// Rows the app refused.
     delivery_failed: u64,
     /// Rows that failed before delivery.
@@ -460,7 +462,7 @@ impl Pipeline<'_> {
         source: &Source,
         mapper: Arc<dyn ObjectMapper>,
         model: &Model,
-    ) -> Result<(bool, Vec<String>), (String, Vec<String>)> {
+    ) -> Result<(bool, Vec<String>), (Stop, Vec<String>)> {
         let result = self.inner(source, mapper, model).await;
         let failures = std::mem::take(&mut self.failures);
         match result {
@@ -474,16 +476,13 @@ impl Pipeline<'_> {
         source: &Source,
         mapper: Arc<dyn ObjectMapper>,
         model: &Model,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Stop> {
         let state = &self.engine.state;
         let key = mapper.key_column().to_string();
         // Accepted keys clear their failures on record; only asked for when there are any, and
         // never loaded whole (they may be many).
-        self.failures_on_record = state
-            .has_failures(self.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let state_count = state.count(self.name).await.map_err(|e| e.to_string())?;
+        self.failures_on_record = state.has_failures(self.name).await?;
+        let state_count = state.count(self.name).await?;
         let scope = format!("{}#run-{}", self.name, self.run_id);
         let dups = duplicates(&self.engine.state, source, model, &key, scope).await?;
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
@@ -513,7 +512,7 @@ impl Pipeline<'_> {
         let mut batch_len = open;
         let mut cancel = self.opts.cancel.clone();
         let mut interrupted = false;
-        let mut fatal: Option<String> = None;
+        let mut fatal: Option<Stop> = None;
 
         'read: loop {
             let next = match cancel.as_mut() {
@@ -526,7 +525,7 @@ impl Pipeline<'_> {
             };
             let Some(chunk) = next else { break };
             if let Some(why) = self.lock_lost.get() {
-                fatal = Some(why.clone());
+                fatal = Some(Stop::LockLost(why.clone()));
                 break;
             }
             let chunk = match chunk {
@@ -536,18 +535,14 @@ impl Pipeline<'_> {
                     break;
                 }
             };
-            let out = classifier
-                .chunk(chunk, state)
-                .await
-                .map_err(|e| e.to_string())?;
+            let out = classifier.chunk(chunk, state).await?;
             self.record_counts(&classifier);
             self.commit_failures(out.failed).await?;
             for op in out.send {
                 match op.route {
                     Route::Single => {
                         self.dispatch(&mut inflight, vec![op], Route::Single, concurrency)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                            .await?;
                     }
                     Route::Batch => {
                         let full_by_count = limits.records.is_some_and(|n| batch.len() >= n);
@@ -557,8 +552,7 @@ impl Pipeline<'_> {
                             let full = std::mem::take(&mut batch);
                             batch_len = open;
                             self.dispatch(&mut inflight, full, Route::Batch, concurrency)
-                                .await
-                                .map_err(|e| e.to_string())?;
+                                .await?;
                         }
                         batch_len += op.body.len() + if batch.is_empty() { 0 } else { comma };
                         batch.push(op);
@@ -574,15 +568,13 @@ impl Pipeline<'_> {
         if fatal.is_none() && !batch.is_empty() {
             let full = std::mem::take(&mut batch);
             self.dispatch(&mut inflight, full, Route::Batch, concurrency)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         while let Some(done) = inflight.join_next().await {
             match done {
-                Ok(flight) => self.settle(flight).await.map_err(|e| e.to_string())?,
+                Ok(flight) => self.settle(flight).await?,
                 Err(e) => {
-                    self.fatal
-                        .get_or_insert(format!("a delivery task failed: {e}"));
+                    self.fatal.get_or_insert(Stop::Task(e.to_string()));
                 }
             }
             if fatal.is_none() {
@@ -617,23 +609,20 @@ impl Pipeline<'_> {
         key: &str,
         classifier: &Classifier<'_>,
         state_count: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Stop> {
         self.progress();
         if classifier.matched < state_count || classifier.duplicate_in_state {
-            self.record.rows_removed = self
-                .retain(source, model, key)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.record.rows_removed = self.retain(source, model, key).await?;
         }
         self.engine
             .state
             .forget_stale_failures(self.name, self.run_id)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Stop::from)
     }
 
     /// Records rows that failed before delivery.
-    async fn commit_failures(&mut self, failed: Vec<(String, String)>) -> Result<(), String> {
+    async fn commit_failures(&mut self, failed: Vec<(String, String)>) -> Result<(), Stop> {
         if failed.is_empty() {
             return Ok(());
         }
@@ -646,15 +635,15 @@ impl Pipeline<'_> {
             .state
             .commit(self.name, self.run_id, &commit)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(Stop::from)
     }
 
     fn record_counts(&mut self, c: &Classifier<'_>) {
-        self.record.rows_read = c.counts.read;
-        self.record.rows_new = c.counts.new;
-        self.record.rows_changed = c.counts.changed;
-        self.record.rows_unchanged = c.counts.unchanged;
-        self.read_failed = c.counts.failed;
+        self.record.rows_read = c.counts.rows_read;
+        self.record.rows_new = c.counts.rows_new;
+        self.record.rows_changed = c.counts.rows_changed;
+        self.record.rows_unchanged = c.counts.rows_unchanged;
+        self.read_failed = c.counts.rows_failed;
         self.record.rows_failed = self.read_failed + self.delivery_failed;
     }
 
@@ -687,7 +676,7 @@ impl Pipeline<'_> {
     ) -> Result<(), sallyport_state::StateError> {
         if let Some(why) = self.lock_lost.get() {
             // Another run may hold the sync now: nothing more is sent.
-            self.fatal.get_or_insert(why.clone());
+            self.fatal.get_or_insert(Stop::LockLost(why.clone()));
             return Ok(());
         }
         while inflight.len() >= concurrency {
@@ -696,8 +685,7 @@ impl Pipeline<'_> {
                 Some(Err(e)) => {
                     // The batch's outcome is unknown: nothing of it is committed, and the run
                     // stops rather than end as if it had been delivered.
-                    self.fatal
-                        .get_or_insert(format!("a delivery task failed: {e}"));
+                    self.fatal.get_or_insert(Stop::Task(e.to_string()));
                 }
                 None => break,
             }
@@ -734,13 +722,13 @@ impl Pipeline<'_> {
                         self.gave_up_in_a_row
                     );
                     self.outage = Some(why.clone());
-                    self.fatal.get_or_insert(why);
+                    self.fatal.get_or_insert(Stop::Outage(why));
                 }
                 return Ok(());
             }
             Err(e) => {
                 // Credentials refused: nothing of this batch is marked, and the run stops.
-                self.fatal.get_or_insert(e.to_string());
+                self.fatal.get_or_insert(Stop::App(e));
                 return Ok(());
             }
         };
@@ -780,25 +768,16 @@ impl Pipeline<'_> {
     }
 
     /// Drops the state of keys that left the model.
-    async fn retain(&self, source: &Source, model: &Model, key: &str) -> Result<u64, String> {
+    async fn retain(&self, source: &Source, model: &Model, key: &str) -> Result<u64, Stop> {
         let state = &self.engine.state;
-        state
-            .retain_begin(self.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut keys = source.keys(model, key).await.map_err(|e| e.to_string())?;
+        state.retain_begin(self.name).await?;
+        let mut keys = source.keys(model, key).await?;
         while let Some(chunk) = keys.recv().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
+            let chunk = chunk?;
             let present: Vec<String> = chunk.into_iter().filter_map(|r| r.key).collect();
-            state
-                .retain_add(self.name, &present)
-                .await
-                .map_err(|e| e.to_string())?;
+            state.retain_add(self.name, &present).await?;
         }
-        state
-            .retain_finish(self.name)
-            .await
-            .map_err(|e| e.to_string())
+        state.retain_finish(self.name).await.map_err(Stop::from)
     }
 }
 
@@ -815,8 +794,8 @@ async fn mapped_stream(
     mapper: Arc<dyn ObjectMapper>,
     duplicates: Option<String>,
     spec: &ReadSpec<'_>,
-) -> Result<mpsc::Receiver<Result<MappedChunk, String>>, String> {
-    let mut rows = source.read(model, spec).await.map_err(|e| e.to_string())?;
+) -> Result<mpsc::Receiver<Result<MappedChunk, Stop>>, Stop> {
+    let mut rows = source.read(model, spec).await?;
     let (tx, rx) = mpsc::channel(2);
     let sync = sync.to_string();
     // A thread of its own: mapping is CPU work, and the runtime's workers must stay free to
@@ -833,7 +812,7 @@ async fn mapped_stream(
                     &state,
                     full_resync,
                 )),
-                Err(e) => Err(format!("reading the model failed: {e}")),
+                Err(e) => Err(Stop::Warehouse(e)),
             };
             let failed = mapped.is_err();
             if tx.blocking_send(mapped).is_err() || failed {
@@ -866,27 +845,14 @@ async fn duplicates(
     model: &Model,
     key: &str,
     scope: String,
-) -> Result<Option<String>, String> {
-    state
-        .duplicates_reset(&scope)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream = source
-        .duplicate_keys(model, key)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Option<String>, Stop> {
+    state.duplicates_reset(&scope).await?;
+    let mut stream = source.duplicate_keys(model, key).await?;
     let mut any = false;
     while let Some(chunk) = stream.recv().await {
-        let keys: Vec<String> = chunk
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter_map(|r| r.key)
-            .collect();
+        let keys: Vec<String> = chunk?.into_iter().filter_map(|r| r.key).collect();
         any |= !keys.is_empty();
-        state
-            .duplicates_add(&scope, &keys)
-            .await
-            .map_err(|e| e.to_string())?;
+        state.duplicates_add(&scope, &keys).await?;
     }
     Ok(any.then_some(scope))
 }

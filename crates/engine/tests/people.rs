@@ -413,7 +413,7 @@ async fn preview_shows_the_bodies_and_sends_nothing() {
     assert_eq!((p.rows_read, p.rows_new), (4, 4));
     assert_eq!(p.ops.len(), 2);
     assert_eq!(p.ops[0].endpoint, "POST /api/v2/batch");
-    assert_eq!(p.ops[0].change, "new");
+    assert_eq!(p.ops[0].change, sallyport_engine::Change::New);
     assert_eq!(p.ops[0].body["identifiers"], json!({"id": "1"}));
     assert_eq!(p.ops[0].body["action"], "identify");
     for op in &p.ops {

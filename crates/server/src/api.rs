@@ -248,8 +248,18 @@ fn find_sync(s: &Server, name: &str) -> Result<Sync, ApiError> {
         .ok_or_else(|| ApiError::not_found("sync", name))
 }
 
+/// An error of the server's own (the state store, a task): logged with an incident id, and
+/// answered with that id only, never with its text.
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    let incident = format!("{:08x}", fastrand::u32(..));
+    tracing::error!(incident = %incident, error = %e, "internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!(
+            "an internal error occurred (incident {incident}); the server's log has the details"
+        ),
+    )
 }
 
 async fn sync(
@@ -320,20 +330,14 @@ async fn preview(
 }
 
 fn run_error(e: RunError) -> ApiError {
-    let code = match &e {
-        RunError::Config(_) => "invalid_settings",
-        RunError::AlreadyRunning(_) => "already_running",
-        RunError::Warehouse(_) => "warehouse_error",
-        RunError::Credentials(_) => "credentials_rejected",
-        RunError::App(_) => "app_error",
-        RunError::State(_) => "state_error",
-    };
-    let status = match &e {
-        RunError::AlreadyRunning(_) => StatusCode::CONFLICT,
-        RunError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    ApiError::new(status, code, e.to_string())
+    // The error's kind decides the status and the code; its text says what happened in the
+    // user's words (it carries no internal detail: a state store failure is logged, not sent).
+    let kind = e.kind();
+    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if kind == sallyport_engine::ErrorKind::State {
+        return internal(e);
+    }
+    ApiError::new(status, kind.code(), e.to_string())
 }
 
 async fn pause(

@@ -231,7 +231,7 @@ impl Server {
                     server.metrics.record(
                         &RunSummary {
                             sync: name.clone(),
-                            status: "failed".into(),
+                            status: sallyport_engine::RunStatus::Failed,
                             error: Some(e.to_string()),
                             ..Default::default()
                         },

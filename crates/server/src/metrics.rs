@@ -34,7 +34,7 @@ impl Metrics {
     pub fn record(&self, s: &RunSummary, app: &str) {
         let mut c = self.inner.lock().expect("metrics lock");
         *c.runs
-            .entry((s.sync.clone(), s.status.clone()))
+            .entry((s.sync.clone(), s.status.to_string()))
             .or_default() += 1;
         *c.rows_sent.entry(s.sync.clone()).or_default() += s.rows_sent;
         *c.rows_failed.entry(s.sync.clone()).or_default() += s.rows_failed;

@@ -119,7 +119,7 @@ async fn a_starting_server_marks_runs_left_running_as_interrupted() {
     let vault = sallyport_server::Vault::load(&dir.path().join("sallyport.key")).unwrap();
     let _server = Server::start(engine, "t".repeat(32), vault).await.unwrap();
     let runs = state.runs(None, 10).await.unwrap();
-    let status = |id: i64| runs.iter().find(|r| r.id == id).unwrap().status.clone();
+    let status = |id: i64| runs.iter().find(|r| r.id == id).unwrap().status;
     assert_eq!(status(left), "interrupted");
     assert_eq!(status(live), "running");
 }

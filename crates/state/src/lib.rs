@@ -14,17 +14,62 @@ use std::time::Duration;
 use sallyport_config::StateLocation;
 use serde::Serialize;
 
-/// A run as the history shows it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RunRecord {
-    pub id: i64,
-    pub sync: String,
-    /// `running`, `succeeded`, `partial`, `failed` or `interrupted`.
-    pub status: String,
-    /// Unix milliseconds.
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub full_resync: bool,
+/// How a run ended (or that it is going).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Going.
+    #[default]
+    Running,
+    /// Every row was delivered.
+    Succeeded,
+    /// The run completed, but some rows failed.
+    Partial,
+    /// The run could not complete.
+    Failed,
+    /// Stopped by a signal (or its process stopped): what was acknowledged is committed.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status a store's text names (an unknown text reads as `failed`).
+    pub fn from_text(t: &str) -> RunStatus {
+        match t {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "partial" => RunStatus::Partial,
+            "interrupted" => RunStatus::Interrupted,
+            _ => RunStatus::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for RunStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What a run (or a preview) counted: one type for the run summary, the run history and the
+/// preview.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts {
     pub rows_read: u64,
     pub rows_new: u64,
     pub rows_changed: u64,
@@ -33,7 +78,34 @@ pub struct RunRecord {
     pub rows_failed: u64,
     /// Keys that left the model and so left the state.
     pub rows_removed: u64,
+}
+
+/// A run as the history shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub sync: String,
+    pub status: RunStatus,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub full_resync: bool,
+    #[serde(flatten)]
+    pub counts: RowCounts,
     pub error: Option<String>,
+}
+
+impl std::ops::Deref for RunRecord {
+    type Target = RowCounts;
+    fn deref(&self) -> &RowCounts {
+        &self.counts
+    }
+}
+
+impl std::ops::DerefMut for RunRecord {
+    fn deref_mut(&mut self) -> &mut RowCounts {
+        &mut self.counts
+    }
 }
 
 /// A row that could not be delivered, with why.

@@ -16,17 +16,19 @@ fn run_from_row(r: &tokio_postgres::Row) -> RunRecord {
     RunRecord {
         id: r.get(0),
         sync: r.get(1),
-        status: r.get(2),
+        status: crate::RunStatus::from_text(&r.get::<_, String>(2)),
         started_at: r.get(3),
         finished_at: r.get(4),
         full_resync: r.get(5),
-        rows_read: r.get::<_, i64>(6) as u64,
-        rows_new: r.get::<_, i64>(7) as u64,
-        rows_changed: r.get::<_, i64>(8) as u64,
-        rows_unchanged: r.get::<_, i64>(9) as u64,
-        rows_sent: r.get::<_, i64>(10) as u64,
-        rows_failed: r.get::<_, i64>(11) as u64,
-        rows_removed: r.get::<_, i64>(12) as u64,
+        counts: crate::RowCounts {
+            rows_read: r.get::<_, i64>(6) as u64,
+            rows_new: r.get::<_, i64>(7) as u64,
+            rows_changed: r.get::<_, i64>(8) as u64,
+            rows_unchanged: r.get::<_, i64>(9) as u64,
+            rows_sent: r.get::<_, i64>(10) as u64,
+            rows_failed: r.get::<_, i64>(11) as u64,
+            rows_removed: r.get::<_, i64>(12) as u64,
+        },
         error: r.get(13),
     }
 }
@@ -191,7 +193,7 @@ impl PgState {
                  WHERE id = $1",
                 &[
                     &r.id,
-                    &r.status,
+                    &r.status.as_str(),
                     &r.finished_at,
                     &n(r.rows_read),
                     &n(r.rows_new),

@@ -67,12 +67,15 @@ async fn exercise(store: StateStore) {
         .finish_run(&RunRecord {
             id: run,
             sync: "people".into(),
-            status: "partial".into(),
+            status: sallyport_state::RunStatus::Partial,
             finished_at: Some(sallyport_state::now_ms()),
-            rows_read: 4,
-            rows_new: 4,
-            rows_sent: 3,
-            rows_failed: 1,
+            counts: sallyport_state::RowCounts {
+                rows_read: 4,
+                rows_new: 4,
+                rows_sent: 3,
+                rows_failed: 1,
+                ..Default::default()
+            },
             ..Default::default()
         })
         .await

@@ -79,8 +79,8 @@ pub(super) fn runs_table(runs: &[sallyport_state::RunRecord]) -> String {
             "<tr><td>{}</td><td>{}</td><td>{took}</td><td class=\"status-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.id,
             time(Some(r.started_at)),
-            esc(&r.status),
-            esc(&r.status),
+            esc(r.status.as_str()),
+            esc(r.status.as_str()),
             r.rows_read,
             r.rows_new,
             r.rows_changed,
@@ -254,7 +254,7 @@ pub(super) async fn sync_preview(
                     ops,
                     "<h3>{} ({}) {}</h3><pre>{}</pre>",
                     esc(&op.key),
-                    esc(&op.change),
+                    esc(op.change.as_str()),
                     esc(&op.endpoint),
                     esc(&serde_json::to_string_pretty(&op.body).unwrap_or_default())
                 );
