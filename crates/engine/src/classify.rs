@@ -223,3 +223,132 @@ impl<'a> Classifier<'a> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sallyport_config::StateLocation;
+    use sallyport_destinations::{Op, Route, RowFailure};
+    use sallyport_state::Commit;
+
+    /// A mapper whose ops the test writes itself.
+    struct Fake(ChangePolicy);
+
+    impl ObjectMapper for Fake {
+        fn key_column(&self) -> &str {
+            "id"
+        }
+        fn policy(&self) -> ChangePolicy {
+            self.0
+        }
+        fn map(&self, _: &str, _: &Row) -> Result<Op, RowFailure> {
+            unreachable!("the test maps rows itself")
+        }
+        fn endpoint(&self, _: Route) -> &'static str {
+            "POST /x"
+        }
+    }
+
+    fn op(key: &str, fingerprint: u64) -> Mapped {
+        Mapped {
+            key: Some(key.into()),
+            op: Some(Ok(Op {
+                key: key.into(),
+                fingerprint,
+                body: "{}".into(),
+                route: Route::Batch,
+            })),
+        }
+    }
+
+    /// A state that delivered `a` with fingerprint 1 and `b` with 2; and a chunk with `a`
+    /// unchanged, `b` changed, `c` new, a NULL key, a duplicated key and a bad row.
+    async fn classify(
+        policy: ChangePolicy,
+        full_resync: bool,
+    ) -> (Classified, Classifier<'static>) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open(&StateLocation::Sqlite(dir.path().join("s.db")))
+            .await
+            .unwrap();
+        let run = state.begin_run("s", false).await.unwrap();
+        let commit = Commit {
+            accepted: vec![("a".into(), 1), ("b".into(), 2), ("d".into(), 9)],
+            ..Default::default()
+        };
+        state.commit("s", run, &commit).await.unwrap();
+        let mapper: &'static Fake = Box::leak(Box::new(Fake(policy)));
+        let mut c = Classifier::new("s", mapper, full_resync);
+        let chunk = MappedChunk {
+            rows: vec![
+                op("a", 1),
+                op("b", 3),
+                op("c", 4),
+                Mapped {
+                    key: None,
+                    op: None,
+                },
+                Mapped {
+                    key: Some("d".into()),
+                    op: None,
+                },
+                Mapped {
+                    key: Some("e".into()),
+                    op: Some(Err(RowFailure::column("bio", "too long"))),
+                },
+            ],
+            known: None,
+        };
+        let out = c.chunk(chunk, &state).await.unwrap();
+        (out, c)
+    }
+
+    fn keys(out: &Classified) -> Vec<&str> {
+        out.send.iter().map(|o| o.key.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn upserts_send_new_and_changed_rows() {
+        let (out, c) = classify(ChangePolicy::Upsert, false).await;
+        assert_eq!(keys(&out), ["b", "c"]);
+        assert_eq!(out.changes, [Change::Changed, Change::New]);
+        let reasons: Vec<&str> = out.failed.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("the key is NULL"));
+        assert!(reasons[1].contains("is in more than one row"));
+        assert_eq!(reasons[2], "row e: column `bio`: too long");
+        let n = c.counts;
+        assert_eq!(
+            (
+                n.rows_read,
+                n.rows_new,
+                n.rows_changed,
+                n.rows_unchanged,
+                n.rows_failed
+            ),
+            (6, 1, 1, 1, 3)
+        );
+        assert_eq!(c.matched, 2, "a and b were in the state");
+        assert!(
+            c.duplicate_in_state,
+            "d was delivered before it was duplicated"
+        );
+    }
+
+    #[tokio::test]
+    async fn inserts_send_each_key_once() {
+        let (out, c) = classify(ChangePolicy::InsertOnce, false).await;
+        assert_eq!(keys(&out), ["c"], "b changed, but an event is sent once");
+        assert_eq!((c.counts.rows_changed, c.counts.rows_unchanged), (0, 2));
+    }
+
+    #[tokio::test]
+    async fn a_full_resync_sends_unchanged_rows_too() {
+        let (out, _) = classify(ChangePolicy::Upsert, true).await;
+        assert_eq!(keys(&out), ["a", "b", "c"]);
+        assert_eq!(
+            out.changes,
+            [Change::Unchanged, Change::Changed, Change::New]
+        );
+    }
+}

@@ -45,7 +45,7 @@ async fn sandbox() -> RunningSandbox {
 
 /// A warehouse table in a fresh schema and a config naming it, with the key and the database
 /// password taken from the environment.
-async fn setup(dir: &Path, sandbox: &RunningSandbox) -> String {
+async fn setup(dir: &Path, sandbox: &RunningSandbox) -> (String, sallyport_testkit::Schema) {
     let (pg, schema) = sallyport_testkit::schema().await;
     pg.batch_execute(&format!(
         "CREATE TABLE {schema}.users (user_id int, email text, bio text);
@@ -81,14 +81,14 @@ syncs:
     );
     std::fs::write(dir.join("custom.yaml"), config).unwrap();
     assert!(url.contains(DB_PASSWORD));
-    url
+    (url, schema)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_runs_failures_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let s = sandbox().await;
-    let url = setup(dir.path(), &s).await;
+    let (url, _schema) = setup(dir.path(), &s).await;
     let env = [
         ("WAREHOUSE_URL", url.as_str()),
         ("CIO_API_KEY", SECRET_KEY),

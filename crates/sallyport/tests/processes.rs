@@ -13,6 +13,8 @@ struct Setup {
     sandbox: RunningSandbox,
     pg: tokio_postgres::Client,
     http: reqwest::Client,
+    /// The test's schema, dropped with the setup.
+    _schema: sallyport_testkit::Schema,
 }
 
 impl Setup {
@@ -37,6 +39,7 @@ impl Setup {
             dir,
             sandbox,
             pg,
+            _schema: schema,
             http: reqwest::Client::new(),
         }
     }

@@ -31,6 +31,8 @@ struct Setup {
     sandbox: RunningSandbox,
     config: String,
     http: reqwest::Client,
+    /// The test's schema, dropped with the setup.
+    _schema: sallyport_testkit::Schema,
 }
 
 impl Setup {
@@ -78,6 +80,7 @@ syncs:
             dir: tempfile::tempdir().unwrap(),
             sandbox,
             config,
+            _schema: schema,
             http: reqwest::Client::new(),
         }
     }

@@ -9,7 +9,14 @@ use sallyport_engine::Engine;
 use sallyport_sandbox::{Faults, SandboxConfig};
 use sallyport_server::Server;
 
-async fn setup(rows: i64) -> (tempfile::TempDir, sallyport_sandbox::RunningSandbox, Config) {
+async fn setup(
+    rows: i64,
+) -> (
+    tempfile::TempDir,
+    sallyport_sandbox::RunningSandbox,
+    Config,
+    sallyport_testkit::Schema,
+) {
     let (pg, schema) = sallyport_testkit::schema().await;
     pg.batch_execute(&format!(
         "CREATE TABLE {schema}.users AS SELECT g AS user_id, 'u' || g || '@x.com' AS email,
@@ -49,12 +56,12 @@ syncs:
     let path = dir.path().join("sallyport.yaml");
     std::fs::write(&path, &text).unwrap();
     let config = Config::load(&path).unwrap();
-    (dir, sandbox, config)
+    (dir, sandbox, config, schema)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_server_interrupts_its_runs_and_commits_what_was_acknowledged() {
-    let (dir, sandbox, config) = setup(3000).await;
+    let (dir, sandbox, config, _schema) = setup(3000).await;
     sandbox
         .shared()
         .set_faults(Faults {
@@ -99,7 +106,7 @@ async fn a_stopping_server_interrupts_its_runs_and_commits_what_was_acknowledged
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_starting_server_marks_runs_left_running_as_interrupted() {
-    let (dir, _sandbox, config) = setup(5).await;
+    let (dir, _sandbox, config, _schema) = setup(5).await;
     let engine = Engine::open(config).await.unwrap();
     let state = engine.state.clone();
     // A process died in the middle of a run: its run is still `running`, its lock is a dead

@@ -444,6 +444,26 @@ pub fn parse_datetime(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod time_tests {
     use super::parse_datetime;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every ISO form a warehouse writes a time in reads back as the same Unix second.
+        #[test]
+        fn iso_times_read_back_as_their_unix_seconds(
+            secs in -2_000_000_000i64..4_000_000_000i64, form in 0..5usize, offset_h in -12i64..14
+        ) {
+            let t = chrono::DateTime::from_timestamp(secs, 0).unwrap();
+            let local = t.naive_utc() + chrono::Duration::hours(offset_h);
+            let text = match form {
+                0 => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                1 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                2 => t.to_rfc3339(),
+                3 => format!("{}{:+03}:00", local.format("%Y-%m-%dT%H:%M:%S"), offset_h),
+                _ => format!("{}.250{:+03}", local.format("%Y-%m-%d %H:%M:%S"), offset_h),
+            };
+            prop_assert_eq!(parse_datetime(&text), Some(secs), "{}", text);
+        }
+    }
 
     #[test]
     fn iso_forms() {

@@ -43,15 +43,56 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{:08x}", std::process::id(), fastrand::u32(..))
 }
 
-/// A fresh schema in the test database, and a client on it.
-pub async fn schema() -> (Client, String) {
+/// A schema of the test's own in the test database: dropped, with everything in it, when the
+/// test is done with it (when this is dropped), so that tests leave nothing behind.
+#[derive(Debug)]
+pub struct Schema(String);
+
+impl std::ops::Deref for Schema {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        // On a thread of its own, with a runtime of its own: a test's runtime may be the one
+        // dropping this, and it cannot be blocked on.
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&pg_url(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh schema in the test database (dropped afterwards), and a client on it.
+pub async fn schema() -> (Client, Schema) {
     let client = connect(&pg_url()).await;
     let name = unique("t");
     client
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .await
         .expect("create schema");
-    (client, name)
+    (client, Schema(name))
 }
 
 /// Drops a schema made by [`schema`], with everything in it.

@@ -173,10 +173,25 @@ impl Settings {
 /// Timestamps at or above this are milliseconds (in seconds, the year 5138).
 const MILLISECONDS_FROM: f64 = 100_000_000_000.0;
 
+/// What an event row becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum EventType {
+    /// Track Event: a named event.
     Track,
+    /// Track Page View: a page URL.
     PageView,
+}
+
+use EventType as Kind;
+
+impl Settings {
+    /// The event type (validated settings name one).
+    pub fn event_type(&self) -> EventType {
+        match self.event_type.as_deref() {
+            Some("page_view") => EventType::PageView,
+            _ => EventType::Track,
+        }
+    }
 }
 
 pub struct EventMapper {
@@ -208,11 +223,7 @@ impl EventMapper {
                 }
             }
         };
-        let kind = if sync.event_type.as_deref() == Some("page_view") {
-            Kind::PageView
-        } else {
-            Kind::Track
-        };
+        let kind = sync.event_type();
         let key = col("event_id", sync.event_id.as_ref());
         let name = match kind {
             Kind::Track => col("event_name", sync.event_name.as_ref()),

@@ -382,3 +382,79 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use sallyport_core::Mapping;
+    use sallyport_sources::{Column, Row};
+    use serde_json::{json, Value};
+
+    use super::person::{PersonMapper, Settings};
+    use super::JsonBuf;
+    use crate::ObjectMapper;
+
+    fn person_mapper() -> PersonMapper {
+        let columns: Vec<Column> = ["id", "name", "score", "secret"]
+            .iter()
+            .map(|n| Column {
+                name: n.to_string(),
+                type_name: "text".into(),
+            })
+            .collect();
+        let settings = Settings {
+            mode: "upsert".into(),
+            primary_key: Some("id".into()),
+            identifier: None,
+        };
+        let mapping = Mapping {
+            exclude: vec!["secret".into()],
+            ..Default::default()
+        };
+        PersonMapper::new(&settings, &mapping, &columns).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_written_as_json_that_reads_back_the_same(s in any::<String>()) {
+            let mut b = JsonBuf::with_capacity(0);
+            b.str(&s);
+            let v: Value = serde_json::from_str(&b.into_string()).unwrap();
+            prop_assert_eq!(v, Value::String(s));
+        }
+
+        #[test]
+        fn objects_are_written_as_json_that_reads_back_the_same(
+            fields in proptest::collection::btree_map(any::<String>(), any::<i64>(), 0..8)
+        ) {
+            let values: Vec<(String, Value)> =
+                fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let mut b = JsonBuf::with_capacity(0);
+            b.object(values.iter().map(|(k, v)| (k.as_str(), v)));
+            let back: BTreeMap<String, i64> = serde_json::from_str(&b.into_string()).unwrap();
+            prop_assert_eq!(back, fields);
+        }
+
+        /// A person's fingerprint changes exactly when what is sent changes: a mapped value,
+        /// not an excluded one.
+        #[test]
+        fn a_person_fingerprint_follows_what_is_sent(
+            a in "\\PC{0,40}", b in "\\PC{0,40}", score in any::<i32>(), secret in any::<i64>()
+        ) {
+            let m = person_mapper();
+            let row = |name: &str, secret: i64| {
+                Row::new(Some("7".into()), vec![json!("7"), json!(name), json!(score), json!(secret)])
+            };
+            let one = m.map("7", &row(&a, secret)).unwrap();
+            let same = m.map("7", &row(&a, secret.wrapping_add(1))).unwrap();
+            let other = m.map("7", &row(&b, secret)).unwrap();
+            prop_assert_eq!(one.fingerprint, same.fingerprint, "an excluded column changes nothing");
+            prop_assert_eq!(one.fingerprint == other.fingerprint, a == b);
+            let body: Value = serde_json::from_str(&one.body).unwrap();
+            prop_assert_eq!(&body["attributes"]["name"], &json!(a));
+            prop_assert!(body["attributes"].get("secret").is_none());
+        }
+    }
+}

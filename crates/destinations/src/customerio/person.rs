@@ -43,6 +43,25 @@ pub const FIELDS: &[Field] = &[
     },
 ];
 
+/// How Customer.io matches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identifier {
+    /// By the person's id (Customer.io's default).
+    Id,
+    /// By email, in a workspace that identifies people by email.
+    Email,
+}
+
+impl Settings {
+    /// How people are matched (validated settings name `id` or `email`).
+    pub fn identifier(&self) -> Identifier {
+        match self.identifier.as_deref() {
+            Some("email") => Identifier::Email,
+            _ => Identifier::Id,
+        }
+    }
+}
+
 /// The modes a person supports.
 pub const MODES: &[&str] = &["upsert"];
 
@@ -106,7 +125,7 @@ impl PersonMapper {
         match fields {
             Some(fields) if problems.is_empty() => Ok(Self {
                 key_column,
-                by_email: settings.identifier.as_deref() == Some("email"),
+                by_email: settings.identifier() == Identifier::Email,
                 fields,
                 columns: columns.iter().map(|c| c.name.clone()).collect(),
             }),

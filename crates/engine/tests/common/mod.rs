@@ -15,7 +15,7 @@ pub const KEY: &str = "key-1";
 
 pub struct Harness {
     pub pg: tokio_postgres::Client,
-    pub schema: String,
+    pub schema: sallyport_testkit::Schema,
     pub sandbox: RunningSandbox,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,

@@ -509,6 +509,66 @@ fn url_passwords(url: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::numeric_text;
+    use proptest::prelude::*;
+
+    /// PostgreSQL's binary NUMERIC of a decimal text: base-10000 groups around the point, a
+    /// weight (of the first group), leading and trailing zero groups left out, as the server
+    /// sends it.
+    fn encode(neg: bool, int: &str, frac: &str) -> Vec<u8> {
+        let int = int.trim_start_matches('0');
+        let pad_int = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
+        let pad_frac = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
+        let mut groups: Vec<u16> = Vec::new();
+        let chunk = |t: &str| -> Vec<u16> {
+            t.as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap().parse().unwrap())
+                .collect()
+        };
+        let int_groups = chunk(&pad_int);
+        let mut weight = int_groups.len() as i16 - 1;
+        groups.extend(int_groups);
+        groups.extend(chunk(&pad_frac));
+        while groups.first() == Some(&0) {
+            groups.remove(0);
+            weight -= 1;
+        }
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        numeric(
+            groups.len() as u16,
+            weight,
+            if neg && !groups.is_empty() { 0x4000 } else { 0 },
+            frac.len() as u16,
+            &groups,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn numerics_decode_to_their_decimal_text(
+            neg in any::<bool>(), int in "[0-9]{0,20}", frac in "[0-9]{0,12}"
+        ) {
+            let text = numeric_text(&encode(neg, &int, &frac)).unwrap().unwrap();
+            let int_norm = int.trim_start_matches('0');
+            let int_norm = if int_norm.is_empty() { "0" } else { int_norm };
+            let zero = int_norm == "0" && frac.chars().all(|c| c == '0');
+            let mut want = String::new();
+            if neg && !zero {
+                want.push('-');
+            }
+            want.push_str(int_norm);
+            if !frac.is_empty() {
+                want.push('.');
+                want.push_str(&frac);
+            }
+            prop_assert_eq!(text, want);
+        }
+    }
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut b = Vec::new();
