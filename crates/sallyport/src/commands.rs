@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sallyport_config::Config;
 use sallyport_destinations::Destination;
+use sallyport_engine::RunStatus;
 use sallyport_engine::{Engine, RunError, RunOptions, RunSummary};
 use sallyport_sandbox::{Faults, IdentifyBy, SandboxConfig};
 use sallyport_sources::Source;
@@ -310,16 +311,18 @@ pub async fn sync(engine: &Engine, names: &[String], full_resync: bool, json: bo
         match result {
             Ok(s) => {
                 print_summary(&s, json);
-                match s.status.as_str() {
-                    "succeeded" => {}
-                    "partial" => partial = true,
-                    "interrupted" => interrupted = true,
-                    _ => failed = true,
+                match s.status {
+                    RunStatus::Succeeded => {}
+                    RunStatus::Partial => partial = true,
+                    RunStatus::Interrupted => interrupted = true,
+                    RunStatus::Failed | RunStatus::Running => failed = true,
                 }
             }
             Err(e) => {
                 report_error(name, &e, json);
-                failed = true;
+                // Every kind of error that stops a run before it starts is "could not
+                // complete" (exit 1): the kind decides, not the message.
+                failed |= e.kind().exit_code() == FAILED;
             }
         }
         // A signal after the last sync has ended interrupts nothing.

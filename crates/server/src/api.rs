@@ -153,15 +153,59 @@ async fn warehouse(
     Ok(Json(warehouse_json(&e.config, &name, &w)))
 }
 
+/// A connection test's outcome: whether it worked, and a line for people. The API and the UI
+/// both answer with this.
+pub(crate) struct Tested {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Connects to a warehouse of the config.
+pub(crate) async fn check_warehouse(s: &Server, name: &str) -> Result<Tested, ApiError> {
+    let w = find_warehouse(&s.engine(), name)?;
+    Ok(check_warehouse_settings(&w).await)
+}
+
+/// Connects to a warehouse, saved or not.
+pub(crate) async fn check_warehouse_settings(w: &sallyport_config::Warehouse) -> Tested {
+    match Source::open(w).await {
+        Ok(_) => Tested {
+            ok: true,
+            message: format!("{} reachable", w.kind()),
+        },
+        Err(e) => Tested {
+            ok: false,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Asks an app of the config whether it takes the credentials.
+pub(crate) async fn check_app(s: &Server, name: &str) -> Result<Tested, ApiError> {
+    let a = find_app(&s.engine(), name)?;
+    Ok(check_app_settings(name, &a).await)
+}
+
+/// Asks an app, saved or not, whether it takes the credentials.
+pub(crate) async fn check_app_settings(name: &str, a: &App) -> Tested {
+    match Destination::new(name, a).check().await {
+        Ok(m) => Tested {
+            ok: true,
+            message: m,
+        },
+        Err(e) => Tested {
+            ok: false,
+            message: e.to_string(),
+        },
+    }
+}
+
 async fn test_warehouse(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let w = find_warehouse(&s.engine(), &name)?;
-    Ok(Json(match Source::open(&w).await {
-        Ok(_) => json!({"ok": true, "message": format!("{} reachable", w.kind())}),
-        Err(e) => json!({"ok": false, "message": e.to_string()}),
-    }))
+    let t = check_warehouse(&s, &name).await?;
+    Ok(Json(json!({"ok": t.ok, "message": t.message})))
 }
 
 async fn apps(State(s): State<Arc<Server>>) -> Json<Value> {
@@ -188,12 +232,8 @@ async fn test_app(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = find_app(&s.engine(), &name)?;
-    let mut d = Destination::new(&name, &a);
-    Ok(Json(match d.check().await {
-        Ok(m) => json!({"ok": true, "message": m}),
-        Err(e) => json!({"ok": false, "message": e.to_string()}),
-    }))
+    let t = check_app(&s, &name).await?;
+    Ok(Json(json!({"ok": t.ok, "message": t.message})))
 }
 
 async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) -> Value {

@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use sallyport_config::App;
-use sallyport_destinations::Destination;
 use serde_json::{json, Value};
 
 use super::*;
@@ -138,12 +137,14 @@ pub(super) async fn app_test_unsaved(Form(form): FormData) -> Response {
         Ok(a) => a,
         Err(e) => return Json(json!({"ok": false, "message": e.to_string()})).into_response(),
     };
-    let mut d = Destination::new(form.get("name").map(String::as_str).unwrap_or("new"), &app);
-    Json(match d.check().await {
-        Ok(m) => json!({"ok": true, "message": format!("Connected: {m}")}),
-        Err(e) => json!({"ok": false, "message": e.to_string()}),
-    })
-    .into_response()
+    let name = form.get("name").map(String::as_str).unwrap_or("new");
+    let t = api::check_app_settings(name, &app).await;
+    let message = if t.ok {
+        format!("Connected: {}", t.message)
+    } else {
+        t.message
+    };
+    Json(json!({"ok": t.ok, "message": message})).into_response()
 }
 
 pub(super) async fn app_test(
@@ -152,12 +153,10 @@ pub(super) async fn app_test(
     Path(name): Path<String>,
 ) -> Response {
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
-    let message = match server.engine().config.apps.get(&name).cloned() {
-        None => ("error", format!("no app named `{name}`")),
-        Some(app) => match Destination::new(&name, &app).check().await {
-            Ok(m) => ("ok", format!("{name}: connected: {m}")),
-            Err(e) => ("error", e.to_string()),
-        },
+    let message = match api::check_app(&server, &name).await {
+        Err(e) => ("error", e.message),
+        Ok(t) if t.ok => ("ok", format!("{name}: connected: {}", t.message)),
+        Ok(t) => ("error", t.message),
     };
     page(
         "Apps",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
-use sallyport_sources::{Source, WAREHOUSES};
+use sallyport_sources::WAREHOUSES;
 use serde_json::json;
 
 use super::*;
@@ -81,12 +81,10 @@ pub(super) async fn test_warehouse_named(
     server: &Arc<Server>,
     name: &str,
 ) -> (&'static str, String) {
-    match server.engine().config.warehouses.get(name).cloned() {
-        None => ("error", format!("no warehouse named `{name}`")),
-        Some(w) => match Source::open(&w).await {
-            Ok(_) => ("ok", format!("{name}: connected ({})", w.kind())),
-            Err(e) => ("error", format!("{name}: {e}")),
-        },
+    match api::check_warehouse(server, name).await {
+        Err(e) => ("error", e.message),
+        Ok(t) if t.ok => ("ok", format!("{name}: connected ({})", t.message)),
+        Ok(t) => ("error", format!("{name}: {}", t.message)),
     }
 }
 

@@ -1,0 +1,120 @@
+//! The API in process (`oneshot` on the router, no socket), over an SQLite warehouse and an
+//! SQLite state store: the token is needed everywhere but /healthz, a sync made through the API
+//! is checked with its problems per setting, and the OpenAPI document is served.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use sallyport_config::Config;
+use sallyport_engine::Engine;
+use sallyport_server::Server;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "in-process-token-0123456789abcdef";
+
+async fn app() -> (axum::Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (user_id INTEGER, email TEXT); INSERT INTO users VALUES (1, 'a@x.com');",
+    )
+    .unwrap();
+    drop(conn);
+    let path = dir.path().join("sallyport.yaml");
+    std::fs::write(
+        &path,
+        "warehouses:\n  local: {type: sqlite, path: w.db}\napps:\n  cio: {type: customerio, site_id: s, api_key: k, track_url: \"http://127.0.0.1:9\"}\n",
+    )
+    .unwrap();
+    let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
+    let vault = sallyport_server::Vault::load(&dir.path().join("sallyport.key")).unwrap();
+    let server = Server::start(engine, TOKEN.into(), vault).await.unwrap();
+    (sallyport_server::app(server), dir)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: bool,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if token {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_api_in_process() {
+    let (app, _dir) = app().await;
+    assert_eq!(
+        call(&app, "GET", "/healthz", None, false).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/api/v1/syncs", None, false).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, doc) = call(&app, "GET", "/api/v1/openapi.json", None, true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["components"]["schemas"]["Sync"]["oneOf"].is_array());
+
+    // A sync with a missing setting and a setting of another object: each problem names its
+    // setting, for a form to show it next to its field.
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/syncs",
+        Some(json!({
+            "name": "people", "warehouse": "local", "model": {"table": "users"}, "app": "cio",
+            "object": "person", "mode": "upsert", "identifier": "phone",
+        })),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let details = body["error"]["details"].as_array().unwrap();
+    let fields: Vec<&str> = details
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"primary_key") && fields.contains(&"identifier"),
+        "{body}"
+    );
+
+    let (status, made) = call(
+        &app,
+        "POST",
+        "/api/v1/syncs",
+        Some(json!({
+            "name": "people", "warehouse": "local", "model": {"table": "users"}, "app": "cio",
+            "object": "person", "mode": "upsert", "primary_key": "user_id",
+        })),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (status, sync) = call(&app, "GET", "/api/v1/syncs/people", None, true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sync["settings"], json!({"primary_key": "user_id"}));
+    assert!(sync["id"].as_str().unwrap().starts_with("sync-"));
+}
