@@ -171,7 +171,7 @@ pub(crate) async fn check_warehouse_settings(w: &sallyport_config::Warehouse) ->
     match Source::open(w).await {
         Ok(_) => Tested {
             ok: true,
-            message: format!("{} reachable", w.kind()),
+            message: format!("connected ({})", w.kind()),
         },
         Err(e) => Tested {
             ok: false,

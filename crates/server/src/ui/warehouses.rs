@@ -83,7 +83,7 @@ pub(super) async fn test_warehouse_named(
 ) -> (&'static str, String) {
     match api::check_warehouse(server, name).await {
         Err(e) => ("error", e.message),
-        Ok(t) if t.ok => ("ok", format!("{name}: connected ({})", t.message)),
+        Ok(t) if t.ok => ("ok", format!("{name}: {}", t.message)),
         Ok(t) => ("error", format!("{name}: {}", t.message)),
     }
 }
