@@ -276,7 +276,7 @@ mod tests {
             accepted: vec![("a".into(), 1), ("b".into(), 2), ("d".into(), 9)],
             ..Default::default()
         };
-        state.commit("s", run, &commit).await.unwrap();
+        state.commit("s", run, commit).await.unwrap();
         let mapper: &'static Fake = Box::leak(Box::new(Fake(policy)));
         let mut c = Classifier::new("s", mapper, full_resync);
         let chunk = MappedChunk {

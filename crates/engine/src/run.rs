@@ -633,7 +633,7 @@ impl Pipeline<'_> {
         };
         self.engine
             .state
-            .commit(self.name, self.run_id, &commit)
+            .commit(self.name, self.run_id, commit)
             .await
             .map_err(Stop::from)
     }
@@ -761,7 +761,7 @@ impl Pipeline<'_> {
         self.note_failures(commit.failed.iter().map(|(_, r)| r));
         self.engine
             .state
-            .commit(self.name, self.run_id, &commit)
+            .commit(self.name, self.run_id, commit)
             .await?;
         self.progress();
         Ok(())

@@ -9,7 +9,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/v1/warehouses",
-        "Create a warehouse: {name, type: postgres, url} or {name, type: sqlite, path}",
+        "Create a warehouse: its name, its type and that type's settings",
         "201",
     ),
     ("get", "/api/v1/warehouses/{name}", "Get a warehouse", "200"),
@@ -136,6 +136,8 @@ pub fn document() -> Value {
         {
             let schema = if path.starts_with("/api/v1/syncs") {
                 json!({"$ref": "#/components/schemas/Sync"})
+            } else if path.starts_with("/api/v1/warehouses") {
+                json!({"$ref": "#/components/schemas/Warehouse"})
             } else {
                 json!({"type": "object"})
             };
@@ -179,6 +181,7 @@ pub fn document() -> Value {
                     }},
                 },
                 "Sync": sync_schema(),
+                "Warehouse": warehouse_schema(),
             },
             "responses": {
                 "Error": {
@@ -222,6 +225,36 @@ pub fn sync_schema() -> Value {
                 };
                 properties.insert(f.name.into(), schema);
                 if f.required && f.when.is_none() {
+                    required.push(f.name);
+                }
+            }
+            json!({
+                "title": kind.label,
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    json!({"oneOf": alternatives})
+}
+
+/// A warehouse's schema: one alternative per kind, each with the settings its module describes.
+pub fn warehouse_schema() -> Value {
+    let alternatives: Vec<Value> = sallyport_sources::WAREHOUSES
+        .iter()
+        .map(|kind| {
+            let mut properties = Map::new();
+            properties.insert("name".into(), json!({"type": "string"}));
+            properties.insert("type".into(), json!({"const": kind.name}));
+            let mut required = vec!["type"];
+            for f in kind.fields {
+                properties.insert(
+                    f.name.into(),
+                    json!({"type": "string", "description": f.help, "writeOnly": f.kind == sallyport_config::FieldKind::Secret}),
+                );
+                if f.required {
                     required.push(f.name);
                 }
             }

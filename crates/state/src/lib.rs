@@ -260,12 +260,16 @@ impl StateStore {
         each!(self, s => s.fingerprints(sync, keys).await)
     }
 
-    /// Writes one acknowledged batch's outcome.
-    pub async fn commit(&self, sync: &str, run_id: i64, commit: &Commit) -> Result<()> {
+    /// Writes one acknowledged batch's outcome (taken by value: the SQLite store writes it on
+    /// a blocking thread without copying it).
+    pub async fn commit(&self, sync: &str, run_id: i64, commit: Commit) -> Result<()> {
         if commit.accepted.is_empty() && commit.failed.is_empty() && commit.cleared.is_empty() {
             return Ok(());
         }
-        each!(self, s => s.commit(sync, run_id, commit, now_ms()).await)
+        match self {
+            StateStore::Sqlite(s) => s.commit(sync, run_id, commit, now_ms()).await,
+            StateStore::Postgres(s) => s.commit(sync, run_id, &commit, now_ms()).await,
+        }
     }
 
     /// Forgets the duplicate keys collected for `sync` (at the start of a run).

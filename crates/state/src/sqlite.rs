@@ -266,7 +266,7 @@ impl SqliteState {
                         .query_row(params![sync, k], |r| r.get::<_, i64>(0))
                         .optional()?
                     {
-                        out.insert((*k).to_string(), fp as u64);
+                        out.insert(k, fp as u64);
                     }
                 }
             }
@@ -276,9 +276,8 @@ impl SqliteState {
         .await
     }
 
-    pub async fn commit(&self, sync: &str, run_id: i64, c: &Commit, now: i64) -> Result<()> {
+    pub async fn commit(&self, sync: &str, run_id: i64, c: Commit, now: i64) -> Result<()> {
         let sync = sync.to_string();
-        let c = c.clone();
         self.call(move |conn| {
                     let tx = conn.transaction()?;
             {

@@ -38,7 +38,7 @@ async fn exercise(store: StateStore) {
         .commit(
             "people",
             run,
-            &Commit {
+            Commit {
                 accepted: vec![("1".into(), 11), ("2".into(), 22), ("3".into(), u64::MAX)],
                 cleared: vec![],
                 failed: vec![("4".into(), "id is too long".into())],
@@ -87,8 +87,8 @@ async fn exercise(store: StateStore) {
         failed: vec![("4".into(), "still too long".into())],
         ..Default::default()
     };
-    store.commit("people", run2, &again).await.unwrap();
-    store.commit("people", run2, &again).await.unwrap();
+    store.commit("people", run2, again.clone()).await.unwrap();
+    store.commit("people", run2, again.clone()).await.unwrap();
     let f = store.failures("people").await.unwrap();
     assert_eq!(f.len(), 1);
     assert_eq!(
@@ -119,7 +119,7 @@ async fn exercise(store: StateStore) {
         .commit(
             "people",
             run,
-            &Commit {
+            Commit {
                 failed: vec![("7".into(), "x".into())],
                 ..Default::default()
             },
