@@ -19,15 +19,14 @@ struct Setup {
 
 impl Setup {
     async fn new(tables: &str, syncs: &str, delivery: &str) -> Setup {
-        let (pg, schema) = sallyport_testkit::schema().await;
-        pg.batch_execute(&tables.replace("{s}", &schema))
-            .await
-            .unwrap();
-        let sandbox =
-            sallyport_sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let f = sallyport_testkit::Fixture::start(SandboxConfig::default()).await;
+        f.sql(tables).await;
+        let sallyport_testkit::Fixture {
+            pg,
+            schema,
+            sandbox,
+            dir,
+        } = f;
         let config = format!(
             "warehouses:\n  pg: {{type: postgres, url: \"{}\"}}\napps:\n  cio: {{type: customerio, site_id: sandbox-site, api_key: sandbox-key, track_url: \"{}\", delivery: {delivery}}}\nsyncs:\n{}",
             sallyport_testkit::pg_url(),

@@ -117,3 +117,38 @@ pub async fn database() -> String {
         None => panic!("cannot derive a database URL from {url}"),
     }
 }
+
+/// What most integration tests start from: a PostgreSQL schema of their own (dropped
+/// afterwards) with a client on it, a Customer.io sandbox on a free port, and a folder for the
+/// config and the state file.
+pub struct Fixture {
+    pub pg: Client,
+    pub schema: Schema,
+    pub sandbox: sallyport_sandbox::RunningSandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A fixture whose sandbox is started with `config`.
+    pub async fn start(config: sallyport_sandbox::SandboxConfig) -> Fixture {
+        let (pg, schema) = schema().await;
+        let sandbox = sallyport_sandbox::start(config, "127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("the sandbox starts");
+        Fixture {
+            pg,
+            schema,
+            sandbox,
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        }
+    }
+
+    /// Runs SQL in the test's schema: `{s}` stands for the schema's name.
+    pub async fn sql(&self, sql: &str) {
+        let sql = sql.replace("{s}", &self.schema);
+        self.pg
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

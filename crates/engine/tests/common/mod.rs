@@ -29,23 +29,18 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(identify_by: IdentifyBy) -> Harness {
-        let (pg, schema) = sallyport_testkit::schema().await;
-        let sandbox = sallyport_sandbox::start(
-            SandboxConfig {
-                site_id: SITE.into(),
-                api_key: KEY.into(),
-                identify_by,
-                ..Default::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let f = sallyport_testkit::Fixture::start(SandboxConfig {
+            site_id: SITE.into(),
+            api_key: KEY.into(),
+            identify_by,
+            ..Default::default()
+        })
+        .await;
         Harness {
-            pg,
-            schema,
-            sandbox,
-            dir: tempfile::tempdir().unwrap(),
+            pg: f.pg,
+            schema: f.schema,
+            sandbox: f.sandbox,
+            dir: f.dir,
             http: reqwest::Client::new(),
             state: "state.db".into(),
             delivery: "{requests_per_second: 1000, max_attempts: 3}".into(),
