@@ -48,6 +48,7 @@ async fn events(h: &Harness, query: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn track_events_identified_and_anonymous_exactly_once() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     purchases(&h).await;
     let engine = h.engine(TRACK).await;
@@ -113,6 +114,7 @@ async fn track_events_identified_and_anonymous_exactly_once() {
 
 #[tokio::test]
 async fn a_resend_after_a_crash_is_deduplicated_by_customerio() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     purchases(&h).await;
     h.sql("DELETE FROM {s}.purchases WHERE purchase_id = 'p5'")
@@ -149,6 +151,7 @@ async fn a_resend_after_a_crash_is_deduplicated_by_customerio() {
 
 #[tokio::test]
 async fn every_timestamp_form_becomes_unix_seconds() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     purchases(&h).await;
     h.sql("INSERT INTO {s}.purchases (purchase_id, user_id, event, iso) VALUES ('bad', 9, 'purchase', 'last tuesday')").await;
@@ -203,6 +206,7 @@ async fn every_timestamp_form_becomes_unix_seconds() {
 
 #[tokio::test]
 async fn page_views_identified_and_anonymous() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     h.sql(
         "CREATE TABLE {s}.views (view_id bigint, user_id text, anon text, url text, at bigint, referrer text);
@@ -258,6 +262,7 @@ async fn page_views_identified_and_anonymous() {
 
 #[tokio::test]
 async fn bad_event_rows_and_duplicate_ids() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     h.sql(
         "CREATE TABLE {s}.ev (id text, uid text, name text, blob text);
@@ -320,6 +325,7 @@ async fn bad_event_rows_and_duplicate_ids() {
 
 #[tokio::test]
 async fn request_bodies_keep_to_the_official_contract() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     purchases(&h).await;
     let engine = h

@@ -40,6 +40,7 @@ async fn assert_all_arrived(h: &Harness, n: u64) {
 
 #[tokio::test]
 async fn every_fault_kind_at_30_percent_loses_nothing() {
+    sallyport_testkit::needs_postgres!();
     let cases = [
         json!({"rate_429": 0.3, "retry_after": 1, "seed": 1}),
         json!({"rate_500": 0.3, "seed": 2}),
@@ -80,6 +81,7 @@ async fn every_fault_kind_at_30_percent_loses_nothing() {
 
 #[tokio::test]
 async fn retry_after_is_waited_for() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery =
         "{requests_per_second: 1000, concurrency: 1, max_attempts: 10, batch_bytes: 40KB}".into();
@@ -102,6 +104,7 @@ async fn retry_after_is_waited_for() {
 
 #[tokio::test]
 async fn the_request_rate_never_exceeds_the_setting() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery = "{requests_per_second: 20, concurrency: 8}".into();
     h.sql(
@@ -140,6 +143,7 @@ async fn the_request_rate_never_exceeds_the_setting() {
 
 #[tokio::test]
 async fn concurrent_runs_share_the_apps_rate_and_slots() {
+    sallyport_testkit::needs_postgres!();
     // Two syncs to one app, running at once in one process: together they keep to the app's
     // 20 requests per second and 2 requests in flight, not 2 × the setting.
     let mut h = Harness::new(IdentifyBy::Id).await;
@@ -182,6 +186,7 @@ async fn concurrent_runs_share_the_apps_rate_and_slots() {
 
 #[tokio::test]
 async fn rows_fail_when_the_app_keeps_failing_and_are_sent_next_time() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery = "{requests_per_second: 1000, max_attempts: 3}".into();
     users(&h, 50).await;
@@ -229,6 +234,7 @@ async fn rows_fail_when_the_app_keeps_failing_and_are_sent_next_time() {
 
 #[tokio::test]
 async fn a_killed_warehouse_connection_fails_the_run_cleanly() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     let app = format!("sp_kill_{}", h.schema);
     h.warehouse_url = format!("{}?application_name={app}", sallyport_testkit::pg_url());
@@ -281,6 +287,7 @@ async fn a_killed_warehouse_connection_fails_the_run_cleanly() {
 
 #[tokio::test]
 async fn a_lock_left_by_a_dead_process_is_taken_at_once() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 3).await;
     let engine = h.engine(PEOPLE).await;

@@ -29,6 +29,7 @@ async fn users(h: &Harness, n: i64) {
 
 #[tokio::test]
 async fn an_outage_stops_the_run_and_leaves_the_rows_for_the_next_one() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery = "{requests_per_second: 1000, concurrency: 1, max_attempts: 2, batch_bytes: 40KB, stop_after_failed_batches: 3}".into();
     users(&h, 3000).await;
@@ -63,6 +64,7 @@ async fn an_outage_stops_the_run_and_leaves_the_rows_for_the_next_one() {
 
 #[tokio::test]
 async fn batches_given_up_among_answered_ones_are_failed_rows() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.delivery = "{requests_per_second: 1000, concurrency: 1, max_attempts: 1, batch_bytes: 40KB, stop_after_failed_batches: 3}".into();
     users(&h, 1000).await;
@@ -83,6 +85,7 @@ async fn batches_given_up_among_answered_ones_are_failed_rows() {
 
 #[tokio::test]
 async fn a_run_whose_lock_cannot_be_renewed_stops() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.state = sallyport_testkit::database().await;
     h.delivery = "{requests_per_second: 1000, concurrency: 1, batch_bytes: 40KB}".into();
@@ -113,6 +116,7 @@ async fn a_run_whose_lock_cannot_be_renewed_stops() {
 
 #[tokio::test]
 async fn a_run_marks_the_run_a_killed_process_left_running_as_interrupted() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 5).await;
     let engine = h.engine(PEOPLE).await;
@@ -145,6 +149,7 @@ fn events_sync(name: &str, id: Option<&str>) -> String {
 
 #[tokio::test]
 async fn a_renamed_sync_with_an_id_keeps_its_state_and_its_dedup_ids() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     h.sql(
         "CREATE TABLE {s}.ev AS SELECT 'e' || g AS id, 'u' || g AS who, 'bought' AS name
@@ -191,6 +196,7 @@ async fn a_renamed_sync_with_an_id_keeps_its_state_and_its_dedup_ids() {
 
 #[tokio::test]
 async fn two_syncs_cannot_share_a_state_id() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     let text = h.config_text(
         &format!("{}{}", events_sync("a", None), events_sync("b", Some("a"))),

@@ -37,6 +37,7 @@ async fn users(h: &Harness, n: i64) {
 
 #[tokio::test]
 async fn first_run_sends_everyone_and_later_runs_only_the_changes() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 50).await;
     let engine = h.engine(PEOPLE).await;
@@ -126,6 +127,7 @@ async fn first_run_sends_everyone_and_later_runs_only_the_changes() {
 
 #[tokio::test]
 async fn changing_the_mapping_resends_what_it_changes() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 5).await;
     let engine = h.engine(PEOPLE).await;
@@ -142,6 +144,7 @@ async fn changing_the_mapping_resends_what_it_changes() {
 
 #[tokio::test]
 async fn people_identified_by_email() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Email).await;
     h.sql(
         "CREATE TABLE {s}.users (email text, name text);
@@ -190,6 +193,7 @@ async fn people_identified_by_email() {
 
 #[tokio::test]
 async fn every_bad_row_fails_alone_with_its_reason_and_is_retried() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     let wide: Vec<String> = (0..33).map(|i| format!("w{i} text")).collect();
     h.sql(&format!(
@@ -308,6 +312,7 @@ async fn every_bad_row_fails_alone_with_its_reason_and_is_retried() {
 
 #[tokio::test]
 async fn too_many_attributes() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     let cols: Vec<String> = (0..301).map(|i| format!("{i} AS a{i}")).collect();
     h.sql(&format!(
@@ -328,6 +333,7 @@ async fn too_many_attributes() {
 
 #[tokio::test]
 async fn wrong_credentials_stop_before_anything_is_marked() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 3).await;
     let engine = h.engine_with_key(PEOPLE, "wrong-key").await;
@@ -346,6 +352,7 @@ async fn wrong_credentials_stop_before_anything_is_marked() {
 
 #[tokio::test]
 async fn settings_that_do_not_fit_the_model_name_their_line() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 1).await;
     let bad = PEOPLE
@@ -375,6 +382,7 @@ async fn settings_that_do_not_fit_the_model_name_their_line() {
 
 #[tokio::test]
 async fn a_second_run_of_the_same_sync_is_refused_while_one_holds_the_lock() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 2).await;
     let engine = h.engine(PEOPLE).await;
@@ -389,6 +397,7 @@ async fn a_second_run_of_the_same_sync_is_refused_while_one_holds_the_lock() {
 
 #[tokio::test]
 async fn state_on_postgres() {
+    sallyport_testkit::needs_postgres!();
     let mut h = Harness::new(IdentifyBy::Id).await;
     h.state = sallyport_testkit::database().await;
     users(&h, 20).await;
@@ -406,6 +415,7 @@ async fn state_on_postgres() {
 
 #[tokio::test]
 async fn preview_shows_the_bodies_and_sends_nothing() {
+    sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;
     users(&h, 4).await;
     let engine = h.engine(PEOPLE).await;
@@ -429,6 +439,7 @@ async fn preview_shows_the_bodies_and_sends_nothing() {
 
 #[tokio::test]
 async fn keys_of_every_type_keep_their_state_between_runs() {
+    sallyport_testkit::needs_postgres!();
     // One key text for every path (rows, duplicates, the keys that are still in the model):
     // a `char(n)` key is not padded on one path and trimmed on another.
     let h = Harness::new(IdentifyBy::Id).await;

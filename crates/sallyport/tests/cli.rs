@@ -86,6 +86,7 @@ syncs:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_runs_failures_and_exit_codes() {
+    sallyport_testkit::needs_postgres!();
     let dir = tempfile::tempdir().unwrap();
     let s = sandbox().await;
     let (url, _schema) = setup(dir.path(), &s).await;

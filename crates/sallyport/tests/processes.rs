@@ -120,6 +120,7 @@ fn signal(child: &Child, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_commits_what_was_acknowledged_and_exits_130() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new(USERS, PEOPLE, "{concurrency: 2, batch_bytes: 40KB}").await;
     s.faults(Faults {
         latency_ms: 40,
@@ -149,6 +150,7 @@ async fn ctrl_c_commits_what_was_acknowledged_and_exits_130() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_process_cannot_run_the_same_sync() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new(USERS, PEOPLE, "{concurrency: 1, batch_bytes: 40KB}").await;
     s.faults(Faults {
         latency_ms: 30,
@@ -172,6 +174,7 @@ async fn a_second_process_cannot_run_the_same_sync() {
 /// and a further run must send nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    sallyport_testkit::needs_postgres!();
     const N: i64 = 100_000;
     let tables = format!(
         "CREATE TABLE {{s}}.users AS

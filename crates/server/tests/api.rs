@@ -141,6 +141,7 @@ syncs:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_needs_the_token_and_never_shows_a_secret() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new("").await;
     let r = s.start().await;
     let (status, body) = s.call(&r, "get", "/healthz", None).await;
@@ -193,6 +194,7 @@ async fn every_endpoint_needs_the_token_and_never_shows_a_secret() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_tests_pause_resume_preview_and_metrics() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new("").await;
     let r = s.start().await;
     let v = s.json(&r, "post", "/api/v1/apps/cio/test").await;
@@ -268,6 +270,7 @@ async fn runs_tests_pause_resume_preview_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_sync_runs_repeatedly_never_overlapping_and_resumes_after_a_restart() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new("    schedule: every 2s\n").await;
     let r = s.start().await;
     let start = Instant::now();
@@ -323,6 +326,7 @@ async fn a_scheduled_sync_runs_repeatedly_never_overlapping_and_resumes_after_a_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new("").await;
     let r = s.start().await;
     let send = |method: &'static str, path: &'static str, body: Value| {
@@ -529,6 +533,7 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
+    sallyport_testkit::needs_postgres!();
     let s = Setup::new("").await;
     let r = s.start().await;
     let http = reqwest::Client::builder()

@@ -132,6 +132,7 @@ async fn click(c: &Client, css: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
+    sallyport_testkit::needs_postgres!();
     if !sallyport_testkit::require(
         "Chromium with chromedriver (Debian's chromium and chromium-driver)",
         chromedriver().is_some() && std::path::Path::new("/usr/bin/chromium").exists(),

@@ -61,6 +61,7 @@ syncs:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_server_interrupts_its_runs_and_commits_what_was_acknowledged() {
+    sallyport_testkit::needs_postgres!();
     let (dir, sandbox, config, _schema) = setup(3000).await;
     sandbox
         .shared()
@@ -106,6 +107,7 @@ async fn a_stopping_server_interrupts_its_runs_and_commits_what_was_acknowledged
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_starting_server_marks_runs_left_running_as_interrupted() {
+    sallyport_testkit::needs_postgres!();
     let (dir, _sandbox, config, _schema) = setup(5).await;
     let engine = Engine::open(config).await.unwrap();
     let state = engine.state.clone();

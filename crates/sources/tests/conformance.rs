@@ -84,6 +84,7 @@ async fn conforms(what: &str, source: Source, model: Model) {
 
 #[tokio::test]
 async fn postgres_conforms() {
+    sallyport_testkit::needs_postgres!();
     let (client, schema) = sallyport_testkit::schema().await;
     let values: Vec<String> = ROWS.iter().map(|r| format!("({r})")).collect();
     client

@@ -23,6 +23,7 @@ async fn all_rows(
 
 #[tokio::test]
 async fn postgres_types_become_customerio_values() {
+    sallyport_testkit::needs_postgres!();
     let (client, schema) = sallyport_testkit::schema().await;
     client
         .batch_execute(&format!(
@@ -63,6 +64,7 @@ async fn postgres_types_become_customerio_values() {
 
 #[tokio::test]
 async fn postgres_streams_many_rows_and_finds_duplicates() {
+    sallyport_testkit::needs_postgres!();
     let (client, schema) = sallyport_testkit::schema().await;
     client
         .batch_execute(&format!(
@@ -105,6 +107,7 @@ async fn postgres_streams_many_rows_and_finds_duplicates() {
 
 #[tokio::test]
 async fn a_bad_password_is_never_quoted() {
+    sallyport_testkit::needs_postgres!();
     let url =
         sallyport_testkit::pg_url().replace("postgres://postgres@", "postgres://nobody:hunter2@");
     let url = url.replace(":5432/", ":1/");

@@ -167,6 +167,7 @@ async fn sqlite_file() {
 
 #[tokio::test]
 async fn postgres() {
+    sallyport_testkit::needs_postgres!();
     let url = sallyport_testkit::database().await;
     let store = StateStore::open(&StateLocation::Postgres(Secret::new(url.clone())))
         .await

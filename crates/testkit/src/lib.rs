@@ -21,6 +21,36 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+/// Whether the test database answers (asked once per test process). Under `scripts/test.sh` a
+/// database that does not answer fails the test; run any other way, the test is skipped with a
+/// message saying why (see [`require`]).
+pub async fn postgres_ready() -> bool {
+    static READY: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    let ready = *READY
+        .get_or_init(|| async {
+            matches!(
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    tokio_postgres::connect(&pg_url(), NoTls)
+                )
+                .await,
+                Ok(Ok(_))
+            )
+        })
+        .await;
+    require(&format!("PostgreSQL at {}", pg_url()), ready)
+}
+
+/// Skips the test (outside `scripts/test.sh`) when PostgreSQL does not answer.
+#[macro_export]
+macro_rules! needs_postgres {
+    () => {
+        if !$crate::postgres_ready().await {
+            return;
+        }
+    };
+}
+
 /// The URL of the test database.
 pub fn pg_url() -> String {
     std::env::var("SALLYPORT_TEST_DATABASE_URL")
