@@ -472,7 +472,22 @@ pub(crate) async fn store(
             .await
             .map_err(internal)?;
         if let Some(old) = stored.get(&name) {
-            entities::keep_secrets(kind, &mut body, old);
+            if let Err((missing, address)) = entities::keep_secrets(kind, &mut body, old) {
+                let message = format!(
+                    "`{address}` changed: give {} again (a saved secret is only ever sent where it was saved for)",
+                    missing
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                );
+                let mut err = invalid(message.clone());
+                err.fields = missing
+                    .iter()
+                    .map(|f| (f.to_string(), message.clone()))
+                    .collect();
+                return Err(err);
+            }
             stored_id = old.get("id").cloned();
         }
     }

@@ -196,20 +196,68 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The fields of an entity that say where its secrets are sent (an app's `track_url` and
+/// `region`): a saved secret is kept on an update only while these are unchanged.
+pub fn address_fields(kind: &str, body: &Value) -> Vec<&'static str> {
+    let of_type = body.get("type").and_then(Value::as_str).unwrap_or_default();
+    match kind {
+        WAREHOUSE => sallyport_sources::warehouse_kind(of_type)
+            .map(|w| {
+                w.fields
+                    .iter()
+                    .filter(|f| f.kind != sallyport_config::FieldKind::Secret)
+                    .map(|f| f.name)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        APP => match of_type {
+            "customerio" => sallyport_config::CustomerIo::ADDRESS.to_vec(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 /// Keeps the stored secrets of an entity where an update leaves them out (the UI never shows a
-/// saved secret, so it cannot send it back).
-pub fn keep_secrets(kind: &str, update: &mut Value, stored: &Value) {
+/// saved secret, so it cannot send it back), but only while the update sends them where they
+/// were saved for: when an address field changed (`track_url`, `region`), every secret must be
+/// given again. Answers the secret fields missing for that reason, and the address that changed.
+pub fn keep_secrets(
+    kind: &str,
+    update: &mut Value,
+    stored: &Value,
+) -> Result<(), (Vec<&'static str>, &'static str)> {
     let secrets = secret_fields(kind, stored);
+    let addresses = address_fields(kind, stored);
     let (Value::Object(u), Value::Object(old)) = (update, stored) else {
-        return;
+        return Ok(());
     };
-    for f in secrets {
-        let missing = matches!(u.get(f), None | Some(Value::Null))
-            || u.get(f).and_then(Value::as_str).is_some_and(str::is_empty);
-        if missing {
-            if let Some(v) = old.get(f) {
-                u.insert(f.to_string(), v.clone());
+    let missing: Vec<&'static str> = secrets
+        .into_iter()
+        .filter(|f| {
+            matches!(u.get(*f), None | Some(Value::Null))
+                || u.get(*f).and_then(Value::as_str).is_some_and(str::is_empty)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let same_type = u.get("type") == old.get("type");
+    let moved = addresses.into_iter().find(|a| {
+        let given = u.get(*a).filter(|v| !v.is_null());
+        let saved = old.get(*a).filter(|v| !v.is_null());
+        given != saved
+    });
+    match moved {
+        Some(address) => Err((missing, address)),
+        None if !same_type => Err((missing, "type")),
+        None => {
+            for f in missing {
+                if let Some(v) = old.get(f) {
+                    u.insert(f.to_string(), v.clone());
+                }
             }
+            Ok(())
         }
     }
 }

@@ -479,17 +479,46 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
         "{runs}"
     );
 
-    // An update may leave the saved secret out; it is kept.
+    // An update may leave the saved secrets out while it sends them where they were saved
+    // for; they are kept.
     let (status, body) = send(
         "PUT",
         "/api/v1/apps/cio2",
-        serde_json::json!({"type": "customerio", "region": "us", "track_url": s.sandbox.url()}),
+        serde_json::json!({"type": "customerio", "track_url": s.sandbox.url(), "delivery": {"concurrency": 2}}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         s.json(&r, "post", "/api/v1/apps/cio2/test").await["ok"],
         true
+    );
+    // Moved to another host (or region) without them: refused, naming the fields, and the
+    // saved key never goes to the new address.
+    for moved in [
+        serde_json::json!({"type": "customerio", "track_url": "https://elsewhere.example"}),
+        serde_json::json!({"type": "customerio", "track_url": s.sandbox.url(), "region": "eu"}),
+    ] {
+        let (status, body) = send("PUT", "/api/v1/apps/cio2", moved).await;
+        assert_eq!(status, 422, "{body}");
+        let fields: Vec<&str> = body["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields, ["site_id", "api_key"], "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("changed: give"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        s.json(&r, "get", "/api/v1/apps/cio2").await["track_url"],
+        s.sandbox.url().as_str(),
+        "the refused updates changed nothing"
     );
 
     // In use: refused; then removed in order.

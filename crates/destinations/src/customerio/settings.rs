@@ -37,6 +37,9 @@ impl CustomerIo {
     /// The fields that hold secrets: encrypted at rest, never shown.
     pub const SECRETS: &'static [&'static str] = &["site_id", "api_key"];
 
+    /// The fields that say where the secrets are sent.
+    pub const ADDRESS: &'static [&'static str] = &["track_url", "region"];
+
     /// Expands `${NAME}` references.
     pub fn resolve(&mut self, r: &mut dyn Resolve) {
         self.site_id = Secret::new(r.expand("site_id", self.site_id.expose()));
