@@ -519,7 +519,7 @@ pub(crate) async fn store(
         err.fields = entities::fields_of(kind, &name, &e);
         err
     })?;
-    let sealed = entities::seal(kind, body.clone(), &s.vault);
+    let sealed = entities::seal(kind, &name, body.clone(), &s.vault);
     engine
         .state
         .put_entity(kind, &name, &sealed.to_string())

@@ -46,11 +46,26 @@ pub fn check(kind: &str, body: &Value) -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
+/// What a secret of entity `kind` `name` is bound to: the entity, the field and the address its
+/// secrets are sent to. A sealed secret copied to another entity or field, or whose address was
+/// edited in the store, does not open.
+fn context(kind: &str, name: &str, field: &str, body: &Value) -> String {
+    let address: Vec<Value> = address_fields(kind, body)
+        .into_iter()
+        .map(|a| body.get(a).cloned().unwrap_or(Value::Null))
+        .collect();
+    let of_type = body.get("type").cloned().unwrap_or(Value::Null);
+    format!(
+        "sallyport/{kind}/{name}/{field}/{}",
+        serde_json::json!([of_type, address])
+    )
+}
+
 /// The body with its secrets encrypted, for storing.
-pub fn seal(kind: &str, mut body: Value, vault: &Vault) -> Value {
+pub fn seal(kind: &str, name: &str, mut body: Value, vault: &Vault) -> Value {
     for f in secret_fields(kind, &body) {
         if let Some(Value::String(plain)) = body.get(f) {
-            let sealed = vault.encrypt(plain);
+            let sealed = vault.encrypt(plain, &context(kind, name, f, &body));
             body[f] = Value::String(sealed);
         }
     }
@@ -58,10 +73,12 @@ pub fn seal(kind: &str, mut body: Value, vault: &Vault) -> Value {
 }
 
 /// The stored body with its secrets decrypted.
-pub fn open(kind: &str, mut body: Value, vault: &Vault) -> Result<Value, String> {
+pub fn open(kind: &str, name: &str, mut body: Value, vault: &Vault) -> Result<Value, String> {
     for f in secret_fields(kind, &body) {
         if let Some(Value::String(sealed)) = body.get(f) {
-            let plain = vault.decrypt(sealed)?;
+            let plain = vault
+                .decrypt(sealed, &context(kind, name, f, &body))
+                .map_err(|e| format!("`{f}`: {e}"))?;
             body[f] = Value::String(plain);
         }
     }
@@ -78,7 +95,7 @@ pub async fn load(
     for (name, text) in state.entities(kind).await.map_err(|e| e.to_string())? {
         let body: Value =
             serde_json::from_str(&text).map_err(|e| format!("{kind} `{name}`: {e}"))?;
-        let body = open(kind, body, vault).map_err(|e| format!("{kind} `{name}`: {e}"))?;
+        let body = open(kind, &name, body, vault).map_err(|e| format!("{kind} `{name}`: {e}"))?;
         out.insert(name, body);
     }
     Ok(out)
@@ -269,4 +286,36 @@ pub fn public(kind: &str, body: &Value) -> Map<String, Value> {
         m.remove(f);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_entity_and_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::load(&dir.path().join("k")).unwrap();
+        let body = serde_json::json!({
+            "type": "customerio", "site_id": "site", "api_key": "sk-live",
+            "track_url": "https://track.customer.io",
+        });
+        let sealed = seal(APP, "cio", body.clone(), &vault);
+        assert!(!sealed.to_string().contains("sk-live"));
+        assert_eq!(open(APP, "cio", sealed.clone(), &vault).unwrap(), body);
+        // Copied to another app: it does not open.
+        let err = open(APP, "other", sealed.clone(), &vault).unwrap_err();
+        assert!(
+            err.contains("`site_id`") && err.contains("another entity or address"),
+            "{err}"
+        );
+        // Its track_url edited in the store: it does not open, so the key never goes there.
+        let mut edited = sealed.clone();
+        edited["track_url"] = "https://attacker.example".into();
+        assert!(open(APP, "cio", edited, &vault).is_err());
+        // Moved to another field of the same entity: it does not open either.
+        let mut swapped = sealed;
+        swapped["site_id"] = swapped["api_key"].clone();
+        assert!(open(APP, "cio", swapped, &vault).is_err());
+    }
 }

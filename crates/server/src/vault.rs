@@ -5,10 +5,13 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 
-const PREFIX: &str = "enc:v1:";
+/// Secrets sealed before they were bound to where they belong (still readable).
+const PREFIX_V1: &str = "enc:v1:";
+/// Secrets bound, by associated data, to their entity, field and address.
+const PREFIX: &str = "enc:v2:";
 
 pub struct Vault {
     cipher: XChaCha20Poly1305,
@@ -70,27 +73,48 @@ impl Vault {
         })
     }
 
-    pub fn encrypt(&self, plain: &str) -> String {
+    /// Seals `plain`, bound to `context` (which entity, which field, which address): a sealed
+    /// secret opens only with the same context.
+    pub fn encrypt(&self, plain: &str, context: &str) -> String {
         let nonce = random::<24>().expect("the system's random source");
         let ct = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
             .expect("encryption of a short secret");
         format!("{PREFIX}{}{}", hex(&nonce), hex(&ct))
     }
 
-    pub fn decrypt(&self, stored: &str) -> Result<String, String> {
-        let body = stored
-            .strip_prefix(PREFIX)
-            .ok_or("not an encrypted secret")?;
+    /// Opens a sealed secret with the context it was sealed for.
+    pub fn decrypt(&self, stored: &str, context: &str) -> Result<String, String> {
+        let (body, aad) = match stored.strip_prefix(PREFIX) {
+            Some(b) => (b, context.as_bytes()),
+            None => (
+                stored
+                    .strip_prefix(PREFIX_V1)
+                    .ok_or("not an encrypted secret")?,
+                &b""[..],
+            ),
+        };
         let bytes = unhex(body)
             .filter(|b| b.len() > 24)
             .ok_or("a damaged secret")?;
         let plain = self
             .cipher
-            .decrypt(XNonce::from_slice(&bytes[..24]), &bytes[24..])
+            .decrypt(
+                XNonce::from_slice(&bytes[..24]),
+                Payload {
+                    msg: &bytes[24..],
+                    aad,
+                },
+            )
             .map_err(|_| {
-                "a secret that this key cannot open (was SALLYPORT_SECRET_KEY changed?)"
+                "a secret that does not open: it was sealed with another key (was SALLYPORT_SECRET_KEY changed?) or for another entity or address (was it copied, or its address edited in the store?)"
             })?;
         String::from_utf8(plain).map_err(|_| "a damaged secret".to_string())
     }
@@ -113,18 +137,24 @@ mod tests {
                 0o600
             );
         }
-        let e = v.encrypt("sk-123");
+        let e = v.encrypt("sk-123", "app/a/api_key");
         assert!(e.starts_with(PREFIX) && !e.contains("sk-123"));
-        assert_ne!(e, v.encrypt("sk-123"), "a fresh nonce each time");
-        assert_eq!(v.decrypt(&e).unwrap(), "sk-123");
+        assert_ne!(
+            e,
+            v.encrypt("sk-123", "app/a/api_key"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(v.decrypt(&e, "app/a/api_key").unwrap(), "sk-123");
         let again = Vault::load(&path).unwrap();
         assert_eq!(
-            again.decrypt(&e).unwrap(),
+            again.decrypt(&e, "app/a/api_key").unwrap(),
             "sk-123",
             "the key file is reused"
         );
         let mut bad = e.clone();
         bad.replace_range(bad.len() - 2.., "00");
-        assert!(v.decrypt(&bad).is_err());
+        assert!(v.decrypt(&bad, "app/a/api_key").is_err());
+        let moved = v.decrypt(&e, "app/b/api_key").unwrap_err();
+        assert!(moved.contains("for another entity or address"), "{moved}");
     }
 }
