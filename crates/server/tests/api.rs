@@ -382,7 +382,7 @@ async fn entities_made_through_the_api_are_checked_stored_encrypted_and_kept() {
         )
         .unwrap();
     assert!(
-        stored.contains("enc:v1:") && !stored.contains(secret),
+        stored.contains("enc:v2:") && !stored.contains(secret),
         "{stored}"
     );
     for file in ["state.db", "state.db-wal"] {
