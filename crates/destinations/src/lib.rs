@@ -10,7 +10,7 @@ use sallyport_core::{Field, Mapping, Resolve};
 use sallyport_sources::{Column, FingerprintSpec, Row};
 use serde::{Deserialize, Serialize};
 
-pub use customerio::{CustomerIo, Region};
+pub use customerio::{redact_url, CustomerIo, Region};
 pub use delivery::Delivery;
 pub use mapping::SettingProblem;
 
@@ -59,6 +59,10 @@ impl AppSettings {
         };
         for f in self.secret_fields() {
             m.remove(*f);
+        }
+        if let Some(serde_json::Value::String(u)) = m.get("track_url") {
+            let shown = redact_url(u);
+            m.insert("track_url".into(), serde_json::Value::String(shown));
         }
         m
     }

@@ -105,16 +105,14 @@ fn warehouse_json(config: &Config, name: &str, w: &Warehouse) -> Value {
 }
 
 fn app_json(config: &Config, name: &str, a: &App) -> Value {
-    let App::Customerio(c) = a;
-    // Site ID and API key are never shown.
-    json!({
-        "name": name,
-        "type": "customerio",
-        "region": c.region,
-        "track_url": c.track_url,
-        "delivery": c.delivery,
-        "defined_in": config.defined_in(entities::APP, name),
-    })
+    // Secrets are never shown; credentials in a track_url neither.
+    let mut shown = a.public();
+    shown.insert("name".into(), json!(name));
+    shown.insert(
+        "defined_in".into(),
+        json!(config.defined_in(entities::APP, name)),
+    );
+    Value::Object(shown)
 }
 
 async fn warehouses(State(s): State<Arc<Server>>) -> Json<Value> {

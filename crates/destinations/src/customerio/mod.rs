@@ -15,7 +15,7 @@ use crate::delivery::{SendError, Sender};
 use crate::{DestinationError, ObjectMapper, ObjectSettings, Op, OpResults, Route, SettingProblem};
 
 use settings::CustomerIo as Settings;
-pub use settings::{CustomerIo, Region};
+pub use settings::{redact_url, CustomerIo, Region};
 
 pub use event::{dedup_id, is_ulid, timestamp_seconds, EventMapper};
 pub use person::PersonMapper;
@@ -106,7 +106,8 @@ impl Workspace {
                 SendError::Unauthorized { status } => self.credentials_error(status),
                 SendError::GaveUp { last, .. } => DestinationError::Unreachable(format!(
                     "Customer.io app `{}` did not answer at {}: {last}",
-                    self.name, self.base
+                    self.name,
+                    settings::redact_url(&self.base)
                 )),
             })?;
         if !answer.status.is_success() {
@@ -127,7 +128,9 @@ impl Workspace {
         }
         Ok(format!(
             "credentials accepted; workspace region {} ({}), sending to {}",
-            region.region, region.url, self.base
+            region.region,
+            region.url,
+            settings::redact_url(&self.base)
         ))
     }
 

@@ -22,6 +22,41 @@ pub struct CustomerIo {
     /// How requests are paced and retried.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Allows a `track_url` of plain `http://` to a host that is not this machine (the keys
+    /// then cross the network unencrypted). Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+}
+
+/// A URL with any credentials in it (`https://user:pass@proxy`) replaced by `***`: what is
+/// shown of a `track_url` anywhere.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -58,10 +93,61 @@ impl CustomerIo {
                     &["track_url"],
                     "track_url must be an http:// or https:// URL",
                 ));
+            } else if u.starts_with("http://") && !is_loopback(u) && !self.allow_insecure_http {
+                p.push(SettingProblem::new(
+                    &["track_url"],
+                    format!(
+                        "track_url {} is plain http:// to another machine: the keys would cross the network unencrypted; use https://, or set allow_insecure_http: true",
+                        redact_url(u)
+                    ),
+                ));
             }
             self.track_url = Some(u.trim_end_matches('/').to_string());
         }
         p.extend(self.delivery.validate());
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            redact_url("https://user:pass@proxy.example:8443/track"),
+            "https://***@proxy.example:8443/track"
+        );
+        assert_eq!(
+            redact_url("https://track.customer.io"),
+            "https://track.customer.io"
+        );
+        assert_eq!(redact_url("http://a@b@host/x@y"), "http://***@host/x@y");
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine_unless_allowed() {
+        let mut c: CustomerIo = serde_json::from_value(serde_json::json!({
+            "site_id": "s", "api_key": "k", "track_url": "http://169.254.169.254/x"
+        }))
+        .unwrap();
+        let p = c.validate();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("plain http://"), "{p:?}");
+        c.allow_insecure_http = true;
+        assert!(c.validate().is_empty());
+        for ok in [
+            "http://127.0.0.1:8091",
+            "http://localhost:1",
+            "http://[::1]:9",
+            "https://x.example",
+        ] {
+            let mut c: CustomerIo = serde_json::from_value(serde_json::json!({
+                "site_id": "s", "api_key": "k", "track_url": ok
+            }))
+            .unwrap();
+            assert!(c.validate().is_empty(), "{ok}");
+        }
     }
 }

@@ -41,7 +41,9 @@ pub(super) async fn apps_body(
 <td><form method="post" action="/apps/{}/test" class="inline">{}<button>Test connection</button></form></td></tr>"#,
             esc(name),
             c.region,
-            esc(c.track_url.as_deref().unwrap_or("")),
+            esc(&sallyport_destinations::redact_url(
+                c.track_url.as_deref().unwrap_or("")
+            )),
             if e.config.defined_in(entities::APP, name) == sallyport_config::FROM_FILE {
                 "defined in sallyport.yaml"
             } else {
