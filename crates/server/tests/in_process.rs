@@ -63,6 +63,44 @@ async fn call(
 }
 
 #[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let (app, _dir) = app().await;
+    for (path, token) in [
+        ("/login", false),
+        ("/syncs", false),
+        ("/healthz", false),
+        ("/api/v1/syncs", true),
+        ("/api/v1/syncs", false),
+        ("/assets/ui.js", false),
+    ] {
+        let mut req = Request::builder().uri(path);
+        if token {
+            req = req.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        if path.starts_with("/assets/") {
+            assert!(h.get("cache-control").is_none(), "{path}");
+        } else {
+            assert_eq!(h["cache-control"], "no-store", "{path}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_api_in_process() {
     let (app, _dir) = app().await;
     assert_eq!(
