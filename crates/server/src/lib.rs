@@ -69,6 +69,81 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A UI session, kept by the server (the cookie only names it).
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub csrf: String,
+    pub created: std::time::Instant,
+    pub last_used: std::time::Instant,
+}
+
+/// A session ends 12 hours after login, or after an hour without use.
+const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Server {
+    /// Sets how long sessions last (after login, and after their last use).
+    pub fn set_session_limits(&self, absolute: std::time::Duration, idle: std::time::Duration) {
+        *self
+            .session_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (absolute, idle);
+    }
+
+    /// The CSRF token of a live session, which this use keeps alive; an expired one is removed.
+    pub(crate) fn session(&self, sid: &str) -> Option<String> {
+        let (absolute, idle) = *self
+            .session_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let live = |s: &Session| {
+            now.duration_since(s.created) < absolute && now.duration_since(s.last_used) < idle
+        };
+        match sessions.get_mut(sid) {
+            Some(s) if live(s) => {
+                s.last_used = now;
+                Some(s.csrf.clone())
+            }
+            Some(_) => {
+                sessions.remove(sid);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Starts a session; expired ones are pruned on the way.
+    pub(crate) fn new_session(&self, sid: String, csrf: String) {
+        let (absolute, idle) = *self
+            .session_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        sessions.retain(|_, s| {
+            now.duration_since(s.created) < absolute && now.duration_since(s.last_used) < idle
+        });
+        sessions.insert(
+            sid,
+            Session {
+                csrf,
+                created: now,
+                last_used: now,
+            },
+        );
+    }
+
+    /// Ends a session.
+    pub(crate) fn end_session(&self, sid: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid);
+    }
+}
+
 /// A run in progress.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Running {
@@ -91,8 +166,10 @@ pub struct Server {
     pub metrics: Metrics,
     /// Serializes changes to stored entities.
     pub(crate) edits: tokio::sync::Mutex<()>,
-    /// UI sessions: session id → CSRF token.
-    pub(crate) sessions: Mutex<HashMap<String, String>>,
+    /// UI sessions, by session id.
+    pub(crate) sessions: Mutex<HashMap<String, Session>>,
+    /// How long a session lasts: at most `absolute` after login, and `idle` after its last use.
+    session_limits: Mutex<(std::time::Duration, std::time::Duration)>,
     /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -112,6 +189,7 @@ impl Server {
             metrics: Metrics::default(),
             edits: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
+            session_limits: Mutex::new((SESSION_ABSOLUTE, SESSION_IDLE)),
             stop: tokio::sync::watch::channel(false).0,
         });
         server.reload().await?;
@@ -367,7 +445,7 @@ pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
         Err(_) => {}
     }
     let mut bytes = [0u8; 24];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -2,7 +2,7 @@
 //! (XChaCha20-Poly1305) with a key from `SALLYPORT_SECRET_KEY` (64 hex digits) or from a key
 //! file created on first start with owner-only permissions.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -19,7 +19,7 @@ pub struct Vault {
 
 fn random<const N: usize>() -> std::io::Result<[u8; N]> {
     let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(b)
 }
 

@@ -13,6 +13,11 @@ use tower::ServiceExt;
 const TOKEN: &str = "in-process-token-0123456789abcdef";
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
+    let (app, _, dir) = app_and_server().await;
+    (app, dir)
+}
+
+async fn app_and_server() -> (axum::Router, std::sync::Arc<Server>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("w.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -30,7 +35,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
     let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
     let vault = sallyport_server::Vault::load(&dir.path().join("sallyport.key")).unwrap();
     let server = Server::start(engine, TOKEN.into(), vault).await.unwrap();
-    (sallyport_server::app(server), dir)
+    (sallyport_server::app(server.clone()), server, dir)
 }
 
 async fn call(
@@ -155,4 +160,60 @@ async fn the_api_in_process() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sync["settings"], json!({"primary_key": "user_id"}));
     assert!(sync["id"].as_str().unwrap().starts_with("sync-"));
+}
+
+#[tokio::test]
+async fn sessions_expire_on_the_server_and_logout_ends_them() {
+    let (app, server, _dir) = app_and_server().await;
+    let login = || async {
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/login")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("token={TOKEN}")))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_string()
+    };
+    let page = |cookie: String| {
+        let app = app.clone();
+        async move {
+            app.oneshot(
+                Request::get("/syncs")
+                    .header("cookie", cookie)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+        }
+    };
+    let session = login().await;
+    assert_eq!(page(session.clone()).await, StatusCode::OK);
+    // Idle for longer than the idle limit: the server refuses the session, whatever the cookie.
+    server.set_session_limits(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_millis(150),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(
+        page(session.clone()).await,
+        StatusCode::SEE_OTHER,
+        "expired: back to /login"
+    );
+    // Used within the idle limit, it lives until its absolute limit.
+    server.set_session_limits(
+        std::time::Duration::from_millis(400),
+        std::time::Duration::from_secs(3600),
+    );
+    let session = login().await;
+    assert_eq!(page(session.clone()).await, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(page(session).await, StatusCode::SEE_OTHER);
 }

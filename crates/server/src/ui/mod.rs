@@ -78,9 +78,7 @@ fn esc(s: &str) -> String {
 /// Random hex from the system's source; without one there is no safe session, so it panics.
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .expect("the system's random source (/dev/urandom)");
+    getrandom::fill(&mut b).expect("the system's random source");
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -26,12 +26,7 @@ pub(super) fn session_id(headers: &HeaderMap) -> Option<String> {
 /// The session's CSRF token, if the request belongs to a session.
 pub(super) fn csrf_of(server: &Server, headers: &HeaderMap) -> Option<String> {
     let sid = session_id(headers)?;
-    server
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .get(&sid)
-        .cloned()
+    server.session(&sid)
 }
 
 /// The largest form a page posts.
@@ -110,11 +105,7 @@ pub(super) async fn login(State(server): State<Arc<Server>>, Form(form): FormDat
         return resp;
     }
     let sid = random_hex(24);
-    server
-        .sessions
-        .lock()
-        .expect("sessions lock")
-        .insert(sid.clone(), random_hex(16));
+    server.new_session(sid.clone(), random_hex(16));
     (
         [(
             header::SET_COOKIE,
@@ -127,7 +118,7 @@ pub(super) async fn login(State(server): State<Arc<Server>>, Form(form): FormDat
 
 pub(super) async fn logout(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
     if let Some(sid) = session_id(&headers) {
-        server.sessions.lock().expect("sessions lock").remove(&sid);
+        server.end_session(&sid);
     }
     (
         [(header::SET_COOKIE, format!("{COOKIE}=; Max-Age=0; Path=/"))],
