@@ -455,7 +455,11 @@ async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBu
     let token = match sallyport_server::load_token(&token_path) {
         Ok((token, created)) => {
             if created {
-                println!("API token (kept in {}): {token}", token_path.display());
+                // Never printed: logs and terminals are read by more people than the file.
+                println!(
+                    "API token created in {} (readable by this user only): use it to log in and as `Authorization: Bearer TOKEN`",
+                    token_path.display()
+                );
             } else {
                 println!(
                     "API token: from SALLYPORT_TOKEN or {}",

@@ -422,13 +422,61 @@ impl Server {
     }
 }
 
+/// The shortest token `SALLYPORT_TOKEN` may hold.
+const MIN_TOKEN: usize = 32;
+
+/// Refuses a file of secrets (the token file, the key file) that another user owns or that
+/// others may read.
+pub fn owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        // The process's own user: the owner of its /proc entry.
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+        if me.is_some_and(|me| meta.uid() != me) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to another user: it must be this user's own",
+                    path.display()
+                ),
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} may be read by others (mode {:o}): run chmod 600 on it",
+                    path.display(),
+                    meta.mode() & 0o777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The server's token: `SALLYPORT_TOKEN`, or the one kept in `path` (created on first start with
 /// owner-only permissions). Answers the token and whether it was just created.
 pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
     if let Ok(t) = std::env::var("SALLYPORT_TOKEN") {
-        if !t.trim().is_empty() {
-            return Ok((t.trim().to_string(), false));
+        let t = t.trim();
+        if !t.is_empty() {
+            if t.len() < MIN_TOKEN {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "SALLYPORT_TOKEN is {} characters; it must be at least {MIN_TOKEN}",
+                        t.len()
+                    ),
+                ));
+            }
+            return Ok((t.to_string(), false));
         }
+    }
+    if path.exists() {
+        owner_only(path)?;
     }
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_string(), false)),
@@ -454,4 +502,28 @@ pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
     let mut f = options.open(path)?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
     Ok((token, true))
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn token_and_key_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("sallyport.token");
+        let (made, created) = load_token(&token).unwrap();
+        assert!(created && made.len() >= MIN_TOKEN);
+        assert_eq!(load_token(&token).unwrap(), (made, false));
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_token(&token).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        let key = dir.path().join("sallyport.key");
+        Vault::load(&key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = Vault::load(&key).err().unwrap();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
 }

@@ -43,27 +43,29 @@ impl Vault {
     pub fn load(key_file: &Path) -> Result<Vault, String> {
         let text = match std::env::var("SALLYPORT_SECRET_KEY") {
             Ok(k) if !k.trim().is_empty() => k,
-            _ => match std::fs::read_to_string(key_file) {
-                Ok(k) => k,
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(format!(
-                        "cannot read the key file {}: {e}",
-                        key_file.display()
-                    ))
+            _ => {
+                match crate::owner_only(key_file).and_then(|_| std::fs::read_to_string(key_file)) {
+                    Ok(k) => k,
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(format!(
+                            "cannot read the key file {}: {e}",
+                            key_file.display()
+                        ))
+                    }
+                    Err(_) => {
+                        let k = hex(&random::<32>().map_err(|e| e.to_string())?);
+                        let mut options = std::fs::OpenOptions::new();
+                        options.write(true).create_new(true);
+                        #[cfg(unix)]
+                        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                        let mut f = options.open(key_file).map_err(|e| {
+                            format!("cannot create the key file {}: {e}", key_file.display())
+                        })?;
+                        f.write_all(k.as_bytes()).map_err(|e| e.to_string())?;
+                        k
+                    }
                 }
-                Err(_) => {
-                    let k = hex(&random::<32>().map_err(|e| e.to_string())?);
-                    let mut options = std::fs::OpenOptions::new();
-                    options.write(true).create_new(true);
-                    #[cfg(unix)]
-                    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                    let mut f = options.open(key_file).map_err(|e| {
-                        format!("cannot create the key file {}: {e}", key_file.display())
-                    })?;
-                    f.write_all(k.as_bytes()).map_err(|e| e.to_string())?;
-                    k
-                }
-            },
+            }
         };
         let key = unhex(&text)
             .filter(|k| k.len() == 32)
