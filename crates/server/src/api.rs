@@ -314,19 +314,45 @@ struct Limit {
     limit: Option<usize>,
 }
 
+/// The largest page any listing answers with.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page of a listing: `limit` (at most [`MAX_PAGE`]) items after the cursor `after`.
+#[derive(serde::Deserialize)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl Page {
+    fn limit(&self, default: usize) -> usize {
+        self.limit.unwrap_or(default).clamp(1, MAX_PAGE)
+    }
+}
+
+/// Runs, newest first, a page at a time: `next` is the cursor (`after`) of the next page.
 async fn runs(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
-    Query(q): Query<Limit>,
+    Query(q): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
+    let limit = q.limit(50);
+    let before = match q.after.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Err(invalid("`after` is a run id")),
+    };
     let runs = s
         .engine()
         .state
-        .runs(Some(&name), q.limit.unwrap_or(50))
+        .runs_page(Some(&name), before, limit)
         .await
         .map_err(internal)?;
-    Ok(Json(json!({ "runs": runs })))
+    let next = (runs.len() == limit)
+        .then(|| runs.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
 async fn run_now(
@@ -341,18 +367,24 @@ async fn run_now(
         .into_response())
 }
 
+/// Failed rows by key, a page at a time: `next` is the cursor (`after`) of the next page.
 async fn failures(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
+    Query(q): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
+    let limit = q.limit(100);
     let f = s
         .engine()
         .state
-        .failures(&s.engine().state_key(&name))
+        .failures_page(&s.engine().state_key(&name), q.after.as_deref(), limit)
         .await
         .map_err(internal)?;
-    Ok(Json(json!({ "failures": f })))
+    let next = (f.len() == limit)
+        .then(|| f.last().map(|x| x.key.clone()))
+        .flatten();
+    Ok(Json(json!({ "failures": f, "next": next })))
 }
 
 async fn preview(
@@ -361,7 +393,8 @@ async fn preview(
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
-    match s.engine().preview(&name, q.limit.unwrap_or(5), false).await {
+    let limit = q.limit.unwrap_or(5).clamp(1, MAX_PAGE);
+    match s.engine().preview(&name, limit, false).await {
         Ok(p) => Ok(Json(serde_json::to_value(p).map_err(internal)?)),
         Err(e) => Err(run_error(e)),
     }

@@ -217,3 +217,81 @@ async fn sessions_expire_on_the_server_and_logout_ends_them() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(page(session).await, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn listings_come_a_page_at_a_time_and_never_more_than_a_thousand() {
+    let (app, server, _dir) = app_and_server().await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v1/syncs",
+        Some(json!({
+            "name": "people", "warehouse": "local", "model": {"table": "users"}, "app": "cio",
+            "object": "person", "mode": "upsert", "primary_key": "user_id",
+        })),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let engine = server.engine();
+    let key = engine.state_key("people");
+    let run = engine.state.begin_run("people", false).await.unwrap();
+    let failed = (0..1500)
+        .map(|i| (format!("k{i:05}"), "bad".to_string()))
+        .collect();
+    engine
+        .state
+        .commit(
+            &key,
+            run,
+            sallyport_state::Commit {
+                failed,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (_, first) = call(
+        &app,
+        "GET",
+        "/api/v1/syncs/people/failures?limit=5000",
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(
+        first["failures"].as_array().unwrap().len(),
+        1000,
+        "at most a page of 1,000"
+    );
+    let next = first["next"].as_str().unwrap().to_string();
+    assert_eq!(next, "k00999");
+    let (_, second) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/syncs/people/failures?limit=1000&after={next}"),
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(second["failures"].as_array().unwrap().len(), 500);
+    assert_eq!(second["failures"][0]["key"], "k01000");
+    assert!(second["next"].is_null());
+
+    for _ in 0..2 {
+        engine.state.begin_run("people", false).await.unwrap();
+    }
+    let (_, runs) = call(&app, "GET", "/api/v1/syncs/people/runs?limit=2", None, true).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
+    let after = runs["next"].as_str().unwrap();
+    let (_, rest) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/syncs/people/runs?limit=2&after={after}"),
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(rest["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["runs"][0]["id"], run);
+}

@@ -327,12 +327,32 @@ impl StateStore {
 
     /// Run history, newest first.
     pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        each!(self, s => s.runs(sync, limit).await)
+        each!(self, s => s.runs(sync, None, limit).await)
+    }
+
+    /// A page of run history, newest first: at most `limit` runs older than run `before`.
+    pub async fn runs_page(
+        &self,
+        sync: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        each!(self, s => s.runs(sync, before, limit).await)
     }
 
     /// Failed rows of `sync`, by key.
     pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
-        each!(self, s => s.failures(sync).await)
+        each!(self, s => s.failures(sync, None, None).await)
+    }
+
+    /// A page of failed rows of `sync`, by key: at most `limit` with keys after `after`.
+    pub async fn failures_page(
+        &self,
+        sync: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Failure>> {
+        each!(self, s => s.failures(sync, after, Some(limit)).await)
     }
 
     /// Stores an entity made in the UI or the API (`kind`: warehouse, app, sync) as JSON text

@@ -375,30 +375,43 @@ impl PgState {
         Ok(())
     }
 
-    pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    pub async fn runs(
+        &self,
+        sync: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
         let rows = self
             .client
             .lock()
             .await
             .query(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR sync = $1) ORDER BY id DESC LIMIT $2"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR sync = $1)
+                     AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $2"
                 ),
-                &[&sync, &(limit as i64)],
+                &[&sync, &(limit as i64), &before],
             )
             .await?;
         Ok(rows.iter().map(run_from_row).collect())
     }
 
-    pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
+    pub async fn failures(
+        &self,
+        sync: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Failure>> {
+        let limit = limit.map(|l| l as i64);
         let rows = self
             .client
             .lock()
             .await
             .query(
                 "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
-                 FROM failures WHERE sync = $1 ORDER BY key",
-                &[&sync],
+                 FROM failures WHERE sync = $1 AND ($2::text IS NULL OR key > $2)
+                 ORDER BY key LIMIT $3",
+                &[&sync, &after, &limit],
             )
             .await?;
         Ok(rows

@@ -416,29 +416,43 @@ impl SqliteState {
         .await
     }
 
-    pub async fn runs(&self, sync: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    pub async fn runs(
+        &self,
+        sync: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
         let sync = sync.map(str::to_string);
         self.call(move |conn| {
-                    let mut stmt = conn.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1) ORDER BY id DESC LIMIT ?2"
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1)
+                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?2"
             ))?;
             let rows = stmt
-                .query_map(params![sync, limit as i64], run_from_row)?
+                .query_map(params![sync, limit as i64, before], run_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
     }
 
-    pub async fn failures(&self, sync: &str) -> Result<Vec<Failure>> {
+    pub async fn failures(
+        &self,
+        sync: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Failure>> {
         let sync = sync.to_string();
+        let after = after.map(str::to_string);
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
         self.call(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT key, reason, run_id, attempts, first_failed_at, last_failed_at
-                 FROM failures WHERE sync = ?1 ORDER BY key",
+                 FROM failures WHERE sync = ?1 AND (?2 IS NULL OR key > ?2)
+                 ORDER BY key LIMIT ?3",
             )?;
             let rows = stmt
-                .query_map([&sync], |r| {
+                .query_map(params![sync, after, limit], |r| {
                     Ok(Failure {
                         key: r.get(0)?,
                         reason: r.get(1)?,

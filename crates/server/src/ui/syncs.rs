@@ -115,7 +115,7 @@ pub(super) async fn sync_page(
     let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
     let failures = e
         .state
-        .failures(&e.state_key(&name))
+        .failures_page(&e.state_key(&name), None, 100)
         .await
         .unwrap_or_default();
     let settings = serde_json::to_string_pretty(&s).unwrap_or_default();
