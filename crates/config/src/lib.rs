@@ -429,6 +429,14 @@ impl Validator<'_> {
         for key in unknown {
             map.remove(key.as_str());
         }
+        // A mode the object does not have: said with the object's modes, and read as its first
+        // so that the other settings are still checked.
+        if let Some(mode) = map.get("mode").and_then(|m| m.as_str()).map(str::to_string) {
+            if let Some(why) = sallyport_destinations::mode_problem(kind.name, &mode) {
+                self.problem(&["syncs", name, "mode"], format!("sync `{name}`: {why}"));
+                map.insert("mode".into(), kind.modes[0].into());
+            }
+        }
         match serde_yaml_ng::from_value::<Sync>(serde_yaml_ng::Value::Mapping(map)) {
             Ok(s) => Some(s),
             Err(e) => {

@@ -106,6 +106,19 @@ pub const OBJECTS: &[ObjectKind] = &[
     },
 ];
 
+/// Why `mode` is not a mode of `object`, if it is not: checked before the settings are read, so
+/// that the message lists the object's modes.
+pub fn mode_problem(object: &str, mode: &str) -> Option<String> {
+    let kind = object_kind(object)?;
+    (!kind.modes.contains(&mode)).then(|| {
+        format!(
+            "mode `{mode}` is not supported by a {}; supported: {}",
+            kind.name,
+            kind.modes.join(", ")
+        )
+    })
+}
+
 /// The object of that `object:` value.
 pub fn object_kind(name: &str) -> Option<&'static ObjectKind> {
     OBJECTS.iter().find(|o| o.name == name)
@@ -127,28 +140,16 @@ impl ObjectSettings {
     }
 
     /// The sync mode.
-    pub fn mode(&self) -> &str {
+    pub fn mode(&self) -> &'static str {
         match self {
-            ObjectSettings::Person(s) => &s.mode,
-            ObjectSettings::Event(s) => &s.mode,
+            ObjectSettings::Person(s) => s.mode.as_str(),
+            ObjectSettings::Event(s) => s.mode.as_str(),
         }
     }
 
     /// What is wrong with the settings on their own (paths below the sync).
     pub fn validate(&self) -> Vec<SettingProblem> {
-        let kind = self.kind();
         let mut p = Vec::new();
-        if !kind.modes.contains(&self.mode()) {
-            p.push(SettingProblem::new(
-                &["mode"],
-                format!(
-                    "mode `{}` is not supported by a {}; supported: {}",
-                    self.mode(),
-                    kind.name,
-                    kind.modes.join(", ")
-                ),
-            ));
-        }
         p.extend(match self {
             ObjectSettings::Person(s) => s.validate(),
             ObjectSettings::Event(s) => s.validate(),

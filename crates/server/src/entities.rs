@@ -41,7 +41,17 @@ pub fn check(kind: &str, body: &Value) -> Result<(), String> {
     let r = match kind {
         WAREHOUSE => serde_json::from_value::<Warehouse>(body.clone()).map(|_| ()),
         APP => serde_json::from_value::<App>(body.clone()).map(|_| ()),
-        _ => serde_json::from_value::<Sync>(body.clone()).map(|_| ()),
+        _ => {
+            let object = body
+                .get("object")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mode = body.get("mode").and_then(Value::as_str).unwrap_or_default();
+            if let Some(why) = sallyport_destinations::mode_problem(object, mode) {
+                return Err(why);
+            }
+            serde_json::from_value::<Sync>(body.clone()).map(|_| ())
+        }
     };
     r.map_err(|e| e.to_string())
 }

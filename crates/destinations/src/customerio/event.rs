@@ -18,7 +18,7 @@ use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `insert`: the only mode an event supports.
-    pub mode: String,
+    pub mode: EventMode,
     /// `track` or `page_view`.
     pub event_type: Option<String>,
     /// The column uniquely identifying the event.
@@ -38,6 +38,19 @@ pub struct Settings {
     /// Page view: the column with the page URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_url: Option<String>,
+}
+
+/// How an event sync writes: `insert` (each event once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventMode {
+    Insert,
+}
+
+impl EventMode {
+    pub fn as_str(self) -> &'static str {
+        "insert"
+    }
 }
 
 /// The settings of an event sync, as forms and the API describe them.

@@ -408,7 +408,7 @@ mod properties {
             })
             .collect();
         let settings = Settings {
-            mode: "upsert".into(),
+            mode: super::person::PersonMode::Upsert,
             primary_key: Some("id".into()),
             identifier: None,
         };

@@ -15,12 +15,25 @@ use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `upsert`: the only mode a person supports.
-    pub mode: String,
+    pub mode: PersonMode,
     /// The column that uniquely identifies the person.
     pub primary_key: Option<String>,
     /// How Customer.io matches the person: `id` (default) or `email`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
+}
+
+/// How a person sync writes: `upsert` (identify: create or update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersonMode {
+    Upsert,
+}
+
+impl PersonMode {
+    pub fn as_str(self) -> &'static str {
+        "upsert"
+    }
 }
 
 /// The settings of a person sync, as forms and the API describe them.
