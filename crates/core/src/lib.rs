@@ -183,6 +183,9 @@ pub enum FieldKind {
     Text,
     /// A secret (a key, a password, a URL that may carry one): never shown once saved.
     Secret,
+    /// A file on the server's machine: made through the UI or the API, it must be inside the
+    /// server's data folder.
+    File,
 }
 
 /// Durations (`500ms`, `30s`, `15m`, `2h`, `1d`) and sizes (`450KB`) in settings.

@@ -97,13 +97,13 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Failures { sync, json } => {
             with_engine(&cli.config, |e| failures(e, sync, json)).await
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, data_dir } => {
             let token_path = cli
                 .config
                 .parent()
                 .map(|d| d.join("sallyport.token"))
                 .unwrap_or_else(|| "sallyport.token".into());
-            with_engine(&cli.config, |e| serve(e, listen, token_path)).await
+            with_engine(&cli.config, |e| serve(e, listen, token_path, data_dir)).await
         }
     }
 }
@@ -451,7 +451,12 @@ async fn failures(engine: Engine, sync: String, json: bool) -> u8 {
     OK
 }
 
-async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBuf) -> u8 {
+async fn serve(
+    engine: Engine,
+    listen: SocketAddr,
+    token_path: std::path::PathBuf,
+    data_dir: Option<std::path::PathBuf>,
+) -> u8 {
     let token = match sallyport_server::load_token(&token_path) {
         Ok((token, created)) => {
             if created {
@@ -496,7 +501,12 @@ async fn serve(engine: Engine, listen: SocketAddr, token_path: std::path::PathBu
         }
     };
     let server = match sallyport_server::Server::start(engine, token, vault).await {
-        Ok(s) => s,
+        Ok(s) => {
+            if let Some(d) = data_dir {
+                s.set_data_dir(d);
+            }
+            s
+        }
         Err(e) => {
             eprintln!("error: the syncs made in the UI do not load: {e}");
             return FAILED;

@@ -114,6 +114,10 @@ pub enum Command {
         /// Address to listen on (loopback unless told otherwise).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// The folder that SQLite warehouses made in the UI or the API must be in (default: the
+        /// state file's folder).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
 }
 

@@ -537,6 +537,31 @@ pub(crate) async fn store(
             fields.insert("id".into(), id);
         }
     }
+    if kind == entities::WAREHOUSE {
+        // Settings that name a file on this machine (an SQLite warehouse): only inside the data
+        // folder, whatever the user typed.
+        let files = body
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(sallyport_sources::warehouse_kind)
+            .map(|w| w.fields)
+            .unwrap_or_default()
+            .iter()
+            .filter(|f| f.kind == sallyport_config::FieldKind::File);
+        for f in files {
+            let given = body
+                .get(f.name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let resolved = s.local_file(&given).map_err(|m| {
+                let mut err = invalid(m.clone());
+                err.fields = vec![(f.name.to_string(), m)];
+                err
+            })?;
+            body[f.name] = json!(resolved);
+        }
+    }
     entities::check(kind, &body).map_err(invalid)?;
     entities::merged_with(
         &s.base,

@@ -82,6 +82,52 @@ const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Server {
+    /// Sets the folder that SQLite warehouses made in the UI or the API must be in.
+    pub fn set_data_dir(&self, dir: std::path::PathBuf) {
+        *self.data_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir;
+    }
+
+    /// The file a warehouse made in the UI or the API may name: relative, inside the data folder
+    /// after every symlink is followed; answered as the absolute path it resolves to.
+    pub(crate) fn local_file(&self, given: &str) -> Result<String, String> {
+        let dir = self
+            .data_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let p = std::path::Path::new(given);
+        if given.starts_with("file:") {
+            return Err(format!(
+                "path `{given}`: a file: URI is not allowed; give a file name in the data folder"
+            ));
+        }
+        if p.is_absolute() {
+            return Err(format!("path `{given}`: an absolute path is not allowed; give a file name in the data folder ({})", dir.display()));
+        }
+        if p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "path `{given}`: `..` is not allowed; the file must be in the data folder ({})",
+                dir.display()
+            ));
+        }
+        let root = dir
+            .canonicalize()
+            .map_err(|e| format!("the data folder {} cannot be read: {e}", dir.display()))?;
+        let resolved = root
+            .join(p)
+            .canonicalize()
+            .map_err(|e| format!("path `{given}`: {e}"))?;
+        if !resolved.starts_with(&root) {
+            return Err(format!(
+                "path `{given}` leads outside the data folder ({}) through a link",
+                dir.display()
+            ));
+        }
+        Ok(resolved.display().to_string())
+    }
+
     /// Sets how long sessions last (after login, and after their last use).
     pub fn set_session_limits(&self, absolute: std::time::Duration, idle: std::time::Duration) {
         *self
@@ -170,6 +216,8 @@ pub struct Server {
     pub(crate) sessions: Mutex<HashMap<String, Session>>,
     /// How long a session lasts: at most `absolute` after login, and `idle` after its last use.
     session_limits: Mutex<(std::time::Duration, std::time::Duration)>,
+    /// The folder SQLite warehouses made in the UI or the API must be in.
+    data_dir: Mutex<std::path::PathBuf>,
     /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -178,6 +226,14 @@ impl Server {
     /// A server over `engine` (whose config is the file's), answering to `token`, with the
     /// entities stored by earlier UI and API sessions loaded.
     pub async fn start(engine: Engine, token: String, vault: Vault) -> Result<Arc<Server>, String> {
+        // SQLite warehouses made in the UI or the API live beside the state file (or the
+        // config, when the state is in PostgreSQL) unless `set_data_dir` says otherwise.
+        let engine_state_dir = match &engine.config.state {
+            sallyport_config::StateLocation::Sqlite(p) => p.parent().map(|d| d.to_path_buf()),
+            sallyport_config::StateLocation::Postgres(_) => {
+                engine.config.path.parent().map(|d| d.to_path_buf())
+            }
+        };
         let server = Arc::new(Server {
             base: (*engine.config).clone(),
             engine: RwLock::new(Arc::new(engine)),
@@ -191,6 +247,10 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             session_limits: Mutex::new((SESSION_ABSOLUTE, SESSION_IDLE)),
             stop: tokio::sync::watch::channel(false).0,
+            data_dir: Mutex::new(match &engine_state_dir {
+                Some(d) => d.clone(),
+                None => std::path::PathBuf::from("."),
+            }),
         });
         server.reload().await?;
         // Runs that a stopped process left `running` (killed, crashed) are over.

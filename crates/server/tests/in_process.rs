@@ -295,3 +295,42 @@ async fn listings_come_a_page_at_a_time_and_never_more_than_a_thousand() {
     assert_eq!(rest["runs"].as_array().unwrap().len(), 1);
     assert_eq!(rest["runs"][0]["id"], run);
 }
+
+#[tokio::test]
+async fn sqlite_warehouses_made_through_the_api_stay_in_the_data_folder() {
+    let (app, _server, dir) = app_and_server().await;
+    // The data folder is the state file's folder: `dir`, which holds w.db.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.db"), b"").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.db"), dir.path().join("link.db"))
+        .unwrap();
+    for (path, why) in [
+        ("/etc/passwd", "absolute path"),
+        ("../x.db", "`..`"),
+        ("file:w.db", "file: URI"),
+        ("link.db", "outside the data folder"),
+        ("missing.db", "No such file"),
+    ] {
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/api/v1/warehouses",
+            Some(json!({"name": "w2", "type": "sqlite", "path": path})),
+            true,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{path}: {message}");
+        assert_eq!(body["error"]["details"][0]["field"], "path");
+    }
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/warehouses",
+        Some(json!({"name": "w2", "type": "sqlite", "path": "w.db"})),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

@@ -131,7 +131,7 @@ fn field_control(f: &sallyport_config::Field, current: Option<&str>, columns: &[
                 options(&values, current, false)
             )
         }
-        FieldKind::Text => format!(
+        FieldKind::Text | FieldKind::File => format!(
             r#"<input name="{}" value="{}" placeholder="{}">"#,
             f.name,
             esc(current.unwrap_or("")),

@@ -15,7 +15,7 @@ pub struct Settings {
 pub const FIELDS: &[Field] = &[Field {
     name: "path",
     label: "SQLite file",
-    kind: FieldKind::Text,
+    kind: FieldKind::File,
     required: true,
     when: None,
     help: "warehouse.db",
