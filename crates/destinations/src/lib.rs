@@ -44,6 +44,13 @@ impl AppSettings {
         }
     }
 
+    /// The network hosts (name, port) the app's requests go to, where the settings choose them.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        match self {
+            AppSettings::Customerio(c) => c.hosts(),
+        }
+    }
+
     /// What is wrong with the settings (paths below the app).
     pub fn validate(&mut self) -> Vec<SettingProblem> {
         match self {

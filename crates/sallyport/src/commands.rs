@@ -97,13 +97,20 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Failures { sync, json } => {
             with_engine(&cli.config, |e| failures(e, sync, json)).await
         }
-        Command::Serve { listen, data_dir } => {
+        Command::Serve {
+            listen,
+            data_dir,
+            allow_private_networks,
+        } => {
             let token_path = cli
                 .config
                 .parent()
                 .map(|d| d.join("sallyport.token"))
                 .unwrap_or_else(|| "sallyport.token".into());
-            with_engine(&cli.config, |e| serve(e, listen, token_path, data_dir)).await
+            with_engine(&cli.config, |e| {
+                serve(e, listen, token_path, data_dir, allow_private_networks)
+            })
+            .await
         }
     }
 }
@@ -456,6 +463,7 @@ async fn serve(
     listen: SocketAddr,
     token_path: std::path::PathBuf,
     data_dir: Option<std::path::PathBuf>,
+    allow_private_networks: bool,
 ) -> u8 {
     let token = match sallyport_server::load_token(&token_path) {
         Ok((token, created)) => {
@@ -505,6 +513,7 @@ async fn serve(
             if let Some(d) = data_dir {
                 s.set_data_dir(d);
             }
+            s.set_allow_private_networks(allow_private_networks);
             s
         }
         Err(e) => {

@@ -118,6 +118,10 @@ pub enum Command {
         /// state file's folder).
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
+        /// Let warehouses and apps made in the UI or the API connect to loopback and private
+        /// addresses (link-local ones stay refused).
+        #[arg(long)]
+        allow_private_networks: bool,
     },
 }
 

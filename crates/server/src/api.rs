@@ -563,6 +563,18 @@ pub(crate) async fn store(
         }
     }
     entities::check(kind, &body).map_err(invalid)?;
+    // Where a connection made here goes: never to a link-local address, and to a private one
+    // only when the server allows it.
+    let hosts = match kind {
+        entities::WAREHOUSE => serde_json::from_value::<sallyport_config::Warehouse>(body.clone())
+            .map(|w| w.hosts())
+            .unwrap_or_default(),
+        entities::APP => serde_json::from_value::<App>(body.clone())
+            .map(|a| a.hosts())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    s.check_hosts(&hosts).await.map_err(invalid)?;
     entities::merged_with(
         &s.base,
         &engine.state,

@@ -82,6 +82,49 @@ const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Server {
+    /// Lets connections made in the UI or the API reach loopback and private addresses
+    /// (`serve --allow-private-networks`); link-local addresses stay refused.
+    pub fn set_allow_private_networks(&self, allow: bool) {
+        self.allow_private
+            .store(allow, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Checks where a connection made in the UI or the API would go: every address each host
+    /// resolves to. Link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services)
+    /// are never reached; loopback and private ones only when allowed.
+    pub(crate) async fn check_hosts(&self, hosts: &[(String, u16)]) -> Result<(), String> {
+        let allow = self
+            .allow_private
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for (name, port) in hosts {
+            let addrs = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::net::lookup_host((name.as_str(), *port)),
+            )
+            .await
+            .map_err(|_| format!("`{name}` did not resolve within 10 s"))?
+            .map_err(|e| format!("`{name}` does not resolve: {e}"))?;
+            for addr in addrs {
+                match address_kind(addr.ip()) {
+                    AddressKind::LinkLocal => {
+                        return Err(format!(
+                            "`{name}` is a link-local address ({}): connections made here never go there",
+                            addr.ip()
+                        ))
+                    }
+                    AddressKind::Private if !allow => {
+                        return Err(format!(
+                            "`{name}` is a loopback or private address ({}): start the server with --allow-private-networks to allow it",
+                            addr.ip()
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sets the folder that SQLite warehouses made in the UI or the API must be in.
     pub fn set_data_dir(&self, dir: std::path::PathBuf) {
         *self.data_dir.lock().unwrap_or_else(|p| p.into_inner()) = dir;
@@ -190,6 +233,41 @@ impl Server {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum AddressKind {
+    LinkLocal,
+    Private,
+    Public,
+}
+
+fn address_kind(ip: std::net::IpAddr) -> AddressKind {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_link_local() {
+                AddressKind::LinkLocal
+            } else if v4.is_loopback() || v4.is_private() || v4.is_unspecified() {
+                AddressKind::Private
+            } else {
+                AddressKind::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return address_kind(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if first & 0xffc0 == 0xfe80 {
+                AddressKind::LinkLocal
+            } else if v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 {
+                AddressKind::Private
+            } else {
+                AddressKind::Public
+            }
+        }
+    }
+}
+
 /// A run in progress.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Running {
@@ -218,6 +296,8 @@ pub struct Server {
     session_limits: Mutex<(std::time::Duration, std::time::Duration)>,
     /// The folder SQLite warehouses made in the UI or the API must be in.
     data_dir: Mutex<std::path::PathBuf>,
+    /// Whether connections made in the UI or the API may reach loopback and private addresses.
+    allow_private: std::sync::atomic::AtomicBool,
     /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -247,6 +327,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             session_limits: Mutex::new((SESSION_ABSOLUTE, SESSION_IDLE)),
             stop: tokio::sync::watch::channel(false).0,
+            allow_private: std::sync::atomic::AtomicBool::new(false),
             data_dir: Mutex::new(match &engine_state_dir {
                 Some(d) => d.clone(),
                 None => std::path::PathBuf::from("."),

@@ -91,6 +91,7 @@ syncs:
         let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
         let vault = sallyport_server::Vault::load(&self.dir.path().join("sallyport.key")).unwrap();
         let server = Server::start(engine, TOKEN.into(), vault).await.unwrap();
+        server.set_allow_private_networks(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -166,6 +166,8 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     )
     .await
     .unwrap();
+    // The sandbox and the warehouse are on this machine.
+    server.set_allow_private_networks(true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(sallyport_server::serve(

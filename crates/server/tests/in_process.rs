@@ -334,3 +334,57 @@ async fn sqlite_warehouses_made_through_the_api_stay_in_the_data_folder() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+#[tokio::test]
+async fn connections_made_here_never_reach_link_local_and_private_only_when_allowed() {
+    let (app, server, _dir) = app_and_server().await;
+    let cio = |url: &str| json!({"name": "c2", "type": "customerio", "site_id": "s", "api_key": "k", "track_url": url});
+    // Cloud metadata addresses: refused, even when private networks are allowed.
+    server.set_allow_private_networks(true);
+    for url in ["https://169.254.169.254", "https://[fe80::1]:8443"] {
+        let (status, body) = call(&app, "POST", "/api/v1/apps", Some(cio(url)), true).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("link-local"),
+            "{body}"
+        );
+    }
+    let pg =
+        json!({"name": "pg2", "type": "postgres", "url": "postgres://u:p@169.254.169.254:5432/db"});
+    let (status, body) = call(&app, "POST", "/api/v1/warehouses", Some(pg), true).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        !body.to_string().contains("u:p@"),
+        "no password in the answer: {body}"
+    );
+    // Loopback and private addresses: only when allowed.
+    server.set_allow_private_networks(false);
+    for url in [
+        "http://127.0.0.1:9",
+        "https://10.1.2.3",
+        "http://localhost:9",
+    ] {
+        let (status, body) = call(&app, "POST", "/api/v1/apps", Some(cio(url)), true).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-private-networks"),
+            "{body}"
+        );
+    }
+    server.set_allow_private_networks(true);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/apps",
+        Some(cio("http://127.0.0.1:9")),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

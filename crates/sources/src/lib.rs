@@ -90,6 +90,11 @@ impl WarehouseSettings {
         each_settings!(self, s => s.describe())
     }
 
+    /// The network hosts (name, port) the warehouse connects to.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        each_settings!(self, s => s.hosts())
+    }
+
     /// The settings as JSON, without the secret fields (for the API and the UI).
     pub fn public(&self) -> serde_json::Map<String, Value> {
         let mut m = match serde_json::to_value(self) {
@@ -110,6 +115,8 @@ pub trait Settings {
     fn address_fields(&self) -> &'static [&'static str];
     fn resolve(&mut self, r: &mut dyn Resolve);
     fn describe(&self) -> String;
+    /// The network hosts (name, port) the warehouse connects to; none for a local file.
+    fn hosts(&self) -> Vec<(String, u16)>;
 }
 
 /// A warehouse's SQL dialect: how it quotes identifiers.

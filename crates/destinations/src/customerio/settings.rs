@@ -84,6 +84,30 @@ impl CustomerIo {
         }
     }
 
+    /// The host a `track_url` sends to (name, port); none for Customer.io's own hosts.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        let Some(u) = &self.track_url else {
+            return Vec::new();
+        };
+        let (scheme, rest) = u.split_once("://").unwrap_or(("https", u));
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let host_port = authority.rsplit('@').next().unwrap_or(authority);
+        let default = if scheme == "http" { 80 } else { 443 };
+        let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').unwrap_or((v6, ""));
+            (
+                h.to_string(),
+                after.strip_prefix(':').and_then(|p| p.parse().ok()),
+            )
+        } else {
+            match host_port.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().ok()),
+                None => (host_port.to_string(), None),
+            }
+        };
+        vec![(host, port.unwrap_or(default))]
+    }
+
     /// What is wrong with the settings; normalizes `track_url` (no trailing slash).
     pub fn validate(&mut self) -> Vec<SettingProblem> {
         let mut p = Vec::new();

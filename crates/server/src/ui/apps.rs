@@ -130,7 +130,10 @@ pub(super) async fn app_create(
 
 /// Tests credentials typed into the form, before they are saved: answers JSON for the page's
 /// script, and never echoes the key.
-pub(super) async fn app_test_unsaved(Form(form): FormData) -> Response {
+pub(super) async fn app_test_unsaved(
+    State(server): State<Arc<Server>>,
+    Form(form): FormData,
+) -> Response {
     let mut body = app_json_from_form(&form);
     if let Some(m) = body.as_object_mut() {
         m.remove("name");
@@ -139,6 +142,9 @@ pub(super) async fn app_test_unsaved(Form(form): FormData) -> Response {
         Ok(a) => a,
         Err(e) => return Json(json!({"ok": false, "message": e.to_string()})).into_response(),
     };
+    if let Err(m) = server.check_hosts(&app.hosts()).await {
+        return Json(json!({"ok": false, "message": m})).into_response();
+    }
     let name = form.get("name").map(String::as_str).unwrap_or("new");
     let t = api::check_app_settings(name, &app).await;
     let message = if t.ok {

@@ -42,4 +42,24 @@ impl crate::Settings for Settings {
     fn describe(&self) -> String {
         "PostgreSQL (URL saved)".into()
     }
+
+    fn hosts(&self) -> Vec<(String, u16)> {
+        let Ok(config) = self.url.expose().parse::<tokio_postgres::Config>() else {
+            return Vec::new();
+        };
+        let ports = config.get_ports();
+        config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match h {
+                tokio_postgres::config::Host::Tcp(name) => Some((
+                    name.clone(),
+                    ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+                )),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(_) => None,
+            })
+            .collect()
+    }
 }

@@ -42,4 +42,8 @@ impl crate::Settings for Settings {
     fn describe(&self) -> String {
         format!("SQLite: {}", self.path)
     }
+
+    fn hosts(&self) -> Vec<(String, u16)> {
+        Vec::new()
+    }
 }
