@@ -388,3 +388,85 @@ async fn connections_made_here_never_reach_link_local_and_private_only_when_allo
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+fn fuzz_cases() -> u32 {
+    std::env::var("SALLYPORT_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64)
+}
+
+fn body_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "\\PC{0,16}".prop_map(Value::from),
+        prop_oneof![
+            Just("person"),
+            Just("event"),
+            Just("upsert"),
+            Just("insert"),
+            Just("sqlite"),
+            Just("postgres"),
+            Just("customerio"),
+            Just("local"),
+            Just("cio"),
+            Just("user_id"),
+            Just("track"),
+            Just("w.db")
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("name".to_string()),
+                    Just("type".to_string()),
+                    Just("object".to_string()),
+                    Just("mode".to_string()),
+                    Just("warehouse".to_string()),
+                    Just("app".to_string()),
+                    Just("model".to_string()),
+                    Just("table".to_string()),
+                    Just("primary_key".to_string()),
+                    Just("path".to_string()),
+                    Just("mapping".to_string()),
+                    Just("schedule".to_string()),
+                    Just("track_url".to_string()),
+                    Just("id".to_string()),
+                    "[a-z_]{1,8}"
+                ],
+                inner,
+                0..8
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(fuzz_cases()))]
+
+    /// Input nobody planned for: any JSON body on the API's writing routes is answered 2xx or
+    /// 4xx, never 500 nor a panic.
+    #[test]
+    fn any_api_body_is_answered_without_a_server_error(body in body_value()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (app, _dir) = app().await;
+            for (method, path) in [
+                ("POST", "/api/v1/syncs"),
+                ("PUT", "/api/v1/syncs/people"),
+                ("POST", "/api/v1/warehouses"),
+                ("POST", "/api/v1/apps"),
+            ] {
+                let (status, answer) = call(&app, method, path, Some(body.clone()), true).await;
+                assert!(status.as_u16() < 500, "{method} {path} {body}: {status} {answer}");
+            }
+        });
+    }
+}
