@@ -64,7 +64,7 @@ impl From<Problem> for ConfigError {
 }
 
 /// A loaded, validated config.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
@@ -76,6 +76,20 @@ pub struct Config {
     /// Names of the entities that came from the state store (made in the UI or the API), not
     /// from the file: `("warehouse" | "app" | "sync", name)`.
     pub stored: std::collections::BTreeSet<(String, String)>,
+}
+
+impl fmt::Debug for Config {
+    /// Everything but the file's text (which may hold a secret written in it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("state", &self.state)
+            .field("warehouses", &self.warehouses)
+            .field("apps", &self.apps)
+            .field("syncs", &self.syncs)
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where an entity is defined, as the API and the UI say it.

@@ -71,6 +71,18 @@ fn the_reference_example_loads() {
         "Debug never shows a secret"
     );
     assert!(!format!("{c:?}").contains("pw@"), "nor a database password");
+    let yaml_secret = GOOD.replace("${CIO_API_KEY}", "written-in-the-file");
+    let c = parse(&yaml_secret).unwrap();
+    assert!(
+        !format!("{c:?}").contains("written-in-the-file"),
+        "Debug leaves out the file's text and its secrets"
+    );
+    let App::Customerio(cio) = &c.apps["customerio"];
+    assert_eq!(
+        serde_json::to_value(&cio.api_key).unwrap(),
+        serde_json::json!("***"),
+        "a secret never serializes its value"
+    );
 }
 
 #[test]

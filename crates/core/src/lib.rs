@@ -11,9 +11,16 @@ use serde::{Deserialize, Serialize};
 pub use locate::line_of;
 
 /// A value that must never be printed: API keys, passwords, URLs that may carry a password.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Read from settings like a string; written (serialized, debugged, displayed) only as `***`.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {

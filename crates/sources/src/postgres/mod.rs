@@ -480,11 +480,43 @@ fn numeric_text(b: &[u8]) -> Option<Option<String>> {
 fn redact_connect_error(msg: &str, url: &str) -> String {
     let mut out = msg.to_string();
     for pw in url_passwords(url) {
-        if !pw.is_empty() {
-            out = out.replace(&pw, "***");
+        // As written, percent-decoded (as the server may quote it) and quoted.
+        let decoded = percent_decode(&pw);
+        // Quoted forms first, so that no quote is left around a `***`.
+        for form in [
+            format!("'{decoded}'"),
+            format!("\"{decoded}\""),
+            pw.clone(),
+            decoded.clone(),
+        ] {
+            if !form.trim_matches(['\'', '"']).is_empty() {
+                out = out.replace(&form, "***");
+            }
         }
     }
     out
+}
+
+/// `%40` → `@`, and so on; malformed escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The password of a `postgres://user:password@host` URL (the userinfo ends at the last `@`)
@@ -498,10 +530,17 @@ fn url_passwords(url: &str) -> Vec<String> {
             }
         }
     }
-    for part in url.split(['?', '&', ' ']) {
-        if let Some(pw) = part.trim().strip_prefix("password=") {
-            out.push(pw.trim_matches('\'').to_string());
-        }
+    // `password=...` settings: in a URL's query (up to `&`), or key=value (up to a space, or a
+    // quoted value up to its closing quote).
+    let mut rest = url;
+    while let Some(at) = rest.find("password=") {
+        let value = &rest[at + "password=".len()..];
+        let pw = match value.strip_prefix('\'') {
+            Some(q) => q.split('\'').next().unwrap_or_default(),
+            None => value.split(['&', ' ', '#']).next().unwrap_or_default(),
+        };
+        out.push(pw.to_string());
+        rest = &value[pw.len().min(value.len())..];
     }
     out
 }
@@ -603,5 +642,12 @@ mod redaction {
         assert_eq!(redact_connect_error("bad p@ss here", url), "bad *** here");
         let kv = "host=h user=me password=s3cret dbname=d";
         assert_eq!(redact_connect_error("x s3cret y", kv), "x *** y");
+        let encoded = "postgres://me:p%40ss%2Fw@host/db";
+        assert_eq!(
+            redact_connect_error("password p@ss/w and p%40ss%2Fw", encoded),
+            "password *** and ***"
+        );
+        let quoted = "host=h user=me password='sp ace' dbname=d";
+        assert_eq!(redact_connect_error("bad 'sp ace'", quoted), "bad ***");
     }
 }
