@@ -315,13 +315,30 @@ impl Sender {
     }
 }
 
+/// The most of an answer that is read; the rest is left unread (an app's answers are small).
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// Reads at most `limit` bytes of an answer's body.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, reqwest::Error> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() >= room {
+            out.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
 async fn classify(resp: reqwest::Response, attempt: u32) -> Verdict {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Verdict::Stop(SendError::Unauthorized { status });
     }
-    let body = match resp.bytes().await {
+    let body = match read_capped(resp, MAX_ANSWER).await {
         Ok(b) => b,
         Err(e) => {
             return Verdict::Retry {
@@ -334,9 +351,9 @@ async fn classify(resp: reqwest::Response, attempt: u32) -> Verdict {
         }
     };
     if is_transient(status) {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        // The status only: a foreign body (a proxy's page, say) is never echoed.
         return Verdict::Retry {
-            why: format!("{status} {}", snippet.trim()).trim().to_string(),
+            why: status.to_string(),
             after: retry_after,
         };
     }
