@@ -101,6 +101,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             listen,
             data_dir,
             allow_private_networks,
+            public_url,
         } => {
             let token_path = cli
                 .config
@@ -108,7 +109,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 .map(|d| d.join("sallyport.token"))
                 .unwrap_or_else(|| "sallyport.token".into());
             with_engine(&cli.config, |e| {
-                serve(e, listen, token_path, data_dir, allow_private_networks)
+                serve(
+                    e,
+                    listen,
+                    token_path,
+                    data_dir,
+                    allow_private_networks,
+                    public_url,
+                )
             })
             .await
         }
@@ -464,6 +472,7 @@ async fn serve(
     token_path: std::path::PathBuf,
     data_dir: Option<std::path::PathBuf>,
     allow_private_networks: bool,
+    public_url: Option<String>,
 ) -> u8 {
     let token = match sallyport_server::load_token(&token_path) {
         Ok((token, created)) => {
@@ -514,6 +523,9 @@ async fn serve(
                 s.set_data_dir(d);
             }
             s.set_allow_private_networks(allow_private_networks);
+            if let Some(u) = &public_url {
+                s.set_public_url(u);
+            }
             s
         }
         Err(e) => {

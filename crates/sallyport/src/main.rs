@@ -122,6 +122,10 @@ pub enum Command {
         /// addresses (link-local ones stay refused).
         #[arg(long)]
         allow_private_networks: bool,
+        /// The address people reach the server at, e.g. https://sallyport.example.com behind a
+        /// TLS proxy: an https:// one makes the session cookie Secure.
+        #[arg(long)]
+        public_url: Option<String>,
     },
 }
 

@@ -82,6 +82,14 @@ const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Server {
+    /// The address people reach the server at; an `https://` one makes its cookies `Secure`.
+    pub fn set_public_url(&self, url: &str) {
+        self.behind_https.store(
+            url.to_ascii_lowercase().starts_with("https://"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Lets connections made in the UI or the API reach loopback and private addresses
     /// (`serve --allow-private-networks`); link-local addresses stay refused.
     pub fn set_allow_private_networks(&self, allow: bool) {
@@ -296,6 +304,11 @@ pub struct Server {
     session_limits: Mutex<(std::time::Duration, std::time::Duration)>,
     /// The folder SQLite warehouses made in the UI or the API must be in.
     data_dir: Mutex<std::path::PathBuf>,
+    /// Whether people reach the server over HTTPS (`serve --public-url https://...`): its
+    /// cookies are then `Secure`.
+    pub(crate) behind_https: std::sync::atomic::AtomicBool,
+    /// Wrong tokens sent to `/login`, by client address.
+    pub(crate) login_failures: Mutex<HashMap<String, Vec<std::time::Instant>>>,
     /// Whether connections made in the UI or the API may reach loopback and private addresses.
     allow_private: std::sync::atomic::AtomicBool,
     /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
@@ -328,6 +341,8 @@ impl Server {
             session_limits: Mutex::new((SESSION_ABSOLUTE, SESSION_IDLE)),
             stop: tokio::sync::watch::channel(false).0,
             allow_private: std::sync::atomic::AtomicBool::new(false),
+            login_failures: Mutex::new(HashMap::new()),
+            behind_https: std::sync::atomic::AtomicBool::new(false),
             data_dir: Mutex::new(match &engine_state_dir {
                 Some(d) => d.clone(),
                 None => std::path::PathBuf::from("."),
@@ -533,9 +548,12 @@ pub async fn serve(
         // commit what was acknowledged and end `interrupted`.
         stopping.stop.send_replace(true);
     };
-    let result = axum::serve(listener, app(server.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     scheduler.abort();
     server.stop.send_replace(true);
     server.wait_for_runs(RUNS_DRAIN).await;

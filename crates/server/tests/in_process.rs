@@ -196,6 +196,23 @@ async fn sessions_expire_on_the_server_and_logout_ends_them() {
     };
     let session = login().await;
     assert_eq!(page(session.clone()).await, StatusCode::OK);
+    // Behind HTTPS, the cookie is Secure.
+    server.set_public_url("https://sallyport.example.com");
+    let secure = app
+        .clone()
+        .oneshot(
+            Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={TOKEN}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cookie = secure.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     // Idle for longer than the idle limit: the server refuses the session, whatever the cookie.
     server.set_session_limits(
         std::time::Duration::from_secs(3600),
@@ -469,4 +486,33 @@ proptest::proptest! {
             }
         });
     }
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_limited_per_client() {
+    let (app, _dir) = app().await;
+    let login = |token: &str| {
+        let app = app.clone();
+        let token = token.to_string();
+        async move {
+            app.oneshot(
+                Request::post("/login")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("token={token}")))
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(login("wrong").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login("wrong").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        login(TOKEN).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "for the rest of the minute, even the right token waits"
+    );
 }

@@ -53,7 +53,15 @@ pub fn routes(server: Arc<Server>) -> Router {
             session,
         ));
     Router::new()
-        .route("/login", get(login_page).post(login))
+        .route(
+            "/login",
+            get(login_page)
+                .post(login)
+                .route_layer(axum::middleware::from_fn_with_state(
+                    server.clone(),
+                    login_limit,
+                )),
+        )
         .route(
             "/assets/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }),

@@ -81,6 +81,55 @@ pub(super) async fn login_page() -> Html<String> {
     )
 }
 
+/// Wrong tokens a client address may send within a minute before `/login` refuses it.
+const LOGIN_ATTEMPTS: usize = 10;
+
+/// Limits wrong tokens per client address: after [`LOGIN_ATTEMPTS`] within a minute, `/login`
+/// answers 429 until the minute is over, right token or not.
+pub(super) async fn login_limit(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let window = std::time::Duration::from_secs(60);
+    let recent = |now: std::time::Instant| {
+        let mut all = server
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = all.entry(client.clone()).or_default();
+        list.retain(|t| now.duration_since(*t) < window);
+        list.len()
+    };
+    if recent(std::time::Instant::now()) >= LOGIN_ATTEMPTS {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            "too many wrong tokens from this address: wait a minute",
+        )
+            .into_response();
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        server
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(client)
+            .or_default()
+            .push(std::time::Instant::now());
+    }
+    resp
+}
+
 pub(super) async fn login(State(server): State<Arc<Server>>, Form(form): FormData) -> Response {
     let given = form.get("token").cloned().unwrap_or_default();
     let mut headers = HeaderMap::new();
@@ -109,7 +158,17 @@ pub(super) async fn login(State(server): State<Arc<Server>>, Form(form): FormDat
     (
         [(
             header::SET_COOKIE,
-            format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200"),
+            format!(
+                "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200{}",
+                if server
+                    .behind_https
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    "; Secure"
+                } else {
+                    ""
+                }
+            ),
         )],
         Redirect::to("/syncs"),
     )
