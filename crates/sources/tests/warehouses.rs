@@ -170,3 +170,40 @@ async fn sqlite_declared_types() {
     .await;
     assert!(matches!(missing, Err(SourceError::Connect(_))));
 }
+
+#[tokio::test]
+async fn a_models_sql_cannot_write_to_the_warehouse() {
+    sallyport_testkit::needs_postgres!();
+    let (client, schema) = sallyport_testkit::schema().await;
+    client
+        .batch_execute(&format!("CREATE SEQUENCE {schema}.s"))
+        .await
+        .unwrap();
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
+        url: Secret::new(sallyport_testkit::pg_url()),
+    }))
+    .await
+    .unwrap();
+    // A model whose query would change the warehouse (here: advance a sequence).
+    let writing = Model::Sql(format!("SELECT nextval('{schema}.s') AS id"));
+    let mut stream = source.stream(&writing, None).await.unwrap();
+    let mut error = None;
+    while let Some(chunk) = stream.recv().await {
+        if let Err(e) = chunk {
+            error = Some(e.to_string());
+        }
+    }
+    let error = error.expect("the query is refused");
+    assert!(error.contains("read-only transaction"), "{error}");
+    let last: i64 = client
+        .query_one(&format!("SELECT last_value FROM {schema}.s"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let called: bool = client
+        .query_one(&format!("SELECT is_called FROM {schema}.s"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((last, called), (1, false), "the sequence never moved");
+}

@@ -97,6 +97,12 @@ impl PgSource {
                 tracing::debug!(error = %e, "warehouse connection ended");
             }
         });
+        // A model is read, never written: every statement of this session runs in a read-only
+        // transaction, so that a model's SQL cannot change the warehouse.
+        client
+            .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .await
+            .map_err(query_error)?;
         Ok(Self {
             client: Arc::new(client),
         })
