@@ -206,7 +206,12 @@ pub struct Engine {
     /// How long a run's lock lasts without renewal: a holder that crashed blocks its sync no
     /// longer than this. Renewed every quarter of it; a failed renewal stops the run.
     pub lock_lease: std::time::Duration,
+    /// The longest one warehouse statement may run in a check or a preview.
+    pub check_timeout: std::time::Duration,
 }
+
+/// How long a check's or a preview's statement may run unless the engine is told otherwise.
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The lease of a run's lock unless the engine is told otherwise.
 pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -220,6 +225,7 @@ impl Engine {
             state: Arc::new(state),
             pacing: Arc::default(),
             lock_lease: LOCK_LEASE,
+            check_timeout: CHECK_TIMEOUT,
         })
     }
 

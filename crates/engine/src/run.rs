@@ -75,6 +75,8 @@ struct Prepared {
 }
 
 impl Engine {
+    /// Opens what a run of `name` needs. A run (`check_app`) has no statement timeout; a check
+    /// or a preview, where a person waits, has the engine's `check_timeout`.
     async fn prepare(&self, name: &str, check_app: bool) -> Result<Prepared, RunError> {
         let sync = self.sync(name)?;
         let warehouse = self
@@ -82,7 +84,10 @@ impl Engine {
             .warehouses
             .get(&sync.warehouse)
             .expect("config validation checked the warehouse");
-        let source = Source::open(warehouse)
+        let options = sallyport_sources::OpenOptions {
+            statement_timeout: (!check_app).then_some(self.check_timeout),
+        };
+        let source = Source::open_with(warehouse, &options)
             .await
             .map_err(|source| RunError::Warehouse {
                 context: format!("warehouse `{}`", sync.warehouse),

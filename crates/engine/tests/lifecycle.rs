@@ -209,3 +209,35 @@ async fn two_syncs_cannot_share_a_state_id() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn checks_and_previews_stop_a_statement_that_runs_too_long() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Id).await;
+    users(&h, 3).await;
+    let mut engine = h
+        .engine(
+            "  slow:
+    warehouse: pg
+    model: {sql: \"select u.*, pg_sleep(5) from {s}.users u\"}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: user_id
+",
+        )
+        .await;
+    engine.check_timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let err = engine
+        .preview("slow", 5, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

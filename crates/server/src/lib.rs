@@ -390,6 +390,7 @@ impl Server {
             state: engine.state.clone(),
             pacing: engine.pacing.clone(),
             lock_lease: engine.lock_lease,
+            check_timeout: engine.check_timeout,
         });
         Ok(())
     }

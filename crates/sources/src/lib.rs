@@ -119,6 +119,14 @@ pub trait Settings {
     fn hosts(&self) -> Vec<(String, u16)>;
 }
 
+/// How a warehouse is opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The longest any one statement may run (checks, previews and the UI's model samples,
+    /// where a person waits); none for runs.
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
 /// A warehouse's SQL dialect: how it quotes identifiers.
 pub trait Dialect {
     /// Quotes one identifier so that it is never read as SQL.
@@ -158,7 +166,7 @@ pub trait Warehouse: Sized {
     type Settings;
 
     /// Connects.
-    async fn open(settings: &Self::Settings) -> Result<Self, SourceError>;
+    async fn open(settings: &Self::Settings, options: &OpenOptions) -> Result<Self, SourceError>;
 
     /// Its SQL dialect.
     fn dialect(&self) -> &dyn Dialect;
@@ -298,9 +306,21 @@ macro_rules! each_source {
 impl Source {
     /// Connects to a warehouse.
     pub async fn open(w: &WarehouseSettings) -> Result<Source, SourceError> {
+        Self::open_with(w, &OpenOptions::default()).await
+    }
+
+    /// Connects to a warehouse with `options`.
+    pub async fn open_with(
+        w: &WarehouseSettings,
+        options: &OpenOptions,
+    ) -> Result<Source, SourceError> {
         Ok(match w {
-            WarehouseSettings::Postgres(s) => Source::Postgres(postgres::PgSource::open(s).await?),
-            WarehouseSettings::Sqlite(s) => Source::Sqlite(sqlite::SqliteSource::open(s).await?),
+            WarehouseSettings::Postgres(s) => {
+                Source::Postgres(postgres::PgSource::open(s, options).await?)
+            }
+            WarehouseSettings::Sqlite(s) => {
+                Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)
+            }
         })
     }
 

@@ -207,3 +207,44 @@ async fn a_models_sql_cannot_write_to_the_warehouse() {
         .get(0);
     assert_eq!((last, called), (1, false), "the sequence never moved");
 }
+
+#[tokio::test]
+async fn an_sqlite_statement_past_its_time_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let source = Source::open_with(
+        &WarehouseSettings::Sqlite(sqlite::Settings {
+            path: path.display().to_string(),
+        }),
+        &sallyport_sources::OpenOptions {
+            statement_timeout: Some(std::time::Duration::from_millis(200)),
+        },
+    )
+    .await
+    .unwrap();
+    // Counting to a billion takes far longer than 200 ms.
+    let slow = Model::Sql(
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000000)
+         SELECT max(n) AS n FROM c"
+            .into(),
+    );
+    let started = std::time::Instant::now();
+    let mut stream = source.stream(&slow, None).await.unwrap();
+    let mut error = None;
+    while let Some(chunk) = stream.recv().await {
+        if let Err(e) = chunk {
+            error = Some(e.to_string());
+        }
+    }
+    let error = error.expect("the statement is stopped");
+    assert!(error.contains("interrupt"), "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

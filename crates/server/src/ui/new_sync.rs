@@ -88,7 +88,10 @@ pub(super) async fn new_sync_form(
         html.push_str(&banner("error", &format!("no warehouse named `{wname}`")));
         return page("New sync", Some(csrf), &html);
     };
-    let sample = match Source::open(&w).await {
+    let open_options = sallyport_sources::OpenOptions {
+        statement_timeout: Some(e.check_timeout),
+    };
+    let sample = match Source::open_with(&w, &open_options).await {
         Ok(src) => src.sample(&model, 5).await,
         Err(err) => Err(err),
     };

@@ -58,8 +58,16 @@ fn query_error(e: tokio_postgres::Error) -> SourceError {
 impl Warehouse for PgSource {
     type Settings = Settings;
 
-    async fn open(settings: &Settings) -> Result<Self, SourceError> {
-        Self::connect(settings.url.expose()).await
+    async fn open(settings: &Settings, options: &crate::OpenOptions) -> Result<Self, SourceError> {
+        let source = Self::connect(settings.url.expose()).await?;
+        if let Some(t) = options.statement_timeout {
+            source
+                .client
+                .batch_execute(&format!("SET statement_timeout = {}", t.as_millis().max(1)))
+                .await
+                .map_err(query_error)?;
+        }
+        Ok(source)
     }
 
     fn dialect(&self) -> &dyn Dialect {

@@ -20,6 +20,8 @@ use crate::{
 
 pub struct SqliteSource {
     path: String,
+    /// The longest one statement may run: SQLite is interrupted past it.
+    timeout: Option<std::time::Duration>,
 }
 
 fn quote_ident(name: &str) -> String {
@@ -33,9 +35,10 @@ fn model_from(model: &Model) -> String {
 impl Warehouse for SqliteSource {
     type Settings = Settings;
 
-    async fn open(settings: &Settings) -> Result<Self, SourceError> {
+    async fn open(settings: &Settings, options: &crate::OpenOptions) -> Result<Self, SourceError> {
         let s = Self {
             path: settings.path.clone(),
+            timeout: options.statement_timeout,
         };
         s.connect()?;
         Ok(s)
@@ -100,6 +103,17 @@ impl SqliteSource {
         .map_err(|e| SourceError::Connect(format!("{}: {e}", self.path)))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(query_error)?;
+        if let Some(t) = self.timeout {
+            // Each connection serves one statement: past its time, SQLite is told to stop (a
+            // connection closed by then is left alone).
+            let handle = conn.get_interrupt_handle();
+            let _ = std::thread::Builder::new()
+                .name("sqlite-deadline".into())
+                .spawn(move || {
+                    std::thread::sleep(t);
+                    handle.interrupt();
+                });
+        }
         Ok(conn)
     }
 
