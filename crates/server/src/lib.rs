@@ -82,6 +82,16 @@ const SESSION_ABSOLUTE: std::time::Duration = std::time::Duration::from_secs(12 
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Server {
+    /// What a client may take of the server (set before `serve`).
+    pub fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets what a client may take of the server (before `serve`).
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
     /// The address people reach the server at; an `https://` one makes its cookies `Secure`.
     pub fn set_public_url(&self, url: &str) {
         self.behind_https.store(
@@ -307,6 +317,8 @@ pub struct Server {
     /// Whether people reach the server over HTTPS (`serve --public-url https://...`): its
     /// cookies are then `Secure`.
     pub(crate) behind_https: std::sync::atomic::AtomicBool,
+    /// What a client may take of the server.
+    limits: Mutex<Limits>,
     /// Wrong tokens sent to `/login`, by client address.
     pub(crate) login_failures: Mutex<HashMap<String, Vec<std::time::Instant>>>,
     /// Whether connections made in the UI or the API may reach loopback and private addresses.
@@ -342,6 +354,7 @@ impl Server {
             stop: tokio::sync::watch::channel(false).0,
             allow_private: std::sync::atomic::AtomicBool::new(false),
             login_failures: Mutex::new(HashMap::new()),
+            limits: Mutex::new(Limits::default()),
             behind_https: std::sync::atomic::AtomicBool::new(false),
             data_dir: Mutex::new(match &engine_state_dir {
                 Some(d) => d.clone(),
@@ -496,9 +509,35 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The whole HTTP surface, every answer with the security headers.
 pub fn app(server: Arc<Server>) -> axum::Router {
+    let limits = server.limits();
     ui::routes(server.clone())
         .merge(api::routes(server))
+        .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            request_timeout,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// Answers 503 to a request that takes longer than the server's request limit.
+async fn request_timeout(
+    axum::extract::State(limits): axum::extract::State<Limits>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limits.request, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s",
+                limits.request.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// The page may load only this server's own script and style (no inline script), may not be
@@ -541,24 +580,82 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use tower_service::Service;
+
     let scheduler = tokio::spawn(scheduler::run(server.clone()));
-    let stopping = server.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // No new run starts, and the runs going stop: they let requests in flight finish,
-        // commit what was acknowledged and end `interrupted`.
-        stopping.stop.send_replace(true);
-    };
-    let result = axum::serve(
-        listener,
-        app(server.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let router = app(server.clone());
+    let limits = server.limits();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        // Bounded: past `connections` open at once, a new one waits for a slot (the kernel's
+        // backlog holds it); each connection must send its headers within `header_read`.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    let mut router = router.clone();
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(addr));
+                    async move { router.call(req.map(axum::body::Body::new)).await }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    // No new run starts, and the runs going stop: they let requests in flight finish, commit
+    // what was acknowledged and end `interrupted`.
     scheduler.abort();
     server.stop.send_replace(true);
     server.wait_for_runs(RUNS_DRAIN).await;
-    result
+    Ok(())
+}
+
+/// What a client may take of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections: usize,
+    /// Time to send a request's headers (a slow client is cut off past it).
+    pub header_read: std::time::Duration,
+    /// Time to answer a request.
+    pub request: std::time::Duration,
+    /// The largest request body.
+    pub body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 256,
+            header_read: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(60),
+            body_bytes: 1 << 20,
+        }
+    }
 }
 
 /// How long a stopping server waits for its runs to commit and end.

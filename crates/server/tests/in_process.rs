@@ -516,3 +516,59 @@ async fn wrong_tokens_are_limited_per_client() {
         "for the rest of the minute, even the right token waits"
     );
 }
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_and_large_bodies_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_app, server, _dir) = app_and_server().await;
+    server.set_limits(sallyport_server::Limits {
+        header_read: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(sallyport_server::serve(server.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+
+    // Headers that never end: the server closes the connection once their time is up.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body over the limit: 413, the route never sees it.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("http://{addr}/api/v1/syncs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A normal request still works.
+    let resp = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
