@@ -83,7 +83,11 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn metrics(State(server): State<Arc<Server>>) -> Response {
-    let running = server.running.lock().expect("running lock").len();
+    let running = server
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
     (
         [("content-type", "text/plain; version=0.0.4")],
         server.metrics.render(running),
@@ -243,7 +247,12 @@ async fn sync_json(s: &Arc<Server>, name: &str, sync: &Sync, paused: &[String]) 
         .await
         .ok()
         .and_then(|r| r.into_iter().next());
-    let running = s.running.lock().expect("running lock").get(name).cloned();
+    let running = s
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned();
     let model = match &sync.model {
         Model::Sql(q) => json!({"sql": q}),
         Model::Table(t) => json!({"table": t}),

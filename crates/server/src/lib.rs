@@ -376,7 +376,10 @@ impl Server {
 
     /// The engine over the current config.
     pub fn engine(&self) -> Arc<Engine> {
-        self.engine.read().expect("engine lock").clone()
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The schedules of the current config.
@@ -398,7 +401,7 @@ impl Server {
         let config = entities::merged(&self.base, &engine.state, &self.vault)
             .await
             .map_err(|e| entities::messages(&e))?;
-        *self.engine.write().expect("engine lock") = Arc::new(Engine {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Engine {
             config: Arc::new(config),
             state: engine.state.clone(),
             pacing: engine.pacing.clone(),
@@ -442,7 +445,7 @@ impl Server {
             trigger,
         };
         {
-            let mut running = self.running.lock().expect("running lock");
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             if running.contains_key(sync) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -454,7 +457,7 @@ impl Server {
         }
         self.last_start
             .lock()
-            .expect("last start lock")
+            .unwrap_or_else(|p| p.into_inner())
             .insert(sync.to_string(), info.started_at);
         let server = self.clone();
         let name = sync.to_string();

@@ -32,7 +32,7 @@ fn label(v: &str) -> String {
 impl Metrics {
     /// Counts a finished run of a sync that sends to `app`.
     pub fn record(&self, s: &RunSummary, app: &str) {
-        let mut c = self.inner.lock().expect("metrics lock");
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *c.runs
             .entry((s.sync.clone(), s.status.to_string()))
             .or_default() += 1;
@@ -46,7 +46,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self, running: usize) -> String {
-        let c = self.inner.lock().expect("metrics lock");
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         let mut family = |name: &str, help: &str, kind: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -25,7 +25,7 @@ async fn learn_last_start(server: &Server, name: &str) {
     if server
         .last_start
         .lock()
-        .expect("last start lock")
+        .unwrap_or_else(|p| p.into_inner())
         .contains_key(name)
     {
         return;
@@ -39,7 +39,7 @@ async fn learn_last_start(server: &Server, name: &str) {
                 server
                     .last_start
                     .lock()
-                    .expect("last start lock")
+                    .unwrap_or_else(|p| p.into_inner())
                     .entry(name.to_string())
                     .or_insert(last);
             }
@@ -58,7 +58,7 @@ async fn tick(server: &Arc<Server>) {
             || server
                 .running
                 .lock()
-                .expect("running lock")
+                .unwrap_or_else(|p| p.into_inner())
                 .contains_key(name)
         {
             continue;
@@ -81,7 +81,7 @@ fn next_after(server: &Server, name: &str, schedule: &sallyport_config::Schedule
     let last = server
         .last_start
         .lock()
-        .expect("last start lock")
+        .unwrap_or_else(|p| p.into_inner())
         .get(name)
         .copied();
     schedule.next_after(last, server.started)

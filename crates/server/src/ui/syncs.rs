@@ -30,7 +30,7 @@ pub(super) async fn syncs_page(
         let running = server
             .running
             .lock()
-            .expect("running lock")
+            .unwrap_or_else(|p| p.into_inner())
             .contains_key(name);
         let state = if running {
             "running"
@@ -133,7 +133,7 @@ pub(super) async fn sync_page(
     let running = server
         .running
         .lock()
-        .expect("running lock")
+        .unwrap_or_else(|p| p.into_inner())
         .contains_key(&name);
     let pause_action = if paused { "resume" } else { "pause" };
     let body = format!(
@@ -170,7 +170,7 @@ pub(super) async fn sync_live(
     let running = server
         .running
         .lock()
-        .expect("running lock")
+        .unwrap_or_else(|p| p.into_inner())
         .contains_key(&name);
     let paused = e.state.paused().await.unwrap_or_default().contains(&name);
     let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();

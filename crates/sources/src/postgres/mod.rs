@@ -20,6 +20,9 @@ use crate::{
     CHUNK_ROWS,
 };
 
+/// How long a connection attempt may take unless the URL says otherwise.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct PgSource {
     client: Arc<Client>,
 }
@@ -97,7 +100,17 @@ impl Warehouse for PgSource {
 
 impl PgSource {
     pub async fn connect(url: &str) -> Result<Self, SourceError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls)
+        // A warehouse that does not answer is given up after 10 s (unless the URL's own
+        // `connect_timeout` says otherwise).
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                SourceError::Connect(redact_connect_error(&e.to_string(), url))
+            })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let (client, conn) = config
+            .connect(NoTls)
             .await
             .map_err(|e| SourceError::Connect(redact_connect_error(&e.to_string(), url)))?;
         tokio::spawn(async move {
