@@ -586,6 +586,16 @@ impl Pipeline<'_> {
                 fatal = self.fatal.take();
             }
         }
+        // The lock may have been lost while the last batches were settled (or the last one
+        // was never sent): then nothing more is committed, and the run does not finish.
+        if fatal.is_none() {
+            fatal = self.fatal.take();
+        }
+        if fatal.is_none() {
+            if let Some(why) = self.lock_lost.get() {
+                fatal = Some(Stop::LockLost(why.clone()));
+            }
+        }
         if fatal.is_none() && !self.held_back.is_empty() {
             // Fewer batches in a row than an outage: their rows failed.
             let held_back = std::mem::take(&mut self.held_back);

@@ -241,3 +241,26 @@ async fn checks_and_previews_stop_a_statement_that_runs_too_long() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn duplicate_keys_in_one_chunk_fail_once_on_a_postgres_state_store() {
+    sallyport_testkit::needs_postgres!();
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.state = sallyport_testkit::database().await;
+    h.sql(
+        "CREATE TABLE {s}.users AS SELECT g AS user_id, 'u' || g || '@x.com' AS email
+         FROM generate_series(1, 10) g;
+         INSERT INTO {s}.users VALUES (3, 'again@x.com'), (3, 'thrice@x.com');",
+    )
+    .await;
+    let engine = h.engine(PEOPLE).await;
+    let s = h.run(&engine, "people").await;
+    assert_eq!(s.status, "partial", "{s:?}");
+    assert_eq!((s.rows_sent, s.rows_failed), (9, 3), "{s:?}");
+    let failures = engine.state.failures("people").await.unwrap();
+    assert_eq!(
+        failures.len(),
+        1,
+        "one failure for the duplicated key: {failures:?}"
+    );
+}

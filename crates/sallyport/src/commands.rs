@@ -97,6 +97,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Failures { sync, json } => {
             with_engine(&cli.config, |e| failures(e, sync, json)).await
         }
+        Command::Secrets(crate::SecretsCommand::RotateKey) => {
+            let key_path = cli
+                .config
+                .parent()
+                .map(|d| d.join("sallyport.key"))
+                .unwrap_or_else(|| "sallyport.key".into());
+            with_engine(&cli.config, |e| rotate_key(e, key_path)).await
+        }
         Command::Serve {
             listen,
             data_dir,
@@ -464,6 +472,22 @@ async fn failures(engine: Engine, sync: String, json: bool) -> u8 {
         );
     }
     OK
+}
+
+async fn rotate_key(engine: Engine, key_path: std::path::PathBuf) -> u8 {
+    match sallyport_server::rotate_key(&key_path, &engine.state).await {
+        Ok(n) => {
+            println!(
+                "{n} stored entities re-encrypted under a new key in {} (the old key no longer opens them)",
+                key_path.display()
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot rotate the key: {e}");
+            FAILED
+        }
+    }
 }
 
 async fn serve(

@@ -49,6 +49,9 @@ const EXIT_CODES: &str = "Exit codes:
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Manage the key that encrypts secrets saved in the UI or the API.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Validate the config, connect to each warehouse and app, describe each model.
     Check {
         /// Only these syncs (default: all).
@@ -147,4 +150,12 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let code = runtime.block_on(commands::dispatch(cli));
     ExitCode::from(code)
+}
+
+/// `sallyport secrets ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret under a new key (sallyport.key beside the config), in one
+    /// transaction; the old key no longer opens them.
+    RotateKey,
 }

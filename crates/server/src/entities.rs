@@ -295,6 +295,10 @@ pub fn public(kind: &str, body: &Value) -> Map<String, Value> {
     for f in secret_fields(kind, body) {
         m.remove(f);
     }
+    if let Some(Value::String(u)) = m.get("track_url") {
+        let shown = sallyport_destinations::redact_url(u);
+        m.insert("track_url".into(), Value::String(shown));
+    }
     m
 }
 

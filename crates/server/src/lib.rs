@@ -180,6 +180,12 @@ impl Server {
             .join(p)
             .canonicalize()
             .map_err(|e| format!("path `{given}`: {e}"))?;
+        let state_file = self.state_file.as_ref().and_then(|f| f.canonicalize().ok());
+        if state_file.is_some_and(|f| resolved == f) {
+            return Err(format!(
+                "path `{given}` is the server's own state store: it cannot be a warehouse"
+            ));
+        }
         if !resolved.starts_with(&root) {
             return Err(format!(
                 "path `{given}` leads outside the data folder ({}) through a link",
@@ -314,6 +320,8 @@ pub struct Server {
     session_limits: Mutex<(std::time::Duration, std::time::Duration)>,
     /// The folder SQLite warehouses made in the UI or the API must be in.
     data_dir: Mutex<std::path::PathBuf>,
+    /// The state store's file, when it is SQLite: never a warehouse.
+    state_file: Option<std::path::PathBuf>,
     /// Whether people reach the server over HTTPS (`serve --public-url https://...`): its
     /// cookies are then `Secure`.
     pub(crate) behind_https: std::sync::atomic::AtomicBool,
@@ -333,6 +341,7 @@ impl Server {
     pub async fn start(engine: Engine, token: String, vault: Vault) -> Result<Arc<Server>, String> {
         // SQLite warehouses made in the UI or the API live beside the state file (or the
         // config, when the state is in PostgreSQL) unless `set_data_dir` says otherwise.
+        let engine_state = engine.config.state.clone();
         let engine_state_dir = match &engine.config.state {
             sallyport_config::StateLocation::Sqlite(p) => p.parent().map(|d| d.to_path_buf()),
             sallyport_config::StateLocation::Postgres(_) => {
@@ -353,6 +362,10 @@ impl Server {
             session_limits: Mutex::new((SESSION_ABSOLUTE, SESSION_IDLE)),
             stop: tokio::sync::watch::channel(false).0,
             allow_private: std::sync::atomic::AtomicBool::new(false),
+            state_file: match &engine_state {
+                sallyport_config::StateLocation::Sqlite(p) => Some(p.clone()),
+                sallyport_config::StateLocation::Postgres(_) => None,
+            },
             login_failures: Mutex::new(HashMap::new()),
             limits: Mutex::new(Limits::default()),
             behind_https: std::sync::atomic::AtomicBool::new(false),
@@ -762,6 +775,76 @@ pub fn load_token(path: &std::path::Path) -> std::io::Result<(String, bool)> {
     let mut f = options.open(path)?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
     Ok((token, true))
+}
+
+/// Re-encrypts every stored secret under a new key, all in one transaction, then replaces the
+/// key file: `key_file.new` is written first (owner-only) and renamed over `key_file` once the
+/// store holds the new ciphertexts. A rotation that stopped between the two is finished by the
+/// next one. With `SALLYPORT_SECRET_KEY` set, the key lives outside any file: refused, so that
+/// no key is printed. Answers how many entities were re-encrypted.
+pub async fn rotate_key(
+    key_file: &std::path::Path,
+    state: &sallyport_state::StateStore,
+) -> Result<usize, String> {
+    if std::env::var("SALLYPORT_SECRET_KEY").is_ok_and(|k| !k.trim().is_empty()) {
+        return Err(
+            "SALLYPORT_SECRET_KEY is set: rotate the key where it is kept, not here".into(),
+        );
+    }
+    let pending = key_file.with_extension("key.new");
+    let kinds = [entities::WAREHOUSE, entities::APP, entities::SYNC];
+    // A rotation that stopped after its commit: the pending key opens the store; finish it.
+    if pending.exists() {
+        let candidate =
+            Vault::from_hex(&std::fs::read_to_string(&pending).map_err(|e| e.to_string())?)?;
+        let mut opens = true;
+        for kind in kinds {
+            if entities::load(kind, state, &candidate).await.is_err() {
+                opens = false;
+            }
+        }
+        if opens {
+            std::fs::rename(&pending, key_file).map_err(|e| e.to_string())?;
+        } else {
+            std::fs::remove_file(&pending).map_err(|e| e.to_string())?;
+        }
+    }
+    let old = Vault::load(key_file)?;
+    let mut plain = Vec::new();
+    for kind in kinds {
+        for (name, body) in entities::load(kind, state, &old).await? {
+            plain.push((kind, name, body));
+        }
+    }
+    let (new, hex_key) = Vault::generate()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(&pending)
+        .map_err(|e| format!("cannot write {}: {e}", pending.display()))?;
+    std::io::Write::write_all(&mut f, hex_key.as_bytes()).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    let sealed: Vec<(String, String, String)> = plain
+        .into_iter()
+        .map(|(kind, name, body)| {
+            let body = entities::seal(kind, &name, body, &new).to_string();
+            (kind.to_string(), name, body)
+        })
+        .collect();
+    if let Err(e) = state.put_entities(&sealed).await {
+        let _ = std::fs::remove_file(&pending);
+        return Err(format!("the store was left as it was: {e}"));
+    }
+    std::fs::rename(&pending, key_file).map_err(|e| {
+        format!(
+            "the store holds the new ciphertexts but {} could not replace {}: {e}; run rotate-key again to finish",
+            pending.display(),
+            key_file.display()
+        )
+    })?;
+    Ok(sealed.len())
 }
 
 #[cfg(test)]

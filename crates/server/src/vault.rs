@@ -75,6 +75,27 @@ impl Vault {
         })
     }
 
+    /// A vault over a fresh random key, and that key as 64 hex digits.
+    pub fn generate() -> Result<(Vault, String), String> {
+        let key = random::<32>().map_err(|e| e.to_string())?;
+        Ok((
+            Vault {
+                cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
+            },
+            hex(&key),
+        ))
+    }
+
+    /// A vault over a key given as 64 hex digits.
+    pub fn from_hex(text: &str) -> Result<Vault, String> {
+        let key = unhex(text)
+            .filter(|k| k.len() == 32)
+            .ok_or("the secret key must be 64 hexadecimal digits (32 bytes)")?;
+        Ok(Vault {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
+    }
+
     /// Seals `plain`, bound to `context` (which entity, which field, which address): a sealed
     /// secret opens only with the same context.
     pub fn encrypt(&self, plain: &str, context: &str) -> String {

@@ -572,3 +572,46 @@ async fn a_slow_client_is_cut_off_and_large_bodies_are_refused() {
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn stored_secrets_are_re_encrypted_under_a_new_key() {
+    let (app, server, dir) = app_and_server().await;
+    server.set_allow_private_networks(true);
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/v1/apps",
+        Some(
+            json!({"name": "c2", "type": "customerio", "site_id": "s2", "api_key": "sk-rotated",
+                    "track_url": "https://127.0.0.1:9"}),
+        ),
+        true,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let key_file = dir.path().join("sallyport.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    let state = server.engine().state.clone();
+    let before = state.entities("app").await.unwrap();
+    let n = sallyport_server::rotate_key(&key_file, &state)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(old_key, new_key, "a new key");
+    let after = state.entities("app").await.unwrap();
+    assert_ne!(before, after, "new ciphertexts");
+    assert!(!after[0].1.contains("sk-rotated"));
+    // The new key opens them (a server starts over them); the old one does not.
+    let vault = sallyport_server::Vault::load(&key_file).unwrap();
+    let engine = Engine::open(Config::load(&dir.path().join("sallyport.yaml")).unwrap())
+        .await
+        .unwrap();
+    let restarted = Server::start(engine, TOKEN.into(), vault).await.unwrap();
+    assert!(restarted.engine().config.apps.contains_key("c2"));
+    let old = sallyport_server::Vault::from_hex(&old_key).unwrap();
+    let sealed: Value = serde_json::from_str(&after[0].1).unwrap();
+    assert!(old
+        .decrypt(sealed["api_key"].as_str().unwrap(), "anything")
+        .is_err());
+}

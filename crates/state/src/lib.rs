@@ -262,10 +262,27 @@ impl StateStore {
 
     /// Writes one acknowledged batch's outcome (taken by value: the SQLite store writes it on
     /// a blocking thread without copying it).
-    pub async fn commit(&self, sync: &str, run_id: i64, commit: Commit) -> Result<()> {
+    pub async fn commit(&self, sync: &str, run_id: i64, mut commit: Commit) -> Result<()> {
         if commit.accepted.is_empty() && commit.failed.is_empty() && commit.cleared.is_empty() {
             return Ok(());
         }
+        // One entry per key (the last): a duplicated key fails once per row, and PostgreSQL's
+        // upsert refuses to touch a row twice in one statement.
+        fn last_per_key<T>(v: &mut Vec<(String, T)>) {
+            let mut seen = std::collections::HashSet::new();
+            let mut kept: Vec<(String, T)> = Vec::with_capacity(v.len());
+            for (k, x) in v.drain(..).rev() {
+                if seen.insert(k.clone()) {
+                    kept.push((k, x));
+                }
+            }
+            kept.reverse();
+            *v = kept;
+        }
+        last_per_key(&mut commit.failed);
+        last_per_key(&mut commit.accepted);
+        commit.cleared.sort();
+        commit.cleared.dedup();
         match self {
             StateStore::Sqlite(s) => s.commit(sync, run_id, commit, now_ms()).await,
             StateStore::Postgres(s) => s.commit(sync, run_id, &commit, now_ms()).await,
@@ -359,6 +376,11 @@ impl StateStore {
     /// whose secrets the caller has encrypted.
     pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
         each!(self, s => s.put_entity(kind, name, body).await)
+    }
+
+    /// Stores several entities in one transaction: all or none (kind, name, body).
+    pub async fn put_entities(&self, all: &[(String, String, String)]) -> Result<()> {
+        each!(self, s => s.put_entities(all).await)
     }
 
     /// Deletes a stored entity; answers whether there was one.

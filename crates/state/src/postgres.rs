@@ -440,6 +440,21 @@ impl PgState {
         Ok(())
     }
 
+    pub async fn put_entities(&self, all: &[(String, String, String)]) -> Result<()> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        for (kind, name, body) in all {
+            tx.execute(
+                "INSERT INTO entities (kind, name, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
+                &[kind, name, body],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn delete_entity(&self, kind: &str, name: &str) -> Result<bool> {
         let n = self
             .client

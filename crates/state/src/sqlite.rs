@@ -468,6 +468,23 @@ impl SqliteState {
         .await
     }
 
+    pub async fn put_entities(&self, all: &[(String, String, String)]) -> Result<()> {
+        let all = all.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            for (kind, name, body) in &all {
+                tx.execute(
+                    "INSERT INTO entities (kind, name, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
+                    params![kind, name, body],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn put_entity(&self, kind: &str, name: &str, body: &str) -> Result<()> {
         let kind = kind.to_string();
         let name = name.to_string();

@@ -28,25 +28,30 @@ pub struct CustomerIo {
     pub allow_insecure_http: bool,
 }
 
+/// The authority of a URL (`user:pass@host:port`): what follows `scheme://`, up to the first
+/// `/`, `?` or `#` (so that `http://a#@b` is host `a`, as an HTTP client reads it).
+fn authority(url: &str) -> (&str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end])
+}
+
 /// A URL with any credentials in it (`https://user:pass@proxy`) replaced by `***`: what is
 /// shown of a `track_url` anywhere.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                None => url.to_string(),
-            }
+    let (scheme, auth) = authority(url);
+    match auth.rfind('@') {
+        Some(at) if !scheme.is_empty() => {
+            let rest = &url[scheme.len() + 3 + auth.len()..];
+            format!("{scheme}://***@{}{rest}", &auth[at + 1..])
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     }
 }
 
 /// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
 fn is_loopback(url: &str) -> bool {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (_, authority) = authority(url);
     let host_port = authority.rsplit('@').next().unwrap_or(authority);
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split(']').next().unwrap_or_default()
@@ -89,8 +94,7 @@ impl CustomerIo {
         let Some(u) = &self.track_url else {
             return Vec::new();
         };
-        let (scheme, rest) = u.split_once("://").unwrap_or(("https", u));
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let (scheme, authority) = authority(u);
         let host_port = authority.rsplit('@').next().unwrap_or(authority);
         let default = if scheme == "http" { 80 } else { 443 };
         let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
@@ -148,6 +152,10 @@ mod tests {
             "https://track.customer.io"
         );
         assert_eq!(redact_url("http://a@b@host/x@y"), "http://***@host/x@y");
+        assert_eq!(
+            redact_url("http://169.254.169.254#@x.example"),
+            "http://169.254.169.254#@x.example"
+        );
     }
 
     #[test]
@@ -161,6 +169,19 @@ mod tests {
         assert!(p[0].message.contains("plain http://"), "{p:?}");
         c.allow_insecure_http = true;
         assert!(c.validate().is_empty());
+        // A fragment or query cannot make another host look like the one connected to.
+        for trick in [
+            "http://169.254.169.254#@localhost",
+            "http://10.0.0.1?@127.0.0.1",
+        ] {
+            let mut c: CustomerIo = serde_json::from_value(serde_json::json!({
+                "site_id": "s", "api_key": "k", "track_url": trick
+            }))
+            .unwrap();
+            assert_eq!(c.validate().len(), 1, "{trick}");
+            assert_ne!(c.hosts()[0].0, "localhost", "{trick}");
+            assert_ne!(c.hosts()[0].0, "127.0.0.1", "{trick}");
+        }
         for ok in [
             "http://127.0.0.1:8091",
             "http://localhost:1",

@@ -48,18 +48,21 @@ impl crate::Settings for Settings {
             return Vec::new();
         };
         let ports = config.get_ports();
-        config
-            .get_hosts()
+        let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        // `hostaddr` is what is connected to when given; a Unix socket is this machine.
+        let mut out: Vec<(String, u16)> = config
+            .get_hostaddrs()
             .iter()
             .enumerate()
-            .filter_map(|(i, h)| match h {
-                tokio_postgres::config::Host::Tcp(name) => Some((
-                    name.clone(),
-                    ports.get(i).or(ports.first()).copied().unwrap_or(5432),
-                )),
+            .map(|(i, a)| (a.to_string(), port(i)))
+            .collect();
+        for (i, h) in config.get_hosts().iter().enumerate() {
+            match h {
+                tokio_postgres::config::Host::Tcp(name) => out.push((name.clone(), port(i))),
                 #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(_) => None,
-            })
-            .collect()
+                tokio_postgres::config::Host::Unix(_) => out.push(("localhost".into(), port(i))),
+            }
+        }
+        out
     }
 }
