@@ -628,6 +628,8 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
         "/warehouses",
         "/warehouses/pg/test",
         "/syncs/new",
+        "/syncs/new/model",
+        "/syncs/people/preview",
         "/syncs/people/run",
         "/syncs/people/resume",
         "/logout",

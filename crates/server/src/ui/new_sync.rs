@@ -20,7 +20,21 @@ pub(super) async fn new_sync_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    // A GET only preselects; the model runs on the form's POST (it runs SQL on the warehouse).
+    let q: HashMap<String, String> = q.into_iter().filter(|(k, _)| k == "warehouse").collect();
     new_sync_form(&server, &csrf, &q, None)
+        .await
+        .into_response()
+}
+
+/// Step 1 posted: the model runs (with the CSRF check of every POST) and its first rows show.
+pub(super) async fn new_sync_model(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Form(form): FormData,
+) -> Response {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    new_sync_form(&server, &csrf, &form, None)
         .await
         .into_response()
 }
@@ -62,7 +76,7 @@ pub(super) async fn new_sync_form(
     let mut html = error.map(|m| banner("error", &m)).unwrap_or_default();
     let _ = write!(
         html,
-        r#"<form method="get" action="/syncs/new" class="card" id="step-model"><h2>1. Warehouse and model</h2>
+        r#"<form method="post" action="/syncs/new/model" class="card" id="step-model">{csrf_field}<h2>1. Warehouse and model</h2>
 <label>Warehouse <select name="warehouse" required>{}</select></label>
 <label>Model <select name="model_kind"><option value="table"{}>Table</option><option value="sql"{}>SQL query</option></select></label>
 <label>Table or query <textarea name="model" rows="2" required>{}</textarea></label>
@@ -74,7 +88,8 @@ pub(super) async fn new_sync_form(
             ""
         },
         if model_kind == "sql" { " selected" } else { "" },
-        esc(model_text.as_deref().unwrap_or(""))
+        esc(model_text.as_deref().unwrap_or("")),
+        csrf_field = hidden_csrf(csrf),
     );
     let (Some(wname), Some(text)) = (warehouse.clone(), model_text.clone()) else {
         return page("New sync", Some(csrf), &html);

@@ -140,7 +140,7 @@ pub(super) async fn sync_page(
         r#"<p id="state" data-live="/syncs/{n}/live">{state}</p>
 <p class="actions"><form method="post" action="/syncs/{n}/run" class="inline">{c}<button>Run now</button></form>
 <form method="post" action="/syncs/{n}/{pause_action}" class="inline">{c}<button>{pause_label}</button></form>
-<a class="button" href="/syncs/{n}/preview">Preview</a></p>
+<form method="post" action="/syncs/{n}/preview" class="inline">{c}<button>Preview</button></form></p>
 <h2>Settings</h2><pre>{settings}</pre>
 <h2>Run history</h2><div id="history">{runs}</div>
 <h2>Failed rows</h2><table id="failures"><thead><tr><th>Key</th><th>Reason</th><th>Last run</th><th>Attempts</th></tr></thead><tbody>{fails}</tbody></table>"#,
