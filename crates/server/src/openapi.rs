@@ -215,26 +215,8 @@ pub fn sync_schema() -> Value {
             properties.insert("mode".into(), json!({"enum": kind.modes}));
             properties.insert("mapping".into(), json!({"type": "object"}));
             properties.insert("schedule".into(), json!({}));
-            let mut required = vec!["warehouse", "model", "app", "object", "mode"];
-            for f in kind.fields {
-                let schema = match f.kind {
-                    sallyport_config::FieldKind::Choice(values) => {
-                        json!({"enum": values, "description": f.help})
-                    }
-                    _ => json!({"type": "string", "description": f.help}),
-                };
-                properties.insert(f.name.into(), schema);
-                if f.required && f.when.is_none() {
-                    required.push(f.name);
-                }
-            }
-            json!({
-                "title": kind.label,
-                "type": "object",
-                "properties": properties,
-                "required": required,
-                "additionalProperties": false,
-            })
+            let required = vec!["warehouse", "model", "app", "object", "mode"];
+            alternative(kind.label, properties, required, kind.fields)
         })
         .collect();
     json!({"oneOf": alternatives})
@@ -248,24 +230,40 @@ pub fn warehouse_schema() -> Value {
             let mut properties = Map::new();
             properties.insert("name".into(), json!({"type": "string"}));
             properties.insert("type".into(), json!({"const": kind.name}));
-            let mut required = vec!["type"];
-            for f in kind.fields {
-                properties.insert(
-                    f.name.into(),
-                    json!({"type": "string", "description": f.help, "writeOnly": f.kind == sallyport_config::FieldKind::Secret}),
-                );
-                if f.required {
-                    required.push(f.name);
-                }
-            }
-            json!({
-                "title": kind.label,
-                "type": "object",
-                "properties": properties,
-                "required": required,
-                "additionalProperties": false,
-            })
+            alternative(kind.label, properties, vec!["type"], kind.fields)
         })
         .collect();
     json!({"oneOf": alternatives})
+}
+
+/// One alternative of a `oneOf`: the common `properties` and `required`, plus a property for
+/// each described setting (a choice as an enum, a secret write-only); a setting is required when
+/// it always is (not only for some value of another setting).
+fn alternative(
+    title: &str,
+    mut properties: Map<String, Value>,
+    mut required: Vec<&'static str>,
+    fields: &'static [sallyport_config::Field],
+) -> Value {
+    use sallyport_config::FieldKind;
+    for f in fields {
+        let schema = match f.kind {
+            FieldKind::Choice(values) => json!({"enum": values, "description": f.help}),
+            FieldKind::Secret => {
+                json!({"type": "string", "description": f.help, "writeOnly": true})
+            }
+            _ => json!({"type": "string", "description": f.help}),
+        };
+        properties.insert(f.name.into(), schema);
+        if f.required && f.when.is_none() {
+            required.push(f.name);
+        }
+    }
+    json!({
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
 }

@@ -266,23 +266,20 @@ impl StateStore {
         if commit.accepted.is_empty() && commit.failed.is_empty() && commit.cleared.is_empty() {
             return Ok(());
         }
-        // One entry per key (the last): a duplicated key fails once per row, and PostgreSQL's
-        // upsert refuses to touch a row twice in one statement.
-        fn last_per_key<T>(v: &mut Vec<(String, T)>) {
-            let mut seen = std::collections::HashSet::new();
-            let mut kept: Vec<(String, T)> = Vec::with_capacity(v.len());
-            for (k, x) in v.drain(..).rev() {
+        // One failure per key (the last): a duplicated key fails once per row, and PostgreSQL's
+        // upsert refuses to touch a row twice in one statement. Accepted keys are unique already
+        // (a key is sent at most once per batch), so the hot path is left alone.
+        if commit.failed.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(commit.failed.len());
+            let mut kept: Vec<(String, String)> = Vec::with_capacity(commit.failed.len());
+            for (k, reason) in commit.failed.drain(..).rev() {
                 if seen.insert(k.clone()) {
-                    kept.push((k, x));
+                    kept.push((k, reason));
                 }
             }
             kept.reverse();
-            *v = kept;
+            commit.failed = kept;
         }
-        last_per_key(&mut commit.failed);
-        last_per_key(&mut commit.accepted);
-        commit.cleared.sort();
-        commit.cleared.dedup();
         match self {
             StateStore::Sqlite(s) => s.commit(sync, run_id, commit, now_ms()).await,
             StateStore::Postgres(s) => s.commit(sync, run_id, &commit, now_ms()).await,
