@@ -75,14 +75,95 @@ impl AppSettings {
     }
 }
 
-/// What a sync sends, with the settings its object's module owns (`object: person` reads
-/// [`customerio::person::Settings`]). Adding an object adds its module, a variant here and an
-/// entry in [`OBJECTS`].
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(tag = "object", rename_all = "snake_case")]
-pub enum ObjectSettings {
+/// What each object's module provides: its description, and over its own settings the mode, the
+/// checks, the columns it uses and its mapper.
+pub trait Object {
+    /// How forms, documents and config checks describe the object.
+    const KIND: ObjectKind;
+    /// The sync mode.
+    fn mode(&self) -> &'static str;
+    /// What is wrong with the settings on their own (paths below the sync).
+    fn validate(&self) -> Vec<SettingProblem>;
+    /// The columns the settings use: not sent as attributes.
+    fn columns(&self) -> Vec<&str>;
+    /// The mapper of a sync, checked against the model's columns; `sync_id` keys what must stay
+    /// the same across renames (event dedup ids).
+    fn mapper(
+        &self,
+        sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>>;
+}
+
+/// The registry of objects: one line each, `Variant(module::Settings)`; the variant's snake_case
+/// name is the `object:` value.
+macro_rules! objects {
+    ($($variant:ident($settings:ty)),+ $(,)?) => {
+        /// What a sync sends, with the settings its object's module owns.
+        #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+        #[serde(tag = "object", rename_all = "snake_case")]
+        pub enum ObjectSettings {
+            $($variant($settings),)+
+        }
+
+        /// Every object, in the order forms offer them.
+        pub const OBJECTS: &[ObjectKind] = &[$(<$settings as Object>::KIND,)+];
+
+        impl ObjectSettings {
+            /// The object's description.
+            pub fn kind(&self) -> &'static ObjectKind {
+                let name = match self {
+                    $(ObjectSettings::$variant(_) => <$settings as Object>::KIND.name,)+
+                };
+                object_kind(name).expect("every object is in OBJECTS")
+            }
+
+            fn object(&self) -> &dyn ObjectDyn {
+                match self {
+                    $(ObjectSettings::$variant(s) => s,)+
+                }
+            }
+        }
+    };
+}
+
+objects! {
     Person(customerio::person::Settings),
     Event(customerio::event::Settings),
+}
+
+/// [`Object`] without its constant, for dispatch.
+trait ObjectDyn {
+    fn mode(&self) -> &'static str;
+    fn validate(&self) -> Vec<SettingProblem>;
+    fn columns(&self) -> Vec<&str>;
+    fn mapper(
+        &self,
+        sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>>;
+}
+
+impl<T: Object> ObjectDyn for T {
+    fn mode(&self) -> &'static str {
+        Object::mode(self)
+    }
+    fn validate(&self) -> Vec<SettingProblem> {
+        Object::validate(self)
+    }
+    fn columns(&self) -> Vec<&str> {
+        Object::columns(self)
+    }
+    fn mapper(
+        &self,
+        sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
+        Object::mapper(self, sync_id, mapping, columns)
+    }
 }
 
 /// An object as forms, documents and config checks describe it.
@@ -96,22 +177,6 @@ pub struct ObjectKind {
     /// The modes it supports; the first is the default.
     pub modes: &'static [&'static str],
 }
-
-/// Every object, in the order forms offer them.
-pub const OBJECTS: &[ObjectKind] = &[
-    ObjectKind {
-        name: "person",
-        label: "Person",
-        fields: customerio::person::FIELDS,
-        modes: customerio::person::MODES,
-    },
-    ObjectKind {
-        name: "event",
-        label: "Event",
-        fields: customerio::event::FIELDS,
-        modes: customerio::event::MODES,
-    },
-];
 
 /// Why `mode` is not a mode of `object`, if it is not: checked before the settings are read, so
 /// that the message lists the object's modes.
@@ -137,39 +202,29 @@ impl ObjectSettings {
         self.kind().name
     }
 
-    /// The object's description.
-    pub fn kind(&self) -> &'static ObjectKind {
-        let name = match self {
-            ObjectSettings::Person(_) => "person",
-            ObjectSettings::Event(_) => "event",
-        };
-        object_kind(name).expect("every object is in OBJECTS")
-    }
-
     /// The sync mode.
     pub fn mode(&self) -> &'static str {
-        match self {
-            ObjectSettings::Person(s) => s.mode.as_str(),
-            ObjectSettings::Event(s) => s.mode.as_str(),
-        }
+        self.object().mode()
     }
 
     /// What is wrong with the settings on their own (paths below the sync).
     pub fn validate(&self) -> Vec<SettingProblem> {
-        let mut p = Vec::new();
-        p.extend(match self {
-            ObjectSettings::Person(s) => s.validate(),
-            ObjectSettings::Event(s) => s.validate(),
-        });
-        p
+        self.object().validate()
     }
 
     /// The columns the settings use: not sent as attributes.
     pub fn columns(&self) -> Vec<&str> {
-        match self {
-            ObjectSettings::Person(s) => s.columns(),
-            ObjectSettings::Event(s) => s.columns(),
-        }
+        self.object().columns()
+    }
+
+    /// The mapper of a sync, checked against the model's columns.
+    pub fn mapper(
+        &self,
+        sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
+        self.object().mapper(sync_id, mapping, columns)
     }
 
     /// The settings as JSON, without `object` and `mode`.

@@ -500,6 +500,36 @@ impl ObjectMapper for EventMapper {
     }
 }
 
+impl crate::Object for Settings {
+    const KIND: crate::ObjectKind = crate::ObjectKind {
+        name: "event",
+        label: "Event",
+        fields: FIELDS,
+        modes: MODES,
+    };
+
+    fn mode(&self) -> &'static str {
+        self.mode.as_str()
+    }
+
+    fn validate(&self) -> Vec<SettingProblem> {
+        Settings::validate(self)
+    }
+
+    fn columns(&self) -> Vec<&str> {
+        Settings::columns(self)
+    }
+
+    fn mapper(
+        &self,
+        sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
+        Ok(Box::new(EventMapper::new(sync_id, self, mapping, columns)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,10 +275,7 @@ pub fn mapper(
     mapping: &Mapping,
     columns: &[Column],
 ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
-    match object {
-        ObjectSettings::Person(s) => Ok(Box::new(PersonMapper::new(s, mapping, columns)?)),
-        ObjectSettings::Event(s) => Ok(Box::new(EventMapper::new(sync_id, s, mapping, columns)?)),
-    }
+    object.mapper(sync_id, mapping, columns)
 }
 
 /// A JSON text written straight into one buffer, without a value tree or temporary strings.

@@ -267,3 +267,33 @@ impl ObjectMapper for PersonMapper {
         })
     }
 }
+
+impl crate::Object for Settings {
+    const KIND: crate::ObjectKind = crate::ObjectKind {
+        name: "person",
+        label: "Person",
+        fields: FIELDS,
+        modes: MODES,
+    };
+
+    fn mode(&self) -> &'static str {
+        self.mode.as_str()
+    }
+
+    fn validate(&self) -> Vec<SettingProblem> {
+        Settings::validate(self)
+    }
+
+    fn columns(&self) -> Vec<&str> {
+        Settings::columns(self)
+    }
+
+    fn mapper(
+        &self,
+        _sync_id: &str,
+        mapping: &Mapping,
+        columns: &[Column],
+    ) -> Result<Box<dyn ObjectMapper>, Vec<SettingProblem>> {
+        Ok(Box::new(PersonMapper::new(self, mapping, columns)?))
+    }
+}
