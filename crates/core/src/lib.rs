@@ -2,6 +2,7 @@
 //! mapping, and config problems located at their line in the file.
 
 mod locate;
+pub mod net;
 
 use std::collections::BTreeMap;
 use std::fmt;

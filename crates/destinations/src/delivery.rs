@@ -229,6 +229,19 @@ enum Verdict {
     Stop(SendError),
 }
 
+/// Resolves names as the system does, without the link-local addresses (cloud metadata
+/// services): a name that resolved elsewhere when it was checked cannot lead there later.
+struct Reachable;
+
+impl reqwest::dns::Resolve for Reachable {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs = sallyport_core::net::resolve_reachable(name.as_str(), 0).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl Sender {
     /// A sender with a pace of its own (nothing else sends to the app from this process).
     pub fn new(settings: &Delivery) -> Self {
@@ -242,6 +255,7 @@ impl Sender {
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(settings.concurrency.max(1))
             .user_agent(concat!("sallyport/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(Reachable))
             .build()
             .expect("an HTTP client with default TLS");
         Self {

@@ -95,6 +95,44 @@ pub fn open(kind: &str, name: &str, mut body: Value, vault: &Vault) -> Result<Va
     Ok(body)
 }
 
+/// Seals again, bound to their entity and address, the secrets an earlier version stored
+/// without that binding (`enc:v1:`), all in one transaction; answers how many entities changed.
+/// A v1 secret is never used otherwise.
+pub async fn upgrade(state: &StateStore, vault: &Vault) -> Result<usize, String> {
+    let mut changed = Vec::new();
+    for kind in [WAREHOUSE, APP, SYNC] {
+        for (name, text) in state.entities(kind).await.map_err(|e| e.to_string())? {
+            let mut body: Value =
+                serde_json::from_str(&text).map_err(|e| format!("{kind} `{name}`: {e}"))?;
+            let mut old = Vec::new();
+            for f in secret_fields(kind, &body) {
+                if let Some(Value::String(sealed)) = body.get(f) {
+                    if sealed.starts_with(crate::vault::PREFIX_V1) {
+                        let plain = vault
+                            .decrypt_v1(sealed)
+                            .map_err(|e| format!("{kind} `{name}`: `{f}`: {e}"))?;
+                        old.push((f, plain));
+                    }
+                }
+            }
+            if old.is_empty() {
+                continue;
+            }
+            for (f, plain) in old {
+                body[f] = Value::String(vault.encrypt(&plain, &context(kind, &name, f, &body)));
+            }
+            changed.push((kind.to_string(), name, body.to_string()));
+        }
+    }
+    if !changed.is_empty() {
+        state
+            .put_entities(&changed)
+            .await
+            .map_err(|e| format!("the store was left as it was: {e}"))?;
+    }
+    Ok(changed.len())
+}
+
 /// The stored entities of a kind, decrypted: name → body.
 pub async fn load(
     kind: &str,

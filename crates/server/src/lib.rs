@@ -23,6 +23,7 @@ use sallyport_engine::{Engine, RunOptions, RunSummary};
 use serde_json::json;
 
 pub use metrics::Metrics;
+use sallyport_core::net::{address_kind, AddressKind};
 pub use vault::Vault;
 
 /// An error as the API answers it: `{"error": {"code", "message"}}` with a fitting status.
@@ -257,41 +258,6 @@ impl Server {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum AddressKind {
-    LinkLocal,
-    Private,
-    Public,
-}
-
-fn address_kind(ip: std::net::IpAddr) -> AddressKind {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            if v4.is_link_local() {
-                AddressKind::LinkLocal
-            } else if v4.is_loopback() || v4.is_private() || v4.is_unspecified() {
-                AddressKind::Private
-            } else {
-                AddressKind::Public
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return address_kind(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            if first & 0xffc0 == 0xfe80 {
-                AddressKind::LinkLocal
-            } else if v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 {
-                AddressKind::Private
-            } else {
-                AddressKind::Public
-            }
-        }
-    }
-}
-
 /// A run in progress.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Running {
@@ -374,6 +340,14 @@ impl Server {
                 None => std::path::PathBuf::from("."),
             }),
         });
+        // Secrets an earlier version stored without their address binding are sealed again.
+        let upgraded = entities::upgrade(&server.engine().state, &server.vault).await?;
+        if upgraded > 0 {
+            tracing::info!(
+                entities = upgraded,
+                "secrets stored by an earlier version were sealed again, bound to their address"
+            );
+        }
         server.reload().await?;
         // Runs that a stopped process left `running` (killed, crashed) are over.
         match server.engine().interrupt_runs_of(None).await {
@@ -810,6 +784,7 @@ pub async fn rotate_key(
         }
     }
     let old = Vault::load(key_file)?;
+    entities::upgrade(state, &old).await?;
     let mut plain = Vec::new();
     for kind in kinds {
         for (name, body) in entities::load(kind, state, &old).await? {

@@ -8,10 +8,13 @@ use std::path::Path;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 
-/// Secrets sealed before they were bound to where they belong (still readable).
-const PREFIX_V1: &str = "enc:v1:";
+/// Secrets sealed before they were bound to where they belong: opened only to be sealed again
+/// as v2 when a server starts ([`crate::entities::upgrade`]), never to be used.
+pub(crate) const PREFIX_V1: &str = "enc:v1:";
 /// Secrets bound, by associated data, to their entity, field and address.
 const PREFIX: &str = "enc:v2:";
+
+const NOT_OPEN: &str = "does not open";
 
 pub struct Vault {
     cipher: XChaCha20Poly1305,
@@ -115,15 +118,28 @@ impl Vault {
 
     /// Opens a sealed secret with the context it was sealed for.
     pub fn decrypt(&self, stored: &str, context: &str) -> Result<String, String> {
-        let (body, aad) = match stored.strip_prefix(PREFIX) {
-            Some(b) => (b, context.as_bytes()),
-            None => (
-                stored
-                    .strip_prefix(PREFIX_V1)
-                    .ok_or("not an encrypted secret")?,
-                &b""[..],
-            ),
-        };
+        if stored.starts_with(PREFIX_V1) {
+            return Err("a secret sealed by an earlier version, not bound to its address: start `sallyport serve` once to seal it again".into());
+        }
+        let body = stored
+            .strip_prefix(PREFIX)
+            .ok_or("not an encrypted secret")?;
+        self.open_raw(body, context.as_bytes()).map_err(|e| {
+            if e != NOT_OPEN { return e; }
+            "a secret that does not open: it was sealed with another key (was SALLYPORT_SECRET_KEY changed?) or for another entity or address (was it copied, or its address edited in the store?)".to_string()
+        })
+    }
+
+    /// Opens a v1 secret (sealed without a context), for sealing it again.
+    pub(crate) fn decrypt_v1(&self, stored: &str) -> Result<String, String> {
+        let body = stored.strip_prefix(PREFIX_V1).ok_or("not a v1 secret")?;
+        self.open_raw(body, b"").map_err(|e| {
+            if e != NOT_OPEN { return e; }
+            "a secret that does not open: it was sealed with another key (was SALLYPORT_SECRET_KEY changed?)".to_string()
+        })
+    }
+
+    fn open_raw(&self, body: &str, aad: &[u8]) -> Result<String, String> {
         let bytes = unhex(body)
             .filter(|b| b.len() > 24)
             .ok_or("a damaged secret")?;
@@ -136,10 +152,19 @@ impl Vault {
                     aad,
                 },
             )
-            .map_err(|_| {
-                "a secret that does not open: it was sealed with another key (was SALLYPORT_SECRET_KEY changed?) or for another entity or address (was it copied, or its address edited in the store?)"
-            })?;
+            .map_err(|_| NOT_OPEN.to_string())?;
         String::from_utf8(plain).map_err(|_| "a damaged secret".to_string())
+    }
+
+    /// Seals `plain` the v1 way (no context): only for testing the upgrade.
+    #[doc(hidden)]
+    pub fn encrypt_v1_for_tests(&self, plain: &str) -> String {
+        let nonce = random::<24>().expect("the system's random source");
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plain.as_bytes())
+            .expect("encryption of a short secret");
+        format!("{PREFIX_V1}{}{}", hex(&nonce), hex(&ct))
     }
 }
 

@@ -615,3 +615,59 @@ async fn stored_secrets_are_re_encrypted_under_a_new_key() {
         .decrypt(sealed["api_key"].as_str().unwrap(), "anything")
         .is_err());
 }
+
+#[tokio::test]
+async fn secrets_sealed_without_their_address_are_sealed_again_at_start() {
+    let (_app, server, dir) = app_and_server().await;
+    let state = server.engine().state.clone();
+    let key_file = dir.path().join("sallyport.key");
+    let vault = sallyport_server::Vault::load(&key_file).unwrap();
+    // An app stored by an earlier version: its key sealed without entity or address.
+    let old = json!({"type": "customerio", "site_id": vault.encrypt_v1_for_tests("s-old"),
+        "api_key": vault.encrypt_v1_for_tests("sk-old"), "track_url": "https://127.0.0.1:9"});
+    state
+        .put_entity("app", "legacy", &old.to_string())
+        .await
+        .unwrap();
+    // A v1 secret is never used as it is.
+    let refused = vault
+        .decrypt(old["api_key"].as_str().unwrap(), "anything")
+        .unwrap_err();
+    assert!(refused.contains("earlier version"), "{refused}");
+    // A server starting over the store seals it again, bound to its app and address.
+    let engine = Engine::open(Config::load(&dir.path().join("sallyport.yaml")).unwrap())
+        .await
+        .unwrap();
+    let restarted = Server::start(engine, TOKEN.into(), vault).await.unwrap();
+    let app = &restarted.engine().config.apps["legacy"];
+    assert!(format!("{app:?}").contains("127.0.0.1:9"));
+    let stored: Value = serde_json::from_str(
+        &state
+            .entities("app")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == "legacy")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let sealed = stored["api_key"].as_str().unwrap();
+    assert!(sealed.starts_with("enc:v2:"), "{sealed}");
+    // Now bound: moved to another address in the store, it does not open.
+    let mut moved = stored.clone();
+    moved["track_url"] = "https://elsewhere.example".into();
+    state
+        .put_entity("app", "legacy", &moved.to_string())
+        .await
+        .unwrap();
+    let engine = Engine::open(Config::load(&dir.path().join("sallyport.yaml")).unwrap())
+        .await
+        .unwrap();
+    let vault = sallyport_server::Vault::load(&key_file).unwrap();
+    let err = Server::start(engine, TOKEN.into(), vault)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("another entity or address"), "{err}");
+}

@@ -105,9 +105,13 @@ pub(super) async fn login_limit(
             .login_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let list = all.entry(client.clone()).or_default();
-        list.retain(|t| now.duration_since(*t) < window);
-        list.len()
+        // Every address's old failures go, and addresses with none left are forgotten: the
+        // map holds only the last minute's failures, whoever sent them.
+        all.retain(|_, list| {
+            list.retain(|t| now.duration_since(*t) < window);
+            !list.is_empty()
+        });
+        all.get(&client).map_or(0, Vec::len)
     };
     if recent(std::time::Instant::now()) >= LOGIN_ATTEMPTS {
         return (
