@@ -96,6 +96,10 @@ if ! answers; then
   answers || die "PostgreSQL was started but does not answer at $PGHOST_:$PGPORT_"
 fi
 
+# PostgreSQL with and without TLS, a certificate chain, MariaDB (plain and TLS).
+# shellcheck source=scripts/tls-services.sh
+source "$(dirname "$0")/tls-services.sh"
+
 # The browser test drives Debian's Chromium through chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

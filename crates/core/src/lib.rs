@@ -185,7 +185,8 @@ pub struct Field {
 pub enum FieldKind {
     /// A column of the model.
     Column,
-    /// One of these values; the first is the default.
+    /// One of these values; the first is the default. A first value `""` means "automatic":
+    /// the setting is left out unless one of the others is chosen.
     Choice(&'static [&'static str]),
     /// Free text.
     Text,

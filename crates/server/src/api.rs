@@ -558,11 +558,19 @@ pub(crate) async fn store(
             .iter()
             .filter(|f| f.kind == sallyport_config::FieldKind::File);
         for f in files {
-            let given = body
-                .get(f.name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let given = match body.get(f.name) {
+                None | Some(Value::Null) if !f.required => continue,
+                Some(Value::String(v)) if v.is_empty() && !f.required => {
+                    body.as_object_mut().map(|m| m.remove(f.name));
+                    continue;
+                }
+                // The system's trusted roots are no file.
+                Some(Value::String(v)) if f.name == "sslrootcert" && v == "system" => continue,
+                other => other
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            };
             let resolved = s.local_file(&given).map_err(|m| {
                 let mut err = invalid(m.clone());
                 err.fields = vec![(f.name.to_string(), m)];

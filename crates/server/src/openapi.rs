@@ -248,7 +248,10 @@ fn alternative(
     use sallyport_config::FieldKind;
     for f in fields {
         let schema = match f.kind {
-            FieldKind::Choice(values) => json!({"enum": values, "description": f.help}),
+            FieldKind::Choice(values) => {
+                let values: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
+                json!({"enum": values, "description": f.help})
+            }
             FieldKind::Secret => {
                 json!({"type": "string", "description": f.help, "writeOnly": true})
             }

@@ -3,7 +3,7 @@
 //! duplicate keys and the same key stream. A new warehouse adds its own `load_*` (its DDL, its
 //! connection) and runs `conforms` on it.
 
-use sallyport_core::{Model, Secret};
+use sallyport_core::Model;
 use sallyport_sources::{postgres, sqlite, Row, Source, WarehouseSettings};
 use serde_json::{json, Value};
 
@@ -96,9 +96,9 @@ async fn postgres_conforms() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
-        url: Secret::new(sallyport_testkit::pg_url()),
-    }))
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
     .await
     .unwrap();
     conforms("postgres", source, Model::Table(format!("{schema}.users"))).await;

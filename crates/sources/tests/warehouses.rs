@@ -1,7 +1,7 @@
 //! Reads real warehouses: every PostgreSQL type the issue names, SQLite's declared types, key
 //! columns as text, duplicates found by the warehouse, and streaming in chunks.
 
-use sallyport_core::{Model, Secret};
+use sallyport_core::Model;
 use sallyport_sources::{postgres, sqlite, WarehouseSettings};
 use sallyport_sources::{Source, SourceError, CHUNK_ROWS};
 use serde_json::json;
@@ -39,9 +39,9 @@ async fn postgres_types_become_customerio_values() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
-        url: Secret::new(sallyport_testkit::pg_url()),
-    }))
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
     .await
     .unwrap();
     let model = Model::Table(format!("{schema}.users"));
@@ -73,9 +73,9 @@ async fn postgres_streams_many_rows_and_finds_duplicates() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
-        url: Secret::new(sallyport_testkit::pg_url()),
-    }))
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
     .await
     .unwrap();
     let model = Model::Sql(format!("select * from {schema}.t;"));
@@ -111,11 +111,7 @@ async fn a_bad_password_is_never_quoted() {
     let url =
         sallyport_testkit::pg_url().replace("postgres://postgres@", "postgres://nobody:hunter2@");
     let url = url.replace(":5432/", ":1/");
-    let err = match Source::open(&WarehouseSettings::Postgres(postgres::Settings {
-        url: Secret::new(url),
-    }))
-    .await
-    {
+    let err = match Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(url))).await {
         Err(e) => e.to_string(),
         Ok(_) => panic!("port 1 answered"),
     };
@@ -179,9 +175,9 @@ async fn a_models_sql_cannot_write_to_the_warehouse() {
         .batch_execute(&format!("CREATE SEQUENCE {schema}.s"))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings {
-        url: Secret::new(sallyport_testkit::pg_url()),
-    }))
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
     .await
     .unwrap();
     // A model whose query would change the warehouse (here: advance a sequence).
@@ -206,6 +202,63 @@ async fn a_models_sql_cannot_write_to_the_warehouse() {
         .unwrap()
         .get(0);
     assert_eq!((last, called), (1, false), "the sequence never moved");
+}
+
+#[tokio::test]
+async fn a_model_cannot_turn_off_read_only_for_the_next_statement() {
+    sallyport_testkit::needs_postgres!();
+    let (client, schema) = sallyport_testkit::schema().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.t (x int);
+             CREATE FUNCTION {schema}.w() RETURNS int LANGUAGE sql AS
+               'INSERT INTO {schema}.t VALUES (1) RETURNING 1';"
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
+    .await
+    .unwrap();
+    let drain = |model: Model| {
+        let source = &source;
+        async move {
+            let mut stream = source.stream(&model, None).await?;
+            let mut error = None;
+            while let Some(chunk) = stream.recv().await {
+                if let Err(e) = chunk {
+                    error = Some(e);
+                }
+            }
+            match error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    };
+    // One model tries to switch the session's default to read-write, for good and for the
+    // transaction; the next statement is still read-only.
+    let _ = drain(Model::Sql(
+        "SELECT set_config('default_transaction_read_only', 'off', false) AS a".into(),
+    ))
+    .await;
+    let e = drain(Model::Sql(
+        "SELECT set_config('transaction_read_only', 'off', true) AS a".into(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("read-write"), "{e}");
+    let e = drain(Model::Sql(format!("SELECT {schema}.w() AS x")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only transaction"), "{e}");
+    let n: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.t"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing was written");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::{
     runs_table, Commit, Failure, Result, RunRecord, StateError, RUN_COLUMNS, SCHEMA, SYNC_ROWS,
@@ -35,18 +35,14 @@ fn run_from_row(r: &tokio_postgres::Row) -> RunRecord {
 
 impl PgState {
     pub async fn connect(url: &str) -> Result<Self> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| {
-            // The error may quote the URL's parts; say only what kind of failure it was.
-            StateError::Postgres(format!(
-                "cannot connect to the PostgreSQL state store: {}",
-                e.to_string().split(':').next().unwrap_or("error")
-            ))
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "state store connection ended");
-            }
-        });
+        // TLS as libpq's settings in the URL say (`sslmode`, `sslrootcert`, ...); errors say
+        // what failed without the URL's password.
+        let connector = sallyport_sources::postgres::Connector::new(url, &Default::default())
+            .map_err(|e| StateError::Postgres(format!("the PostgreSQL state store: {e}")))?;
+        let client = connector
+            .connect()
+            .await
+            .map_err(|e| StateError::Postgres(format!("the PostgreSQL state store: {e}")))?;
         client.batch_execute(SYNC_ROWS).await?;
         client.batch_execute(SCHEMA).await?;
         client

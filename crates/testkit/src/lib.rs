@@ -51,6 +51,28 @@ macro_rules! needs_postgres {
     };
 }
 
+/// The value of `var`, which `scripts/test.sh` sets for a service it brought up (`what`): under
+/// the script a missing one fails the test, run any other way the test is skipped.
+pub fn service(var: &str, what: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if require(&format!("{what} ({var})"), value.is_some()) {
+        value
+    } else {
+        None
+    }
+}
+
+/// The value of a service's variable (see [`service`]), or returns from the test.
+#[macro_export]
+macro_rules! needs_service {
+    ($var:expr, $what:expr) => {
+        match $crate::service($var, $what) {
+            Some(v) => v,
+            None => return,
+        }
+    };
+}
+
 /// The URL of the test database.
 pub fn pg_url() -> String {
     std::env::var("SALLYPORT_TEST_DATABASE_URL")

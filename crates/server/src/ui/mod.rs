@@ -162,12 +162,17 @@ fn options(values: &[String], selected: Option<&str>, blank: bool) -> String {
     for v in values {
         let _ = write!(
             out,
-            r#"<option value="{0}"{1}>{0}</option>"#,
+            r#"<option value="{0}"{1}>{2}</option>"#,
             esc(v),
             if Some(v.as_str()) == selected {
                 " selected"
             } else {
                 ""
+            },
+            if v.is_empty() {
+                "automatic".to_string()
+            } else {
+                esc(v)
             }
         );
     }

@@ -1,6 +1,7 @@
 //! PostgreSQL: rows streamed over one connection with the extended protocol (the server sends as
 //! the client reads, so memory stays flat), conversions done by the server where it is exact.
 
+mod connect;
 mod settings;
 
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use sallyport_core::Model;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use xxhash_rust::xxh3::Xxh3;
 
+pub use connect::{split_tls, Connector, SslMode, Tls};
 pub use settings::{Settings, FIELDS};
 
 use crate::{
@@ -20,11 +22,12 @@ use crate::{
     CHUNK_ROWS,
 };
 
-/// How long a connection attempt may take unless the URL says otherwise.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub struct PgSource {
+    /// For describing models (statements prepared, never run).
     client: Arc<Client>,
+    /// Each stream reads over a connection of its own, inside a read-only transaction.
+    connector: Box<Connector>,
+    statement_timeout: Option<std::time::Duration>,
 }
 
 fn quote_ident(name: &str) -> String {
@@ -62,15 +65,8 @@ impl Warehouse for PgSource {
     type Settings = Settings;
 
     async fn open(settings: &Settings, options: &crate::OpenOptions) -> Result<Self, SourceError> {
-        let source = Self::connect(settings.url.expose()).await?;
-        if let Some(t) = options.statement_timeout {
-            source
-                .client
-                .batch_execute(&format!("SET statement_timeout = {}", t.as_millis().max(1)))
-                .await
-                .map_err(query_error)?;
-        }
-        Ok(source)
+        let connector = Connector::new(settings.url.expose(), &settings.tls())?;
+        Self::open_with(connector, options.statement_timeout).await
     }
 
     fn dialect(&self) -> &dyn Dialect {
@@ -99,33 +95,27 @@ impl Warehouse for PgSource {
 }
 
 impl PgSource {
-    pub async fn connect(url: &str) -> Result<Self, SourceError> {
-        // A warehouse that does not answer is given up after 10 s (unless the URL's own
-        // `connect_timeout` says otherwise).
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| {
-                SourceError::Connect(redact_connect_error(&e.to_string(), url))
-            })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let (client, conn) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| SourceError::Connect(redact_connect_error(&e.to_string(), url)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "warehouse connection ended");
-            }
-        });
-        // A model is read, never written: every statement of this session runs in a read-only
-        // transaction, so that a model's SQL cannot change the warehouse.
+    /// Opens the warehouse `connector` reaches.
+    pub async fn open_with(
+        connector: Connector,
+        statement_timeout: Option<std::time::Duration>,
+    ) -> Result<Self, SourceError> {
+        let client = connector.connect().await?;
+        // This connection only prepares statements; even so, nothing it runs may write.
         client
             .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             .await
             .map_err(query_error)?;
+        if let Some(t) = statement_timeout {
+            client
+                .batch_execute(&format!("SET statement_timeout = {}", t.as_millis().max(1)))
+                .await
+                .map_err(query_error)?;
+        }
         Ok(Self {
             client: Arc::new(client),
+            connector: Box::new(connector),
+            statement_timeout,
         })
     }
 
@@ -279,8 +269,20 @@ impl PgSource {
     where
         F: Fn(tokio_postgres::Row) -> Result<Row, SourceError> + Send + 'static,
     {
-        let stmt = self.client.prepare(&sql).await.map_err(query_error)?;
-        let client = self.client.clone();
+        // A model is read, never written: each stream reads over a connection of its own,
+        // inside a read-only transaction that the model's SQL cannot leave (a `set_config` in
+        // it changes nothing for the statement already running, and no later statement of
+        // this connection runs the model again).
+        let client = self.connector.connect().await?;
+        let mut begin = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        if let Some(t) = self.statement_timeout {
+            begin.push_str(&format!(
+                "; SET LOCAL statement_timeout = {}",
+                t.as_millis().max(1)
+            ));
+        }
+        client.batch_execute(&begin).await.map_err(query_error)?;
+        let stmt = client.prepare(&sql).await.map_err(query_error)?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let rows = match client
@@ -314,8 +316,11 @@ impl PgSource {
                     }
                 }
             }
-            if !chunk.is_empty() {
-                let _ = tx.send(Ok(chunk)).await;
+            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+            if let Err(e) = client.batch_execute("COMMIT").await {
+                let _ = tx.send(Err(query_error(e))).await;
             }
         });
         Ok(rx)
@@ -504,7 +509,7 @@ fn numeric_text(b: &[u8]) -> Option<Option<String>> {
 }
 
 /// Connection errors may quote the URL; never its password.
-fn redact_connect_error(msg: &str, url: &str) -> String {
+pub(crate) fn redact_connect_error(msg: &str, url: &str) -> String {
     let mut out = msg.to_string();
     for pw in url_passwords(url) {
         // As written, percent-decoded (as the server may quote it) and quoted.
@@ -525,7 +530,7 @@ fn redact_connect_error(msg: &str, url: &str) -> String {
 }
 
 /// `%40` → `@`, and so on; malformed escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

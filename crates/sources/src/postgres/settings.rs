@@ -10,17 +10,86 @@ pub struct Settings {
     /// A `postgres://user:password@host:port/db` URL (or `key=value` settings); it may carry a
     /// password, so it is a secret.
     pub url: Secret,
+    /// libpq's `sslmode`; the URL's when not given here. Without either: `prefer` for a
+    /// loopback server, `verify-full` for any other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<super::SslMode>,
+    /// Trusted roots: a PEM file, or `system` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<String>,
+    /// A client certificate (PEM) and its private key, for servers that ask for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslcert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslkey: Option<String>,
+}
+
+impl Settings {
+    /// Settings of a server at `url`, with TLS as the URL says.
+    pub fn url(url: impl Into<String>) -> Settings {
+        Settings {
+            url: Secret::new(url.into()),
+            sslmode: None,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+        }
+    }
+
+    /// The TLS settings given here (they override the URL's).
+    pub fn tls(&self) -> super::Tls {
+        super::Tls {
+            mode: self.sslmode,
+            rootcert: self.sslrootcert.clone(),
+            cert: self.sslcert.clone(),
+            key: self.sslkey.clone(),
+        }
+    }
 }
 
 /// The settings of a PostgreSQL warehouse, as forms and the API describe them.
-pub const FIELDS: &[Field] = &[Field {
-    name: "url",
-    label: "PostgreSQL URL",
-    kind: FieldKind::Secret,
-    required: true,
-    when: None,
-    help: "postgres://user:password@host:5432/db",
-}];
+pub const FIELDS: &[Field] = &[
+    Field {
+        name: "url",
+        label: "PostgreSQL URL",
+        kind: FieldKind::Secret,
+        required: true,
+        when: None,
+        help: "postgres://user:password@host:5432/db",
+    },
+    Field {
+        name: "sslmode",
+        label: "TLS",
+        kind: FieldKind::Choice(&["", "verify-full", "verify-ca", "require", "prefer", "disable"]),
+        required: false,
+        when: None,
+        help: "automatic: verify-full (certificate and host name checked) for a server elsewhere, prefer for this machine",
+    },
+    Field {
+        name: "sslrootcert",
+        label: "Trusted CA (PEM file)",
+        kind: FieldKind::File,
+        required: false,
+        when: None,
+        help: "the CA that signed the server's certificate; the system's roots when empty",
+    },
+    Field {
+        name: "sslcert",
+        label: "Client certificate (PEM file)",
+        kind: FieldKind::File,
+        required: false,
+        when: None,
+        help: "for servers that ask for one",
+    },
+    Field {
+        name: "sslkey",
+        label: "Client key (PEM file)",
+        kind: FieldKind::File,
+        required: false,
+        when: None,
+        help: "the client certificate's private key",
+    },
+];
 
 impl crate::Settings for Settings {
     fn kind(&self) -> &'static str {
@@ -32,11 +101,26 @@ impl crate::Settings for Settings {
     }
 
     fn address_fields(&self) -> &'static [&'static str] {
-        &["url"]
+        // The roots a password is sent under decide where it can go.
+        &["url", "sslmode", "sslrootcert"]
     }
 
     fn resolve(&mut self, r: &mut dyn Resolve) {
         self.url = Secret::new(r.expand("url", self.url.expose()));
+        for (field, value) in [
+            ("sslrootcert", &mut self.sslrootcert),
+            ("sslcert", &mut self.sslcert),
+            ("sslkey", &mut self.sslkey),
+        ] {
+            if let Some(v) = value.as_mut() {
+                let expanded = r.expand(field, v);
+                *v = if field == "sslrootcert" && expanded == "system" {
+                    expanded
+                } else {
+                    r.path(field, &expanded)
+                };
+            }
+        }
     }
 
     fn describe(&self) -> String {
@@ -44,7 +128,10 @@ impl crate::Settings for Settings {
     }
 
     fn hosts(&self) -> Vec<(String, u16)> {
-        let Ok(config) = self.url.expose().parse::<tokio_postgres::Config>() else {
+        let Ok((rest, _)) = super::split_tls(self.url.expose()) else {
+            return Vec::new();
+        };
+        let Ok(config) = rest.parse::<tokio_postgres::Config>() else {
             return Vec::new();
         };
         let ports = config.get_ports();
