@@ -106,3 +106,68 @@ mkdir -p "$tls_root"
 make_certs
 pg_cluster pgtls 5433 on
 pg_cluster pgplain 5434 off
+
+# MariaDB: the shared one on 3306 when it answers, otherwise one started from the installed
+# binaries (or Debian's mariadb-server, installed when run as root); and one on 3307 that
+# requires TLS, with the server certificate above.
+export SALLYPORT_TEST_MYSQL_URL="${SALLYPORT_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
+export SALLYPORT_TEST_MYSQLTLS_URL="mysql://app:app-pw@localhost:3307/test"
+
+mysql_answers_on() { # port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+mariadb_bins() {
+  if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing MariaDB from Debian's packages"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq >/dev/null && apt-get install -y -qq mariadb-server >/dev/null \
+        || die "cannot install mariadb-server with apt-get"
+      # The package may start its own server on 3306; the tests use it if it answers.
+    else
+      die "the MySQL tests need MariaDB: install mariadb-server (apt-get install mariadb-server) or point SALLYPORT_TEST_MYSQL_URL at a server"
+    fi
+  fi
+  MARIADBD=$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)
+}
+
+mariadb_start() { # name port extra-args...
+  local name=$1 port=$2 data; shift 2
+  data="$tls_root/$name"
+  mariadb_bins
+  if [ ! -d "$data/mysql" ]; then
+    rm -rf "$data"; mkdir -p "$data"
+    mariadb-install-db --no-defaults --datadir="$data" --user="$(id -un)" \
+      --auth-root-authentication-method=normal >/dev/null 2>&1 \
+      || die "mariadb-install-db could not make $data"
+  fi
+  say "starting the $name MariaDB on port $port"
+  nohup "$MARIADBD" --no-defaults --user="$(id -un)" --datadir="$data" --port="$port" \
+    --bind-address=127.0.0.1 --socket="$data.sock" --pid-file="$data.pid" --skip-log-bin "$@" \
+    >"$data.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    mariadb -S "$data.sock" -uroot -e "SELECT 1" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  tail -n 5 "$data.log" >&2
+  die "the $name MariaDB did not start on port $port"
+}
+
+if ! mysql_answers_on 3306 && [ "$SALLYPORT_TEST_MYSQL_URL" = "mysql://root@127.0.0.1:3306/test" ]; then
+  mariadb_start mariadb 3306
+fi
+if [ "$SALLYPORT_TEST_MYSQL_URL" = "mysql://root@127.0.0.1:3306/test" ]; then
+  mariadb -h127.0.0.1 -P3306 -uroot -e "CREATE DATABASE IF NOT EXISTS test" \
+    || die "cannot reach MariaDB as root at 127.0.0.1:3306"
+fi
+if ! mysql_answers_on 3307; then
+  mariadb_start mariadbtls 3307 --ssl-cert="$SALLYPORT_TEST_TLS_CERTS/server.crt" \
+    --ssl-key="$SALLYPORT_TEST_TLS_CERTS/server.key" --ssl-ca="$SALLYPORT_TEST_TLS_CERTS/ca.crt" \
+    --require-secure-transport=ON
+  mariadb -S "$tls_root/mariadbtls.sock" -uroot -e "CREATE DATABASE IF NOT EXISTS test;
+    CREATE USER IF NOT EXISTS 'app'@'127.0.0.1' IDENTIFIED BY 'app-pw';
+    GRANT ALL ON *.* TO 'app'@'127.0.0.1';
+    CREATE USER IF NOT EXISTS 'certuser'@'127.0.0.1' REQUIRE SUBJECT '/CN=certuser';
+    GRANT ALL ON *.* TO 'certuser'@'127.0.0.1';" || die "cannot set up the TLS MariaDB"
+fi

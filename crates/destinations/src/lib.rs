@@ -315,6 +315,12 @@ pub trait ObjectMapper: Send + Sync {
     fn policy(&self) -> ChangePolicy;
     /// Builds the op for a row with a non-empty key, or says why the row cannot be sent.
     fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure>;
+    /// Whether the op is built from the row's column at `index` (a value that cannot be read
+    /// fails the row only where it is used).
+    fn uses_column(&self, index: usize) -> bool {
+        let _ = index;
+        true
+    }
     /// The endpoint path an op of `route` goes to (for previews).
     fn endpoint(&self, route: Route) -> &'static str;
     /// What a warehouse-side fingerprint of a row must cover so that it changes exactly when the

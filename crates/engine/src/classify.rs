@@ -107,14 +107,23 @@ pub async fn map_chunk(
                     }))
                 } else {
                     row.materialize().map_err(crate::Stop::Warehouse)?;
-                    Some(mapper.map(k, row).map(|mut op| {
-                        // The warehouse row's fingerprint, when there is one, is what the state
-                        // keeps.
-                        if let Some(fp) = row.fingerprint {
-                            op.fingerprint = fp;
+                    let unreadable = row.unreadable.iter().find(|u| mapper.uses_column(u.index));
+                    Some(
+                        match unreadable {
+                            Some(u) => Err(sallyport_destinations::RowFailure::column(
+                                &u.column, &u.reason,
+                            )),
+                            None => mapper.map(k, row),
                         }
-                        op
-                    }))
+                        .map(|mut op| {
+                            // The warehouse row's fingerprint, when there is one, is what the state
+                            // keeps.
+                            if let Some(fp) = row.fingerprint {
+                                op.fingerprint = fp;
+                            }
+                            op
+                        }),
+                    )
                 }
             }
         };

@@ -5,8 +5,10 @@
 //! Unix seconds (a timestamp without time zone is taken as UTC), JSON columns as JSON, arrays as
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+pub mod tls;
 
 pub use sallyport_core::Model;
 use sallyport_core::Resolve;
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum WarehouseSettings {
     Postgres(postgres::Settings),
+    Mysql(mysql::Settings),
     Sqlite(sqlite::Settings),
 }
 
@@ -42,6 +45,11 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         fields: postgres::FIELDS,
     },
     WarehouseKind {
+        name: "mysql",
+        label: "MySQL / MariaDB",
+        fields: mysql::FIELDS,
+    },
+    WarehouseKind {
         name: "sqlite",
         label: "SQLite",
         fields: sqlite::FIELDS,
@@ -58,6 +66,7 @@ macro_rules! each_settings {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             WarehouseSettings::Postgres($s) => $e,
+            WarehouseSettings::Mysql($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
     };
@@ -204,6 +213,21 @@ pub struct Column {
 /// A row's values still in the warehouse's wire format, decoded only when the row is to be sent.
 pub trait Undecoded: Send {
     fn decode(&self) -> Result<Vec<Value>, SourceError>;
+
+    /// The values, and those that cannot be sent (left as null, with the reason).
+    fn decode_all(&self) -> Result<(Vec<Value>, Vec<Unreadable>), SourceError> {
+        Ok((self.decode()?, Vec::new()))
+    }
+}
+
+/// A value a warehouse has but Customer.io cannot take (a binary, bit or spatial column): the
+/// row fails with this reason if the column is mapped, and is sent without it otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The column's position in the row.
+    pub index: usize,
+    pub column: String,
+    pub reason: String,
 }
 
 /// One row of a model: its key (the key column as text, if one was asked for) and its values in
@@ -216,6 +240,8 @@ pub struct Row {
     /// A fingerprint of the row's mapped columns in the warehouse's wire format, when one was
     /// asked for: computed before decoding, so that an unchanged row need never be decoded.
     pub fingerprint: Option<u64>,
+    /// Values that could not be read (null in `values`).
+    pub unreadable: Vec<Unreadable>,
     lazy: Option<Box<dyn Undecoded>>,
 }
 
@@ -231,8 +257,15 @@ impl Row {
             key,
             values,
             fingerprint: None,
+            unreadable: Vec::new(),
             lazy: None,
         }
+    }
+
+    /// A row some of whose values could not be read.
+    pub fn with_unreadable(mut self, unreadable: Vec<Unreadable>) -> Row {
+        self.unreadable = unreadable;
+        self
     }
 
     /// A row whose values are decoded later, by [`Row::materialize`].
@@ -241,6 +274,7 @@ impl Row {
             key,
             values: Vec::new(),
             fingerprint: Some(fingerprint),
+            unreadable: Vec::new(),
             lazy: Some(lazy),
         }
     }
@@ -248,7 +282,7 @@ impl Row {
     /// Decodes the values if they were left in the warehouse's wire format.
     pub fn materialize(&mut self) -> Result<(), SourceError> {
         if let Some(raw) = self.lazy.take() {
-            self.values = raw.decode()?;
+            (self.values, self.unreadable) = raw.decode_all()?;
         }
         Ok(())
     }
@@ -290,6 +324,7 @@ pub enum SourceError {
 /// An open warehouse: one variant per module (see [`WarehouseSettings`]).
 pub enum Source {
     Postgres(postgres::PgSource),
+    Mysql(Box<mysql::MySource>),
     Sqlite(sqlite::SqliteSource),
 }
 
@@ -298,6 +333,7 @@ macro_rules! each_source {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
             Source::Postgres($s) => $e,
+            Source::Mysql($s) => $e,
             Source::Sqlite($s) => $e,
         }
     };
@@ -317,6 +353,9 @@ impl Source {
         Ok(match w {
             WarehouseSettings::Postgres(s) => {
                 Source::Postgres(postgres::PgSource::open(s, options).await?)
+            }
+            WarehouseSettings::Mysql(s) => {
+                Source::Mysql(Box::new(mysql::MySource::open(s, options).await?))
             }
             WarehouseSettings::Sqlite(s) => {
                 Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)

@@ -4,7 +4,7 @@
 //! connection) and runs `conforms` on it.
 
 use sallyport_core::Model;
-use sallyport_sources::{postgres, sqlite, Row, Source, WarehouseSettings};
+use sallyport_sources::{mysql, postgres, sqlite, Row, Source, WarehouseSettings};
 use serde_json::{json, Value};
 
 /// The rows every warehouse holds, in its own types: id (integer key), name (text), active
@@ -128,4 +128,28 @@ async fn sqlite_conforms() {
     .await
     .unwrap();
     conforms("sqlite", source, Model::Table("users".into())).await;
+}
+
+#[tokio::test]
+async fn mysql_conforms() {
+    use mysql_async::prelude::Queryable;
+    let url = sallyport_testkit::needs_service!("SALLYPORT_TEST_MYSQL_URL", "MariaDB");
+    let mut conn = mysql_async::Conn::from_url(&url).await.unwrap();
+    let table = sallyport_testkit::unique("users");
+    let values: Vec<String> = ROWS.iter().map(|r| format!("({r})")).collect();
+    conn.query_drop(format!(
+        "CREATE TABLE {table} (id bigint, name text, active boolean, score double,
+            amount decimal(10,2), born date, seen datetime, prefs json, note text);
+         INSERT INTO {table} VALUES {};",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    let source = Source::open(&WarehouseSettings::Mysql(mysql::Settings::url(url)))
+        .await
+        .unwrap();
+    conforms("mysql", source, Model::Table(format!("test.{table}"))).await;
+    conn.query_drop(format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
 }

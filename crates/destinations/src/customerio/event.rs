@@ -347,6 +347,14 @@ fn text_of(v: &Value) -> Option<String> {
 }
 
 impl ObjectMapper for EventMapper {
+    fn uses_column(&self, index: usize) -> bool {
+        self.name.0 == index
+            || [&self.customer_id, &self.anonymous_id, &self.timestamp]
+                .into_iter()
+                .any(|c| c.as_ref().is_some_and(|(i, _)| *i == index))
+            || self.fields.fields.iter().any(|(i, _)| *i == index)
+    }
+
     fn key_column(&self) -> &str {
         &self.key_column
     }

@@ -148,6 +148,10 @@ impl PersonMapper {
 }
 
 impl ObjectMapper for PersonMapper {
+    fn uses_column(&self, index: usize) -> bool {
+        self.fields.fields.iter().any(|(i, _)| *i == index)
+    }
+
     fn key_column(&self) -> &str {
         &self.key_column
     }

@@ -15,56 +15,15 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, NoTls};
 
+use crate::tls::explain;
+pub use crate::tls::SslMode;
 use crate::SourceError;
 
 /// How long a connection attempt may take unless the URL says otherwise.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    pub const NAMES: &'static [&'static str] =
-        &["disable", "prefer", "require", "verify-ca", "verify-full"];
-
-    fn parse(text: &str) -> Result<SslMode, String> {
-        Ok(match text {
-            "disable" => SslMode::Disable,
-            "allow" | "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(format!(
-                    "sslmode `{other}` is not one of {}",
-                    SslMode::NAMES.join(", ")
-                ))
-            }
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
 
 /// The TLS settings of a connection: from the URL, overridden by the config's own keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,7 +55,18 @@ impl Tls {
     }
 }
 
-const TLS_KEYS: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
+const TLS_KEYS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    // MySQL's names.
+    "ssl-mode",
+    "ssl_mode",
+    "ssl-ca",
+    "ssl-cert",
+    "ssl-key",
+];
 
 /// Takes libpq's TLS settings out of a connection string (a URL's query, or `key=value` words),
 /// which the driver does not read itself: the string without them, and what they said.
@@ -104,15 +74,15 @@ pub fn split_tls(url: &str) -> Result<(String, Tls), String> {
     let mut tls = Tls::default();
     let mut set = |k: &str, v: String| -> Result<(), String> {
         match k {
-            "sslmode" => tls.mode = Some(SslMode::parse(&v)?),
-            "sslrootcert" => tls.rootcert = Some(v),
-            "sslcert" => tls.cert = Some(v),
+            "sslmode" | "ssl-mode" | "ssl_mode" => tls.mode = Some(SslMode::parse(&v)?),
+            "sslrootcert" | "ssl-ca" => tls.rootcert = Some(v),
+            "sslcert" | "ssl-cert" => tls.cert = Some(v),
             _ => tls.key = Some(v),
         }
         Ok(())
     };
     let trimmed = url.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+    if trimmed.contains("://") {
         let Some((base, query)) = trimmed.split_once('?') else {
             return Ok((trimmed.to_string(), tls));
         };
@@ -315,28 +285,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-/// A driver's error in words a user can act on, where it is a TLS failure.
-fn explain(message: &str, mode: SslMode) -> String {
-    let m = message;
-    let hint = if m.contains("server does not support TLS") {
-        format!(
-            "the server does not accept TLS connections, and sslmode={} requires TLS (set sslmode=disable only on a network you trust)",
-            mode.as_str()
-        )
-    } else if m.contains("UnknownIssuer") || m.contains("unknown issuer") {
-        "the server's certificate is not trusted: it is not signed by a root in sslrootcert (or the system's roots); give the CA that signed it with sslrootcert".to_string()
-    } else if m.contains("NotValidForName") || m.contains("not valid for name") {
-        "the server's certificate is not for this host name (sslmode=verify-full checks the name); connect by the name on the certificate, or use sslmode=verify-ca".to_string()
-    } else if m.contains("Expired") {
-        "the server's certificate has expired".to_string()
-    } else if m.contains("CertificateRequired") || m.contains("certificate required") {
-        "the server asks for a client certificate: give sslcert and sslkey".to_string()
-    } else {
-        return m.to_string();
-    };
-    format!("{hint} ({m})")
 }
 
 /// The rustls settings for a mode.
