@@ -7,6 +7,11 @@ same run: the time `psql` takes to export the same model as CSV to /dev/null.
 
     scripts/bench.py                 # 1,000,000 people and events, plus 5,000,000 people for memory
     scripts/bench.py --rows 100000 --big-rows 0 --no-build   # a quick look
+    scripts/bench.py --warehouses mysql   # MySQL/MariaDB only (reference: the `mysql` client's
+                                          # batch export of the same rows to /dev/null)
+
+MySQL needs a MariaDB (its SEQUENCE engine makes the rows) at --mysql-url (default
+mysql://root@127.0.0.1:3306/test; scripts/test.sh starts one) and the `mariadb`/`mysql` client.
 
 Needs: a PostgreSQL with trust auth (SALLYPORT_TEST_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/test; scripts/test.sh starts one), psql, cargo.
@@ -140,6 +145,127 @@ def sandbox_get(base, path, method="GET"):
         return json.loads(r.read() or b"{}")
 
 
+def mysql_cli(url):
+    """The client command line for a mysql:// URL (user, password, host, port, database)."""
+    from urllib.parse import urlparse, unquote
+    u = urlparse(url)
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    if not cli:
+        sys.exit("the MySQL benchmark needs the mariadb or mysql client")
+    args = [cli, "-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", unquote(u.username or "root")]
+    if u.password:
+        args.append("-p" + unquote(u.password))
+    args.append((u.path or "/test").lstrip("/") or "test")
+    return args
+
+
+def mysql(url, sql, capture=False):
+    out = subprocess.run(mysql_cli(url) + ["--batch", "--skip-column-names", "-e", sql], check=True,
+                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL, text=True)
+    return out.stdout.strip() if capture else None
+
+
+def mysql_people(url, table, n, rebuild):
+    """The people table in MySQL's own types, made from MariaDB's SEQUENCE engine."""
+    if not rebuild:
+        try:
+            if int(mysql(url, f"SELECT count(*) FROM {table}", capture=True)) == n:
+                return
+        except subprocess.CalledProcessError:
+            pass
+    print(f"making {table} ({n:,} rows) in MySQL", file=sys.stderr)
+    mysql(url, f"""
+    DROP TABLE IF EXISTS {table};
+    CREATE TABLE {table} (user_id bigint PRIMARY KEY, email varchar(100), first_name varchar(50),
+        last_name varchar(50), plan enum('free','pro','enterprise','free+','pro+','enterprise+'),
+        country char(2), signed_up_at timestamp NULL, last_seen date, lifetime_value decimal(12,2),
+        score double, active tinyint(1), prefs json);
+    INSERT INTO {table}
+    SELECT seq, concat('user', seq, '@example.com'), concat('First', seq % 1000),
+           concat('Last', seq % 5000), elt(1 + seq % 3, 'free', 'pro', 'enterprise'),
+           elt(1 + seq % 5, 'GB', 'FR', 'DE', 'US', 'BR'),
+           timestamp '2024-01-01 00:00:00' + interval seq minute,
+           date '2020-01-01' + interval (seq % 1500) day, (seq % 100000) / 100.0, (seq % 997) / 7.0,
+           seq % 2 = 0, json_object('segment', seq % 10, 'beta', seq % 3 = 0)
+    FROM seq_1_to_{n};""")
+
+
+def mysql_reference(url, table, repeat=3):
+    """Median seconds for the mysql client to export the model in batch mode to /dev/null."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with open(os.devnull, "w") as null:
+            subprocess.run(mysql_cli(url) + ["--batch", "--quick", "-e", f"SELECT * FROM {table}"],
+                           check=True, stdout=null)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_mysql(a, base, work):
+    """First, unchanged and 1 % changed syncs from MySQL, and memory at two sizes."""
+    url, n, big = a.mysql_url, a.rows, a.mysql_big_rows
+    mysql_people(url, f"sallyport_bench_people_{n}", n, a.rebuild)
+    if big:
+        mysql_people(url, f"sallyport_bench_people_{big}", big, a.rebuild)
+
+    def config(name, table):
+        path = os.path.join(work, name + ".yaml")
+        with open(path, "w") as f:
+            f.write(f"""state: {name}.db
+warehouses:
+  my: {{type: mysql, url: "{url}"}}
+apps:
+  cio:
+    type: customerio
+    site_id: sandbox-site
+    api_key: sandbox-key
+    track_url: {base}
+    delivery: {{requests_per_second: {a.requests_per_second}, concurrency: 8}}
+syncs:
+  people: {{warehouse: my, model: {{table: {table}}}, app: cio, object: person, mode: upsert, primary_key: user_id}}
+""")
+        return path
+
+    table = f"sallyport_bench_people_{n}"
+    cfg = config("mysql", table)
+    ref = mysql_reference(url, table)
+    sandbox_get(base, "/_sandbox/reset", "POST")
+    t1, rss1, s1 = run_sync(cfg, "people")
+    assert s1["rows_sent"] == n, s1
+    t2, rss2, s2 = run_sync(cfg, "people")
+    assert s2["rows_sent"] == 0, s2
+    mysql(url, f"UPDATE {table} SET plan = concat(plan, '+') WHERE user_id % 100 = 0")
+    try:
+        t3, rss3, s3 = run_sync(cfg, "people")
+    finally:
+        mysql(url, f"UPDATE {table} SET plan = trim(trailing '+' from plan) WHERE user_id % 100 = 0")
+    assert s3["rows_sent"] == n // 100, s3
+    r = {"mysql_reference_s": ref, "mysql_first_s": t1, "mysql_second_s": t2, "mysql_third_s": t3,
+         "mysql_rss_first_mb": rss1}
+    if big:
+        sandbox_get(base, "/_sandbox/reset", "POST")
+        tb, rssb, sb = run_sync(config("mysql_big", f"sallyport_bench_people_{big}"), "people")
+        assert sb["rows_sent"] == big, sb
+        r.update(mysql_big_first_s=tb, mysql_rss_big_mb=rssb)
+    print(f"\nMySQL reference: the mysql client's batch export of the people model to /dev/null: "
+          f"{ref:.2f} s, median of 3\n")
+    print("| case | time | × reference | target | met |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, t, limit, target in [
+        (f"MySQL: first sync of {n:,} people", t1, 5.0, "≤ 5 ×"),
+        ("MySQL: second sync, nothing changed", t2, 1.5, "≤ 1.5 ×"),
+        ("MySQL: third sync, 1 % of rows changed", t3, 2.0, "≤ 2 ×"),
+    ]:
+        print(f"| {name} | {t:.2f} s | {t / ref:.2f} × | {target} | {'yes' if t / ref <= limit else 'no'} |")
+    print(f"| MySQL: peak memory at {n:,} rows | {rss1:.0f} MB | | ≤ 300 MB | {'yes' if rss1 <= 300 else 'no'} |")
+    if big:
+        ratio = r["mysql_rss_big_mb"] / rss1
+        print(f"| MySQL: peak memory at {big:,} rows | {r['mysql_rss_big_mb']:.0f} MB ({ratio:.2f} × the figure at "
+              f"{n:,}; first sync {r['mysql_big_first_s']:.1f} s) | | ≤ 1.5 × | {'yes' if ratio <= 1.5 else 'no'} |")
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="people and events in the main cases")
@@ -150,17 +276,26 @@ def main():
                     help="the app's delivery.requests_per_second (Customer.io documents up to 1,000)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the tables even if they exist")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
+    ap.add_argument("--warehouses", default="postgres,mysql",
+                    help="which warehouses to measure, comma-separated (postgres, mysql)")
+    ap.add_argument("--mysql-url", default=os.environ.get(
+        "SALLYPORT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
+    ap.add_argument("--mysql-big-rows", type=int, default=3_000_000,
+                    help="people in the MySQL memory case (0 skips it)")
     a = ap.parse_args()
     url = a.database_url
     n, big = a.rows, a.big_rows
+    chosen = a.warehouses.split(",")
+    do_pg, do_my = "postgres" in chosen, "mysql" in chosen
 
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sallyport"], cwd=ROOT, check=True)
-    psql(url, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    ensure_table(url, f"people_{n}", n, people_sql(f"people_{n}", n), a.rebuild)
-    ensure_table(url, f"events_{n}", n, events_sql(f"events_{n}", n, n), a.rebuild)
-    if big:
-        ensure_table(url, f"people_{big}", big, people_sql(f"people_{big}", big), a.rebuild)
+    if do_pg:
+        psql(url, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        ensure_table(url, f"people_{n}", n, people_sql(f"people_{n}", n), a.rebuild)
+        ensure_table(url, f"events_{n}", n, events_sql(f"events_{n}", n, n), a.rebuild)
+        if big:
+            ensure_table(url, f"people_{big}", big, people_sql(f"people_{big}", big), a.rebuild)
 
     port = free_port()
     sandbox = subprocess.Popen([BIN, "sandbox", "--listen", f"127.0.0.1:{port}"],
@@ -204,65 +339,69 @@ syncs:
 """)
             return path
 
-        main_cfg = config("main", f"people_{n}", f"events_{n}")
-        ref = reference(url, f"people_{n}")
-        ref_events = reference(url, f"events_{n}")
-        results["reference_s"] = ref
-        results["reference_events_s"] = ref_events
+        if do_pg:
+            main_cfg = config("main", f"people_{n}", f"events_{n}")
+            ref = reference(url, f"people_{n}")
+            ref_events = reference(url, f"events_{n}")
+            results["reference_s"] = ref
+            results["reference_events_s"] = ref_events
 
-        sandbox_get(base, "/_sandbox/reset", "POST")
-        sandbox_cpu = cpu_seconds(sandbox.pid)
-        t1, rss1, s1 = run_sync(main_cfg, "people")
-        results["first_sallyport_cpu_s"] = s1["cpu_s"]
-        results["first_sandbox_cpu_s"] = cpu_seconds(sandbox.pid) - sandbox_cpu
-        assert s1["rows_sent"] == n, s1
-        t2, rss2, s2 = run_sync(main_cfg, "people")
-        assert s2["rows_sent"] == 0, s2
-        psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = plan || '+' WHERE user_id % 100 = 0")
-        try:
-            t3, rss3, s3 = run_sync(main_cfg, "people")
-        finally:
-            psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = rtrim(plan, '+') WHERE user_id % 100 = 0")
-        assert s3["rows_sent"] == n // 100, s3
-        te, rsse, se = run_sync(main_cfg, "events")
-        assert se["rows_sent"] == n, se
-        stats = sandbox_get(base, "/_sandbox/stats")
-        results.update(first_s=t1, second_s=t2, third_s=t3, events_s=te,
-                       rss_first_mb=rss1, rss_second_mb=rss2, rss_third_mb=rss3, rss_events_mb=rsse,
-                       sandbox_people=stats["people"], sandbox_events=stats["events"])
-
-        if big:
-            big_cfg = config("big", f"people_{big}", f"events_{n}")
             sandbox_get(base, "/_sandbox/reset", "POST")
-            tb, rssb, sb = run_sync(big_cfg, "people")
-            assert sb["rows_sent"] == big, sb
-            results.update(big_first_s=tb, rss_big_mb=rssb)
+            sandbox_cpu = cpu_seconds(sandbox.pid)
+            t1, rss1, s1 = run_sync(main_cfg, "people")
+            results["first_sallyport_cpu_s"] = s1["cpu_s"]
+            results["first_sandbox_cpu_s"] = cpu_seconds(sandbox.pid) - sandbox_cpu
+            assert s1["rows_sent"] == n, s1
+            t2, rss2, s2 = run_sync(main_cfg, "people")
+            assert s2["rows_sent"] == 0, s2
+            psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = plan || '+' WHERE user_id % 100 = 0")
+            try:
+                t3, rss3, s3 = run_sync(main_cfg, "people")
+            finally:
+                psql(url, f"UPDATE {SCHEMA}.people_{n} SET plan = rtrim(plan, '+') WHERE user_id % 100 = 0")
+            assert s3["rows_sent"] == n // 100, s3
+            te, rsse, se = run_sync(main_cfg, "events")
+            assert se["rows_sent"] == n, se
+            stats = sandbox_get(base, "/_sandbox/stats")
+            results.update(first_s=t1, second_s=t2, third_s=t3, events_s=te,
+                           rss_first_mb=rss1, rss_second_mb=rss2, rss_third_mb=rss3, rss_events_mb=rsse,
+                           sandbox_people=stats["people"], sandbox_events=stats["events"])
+
+            if big:
+                big_cfg = config("big", f"people_{big}", f"events_{n}")
+                sandbox_get(base, "/_sandbox/reset", "POST")
+                tb, rssb, sb = run_sync(big_cfg, "people")
+                assert sb["rows_sent"] == big, sb
+                results.update(big_first_s=tb, rss_big_mb=rssb)
+        if do_my:
+            results.update(bench_mysql(a, base, work))
     finally:
         sandbox.terminate()
         sandbox.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    rows = [
-        (f"first sync of {n:,} people", results["first_s"], ref, "≤ 5 ×", 5.0),
-        ("second sync, nothing changed", results["second_s"], ref, "≤ 1.5 ×", 1.5),
-        ("third sync, 1 % of rows changed", results["third_s"], ref, "≤ 2 ×", 2.0),
-        (f"{n:,} events, first sync", results["events_s"], ref, "≤ 5 ×", 5.0),
-    ]
-    print(f"\nreference: psql \\copy of the people model to /dev/null as CSV: {ref:.2f} s "
-          f"(events model: {ref_events:.2f} s), median of 3\n")
-    print(f"first sync: CPU seconds used by sallyport {results['first_sallyport_cpu_s']:.1f}, "
-          f"by the sandbox {results['first_sandbox_cpu_s']:.1f} (2 cores)\n")
-    print("| case | time | × reference | target | met |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, t, r, target, limit in rows:
-        ratio = t / r
-        print(f"| {name} | {t:.2f} s | {ratio:.2f} × | {target} | {'yes' if ratio <= limit else 'no'} |")
-    print(f"| peak memory of `sallyport sync` at {n:,} rows | {results['rss_first_mb']:.0f} MB | | ≤ 300 MB "
-          f"| {'yes' if results['rss_first_mb'] <= 300 else 'no'} |")
-    if big:
-        ratio = results["rss_big_mb"] / results["rss_first_mb"]
-        print(f"| peak memory at {big:,} rows | {results['rss_big_mb']:.0f} MB ({ratio:.2f} × the figure at "
-              f"{n:,}; first sync {results['big_first_s']:.1f} s) | | ≤ 1.5 × | {'yes' if ratio <= 1.5 else 'no'} |")
+    if do_pg:
+        rows = [
+            (f"first sync of {n:,} people", results["first_s"], ref, "≤ 5 ×", 5.0),
+            ("second sync, nothing changed", results["second_s"], ref, "≤ 1.5 ×", 1.5),
+            ("third sync, 1 % of rows changed", results["third_s"], ref, "≤ 2 ×", 2.0),
+            (f"{n:,} events, first sync", results["events_s"], ref, "≤ 5 ×", 5.0),
+        ]
+        print(f"\nreference: psql \\copy of the people model to /dev/null as CSV: {ref:.2f} s "
+              f"(events model: {ref_events:.2f} s), median of 3\n")
+        print(f"first sync: CPU seconds used by sallyport {results['first_sallyport_cpu_s']:.1f}, "
+              f"by the sandbox {results['first_sandbox_cpu_s']:.1f} (2 cores)\n")
+        print("| case | time | × reference | target | met |")
+        print("| --- | --- | --- | --- | --- |")
+        for name, t, r, target, limit in rows:
+            ratio = t / r
+            print(f"| {name} | {t:.2f} s | {ratio:.2f} × | {target} | {'yes' if ratio <= limit else 'no'} |")
+        print(f"| peak memory of `sallyport sync` at {n:,} rows | {results['rss_first_mb']:.0f} MB | | ≤ 300 MB "
+              f"| {'yes' if results['rss_first_mb'] <= 300 else 'no'} |")
+        if big:
+            ratio = results["rss_big_mb"] / results["rss_first_mb"]
+            print(f"| peak memory at {big:,} rows | {results['rss_big_mb']:.0f} MB ({ratio:.2f} × the figure at "
+                  f"{n:,}; first sync {results['big_first_s']:.1f} s) | | ≤ 1.5 × | {'yes' if ratio <= 1.5 else 'no'} |")
     os.makedirs(os.path.join(ROOT, "bench-out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench-out", "bench.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -20,6 +20,7 @@
 //! assert_eq!(config.syncs["people"].primary_key.as_deref(), Some("user_id"));
 //! ```
 
+mod dbt;
 mod model;
 mod schedule;
 
@@ -240,7 +241,7 @@ impl Config {
         }
         let mut syncs = BTreeMap::new();
         for (name, raw_sync) in raw.syncs {
-            if let Some(sync) = v.read_sync(&name, raw_sync) {
+            if let Some(sync) = v.read_sync(&name, raw_sync, &base) {
                 syncs.insert(name, sync);
             }
         }
@@ -381,7 +382,7 @@ impl Validator<'_> {
     /// Reads a sync: the keys every sync has, then its object's, each checked against what
     /// the object's module describes, so that every wrong key is named at its line (and a key
     /// of another object says which).
-    fn read_sync(&mut self, name: &str, raw: serde_yaml_ng::Value) -> Option<Sync> {
+    fn read_sync(&mut self, name: &str, raw: serde_yaml_ng::Value, base: &Path) -> Option<Sync> {
         let serde_yaml_ng::Value::Mapping(mut map) = raw else {
             self.problem(
                 &["syncs", name],
@@ -389,6 +390,37 @@ impl Validator<'_> {
             );
             return None;
         };
+        // A dbt model is the table dbt builds it into, as the project's manifest says.
+        let dbt = map.get("model").and_then(|m| m.as_mapping()).and_then(|m| {
+            let model = m.get("dbt")?;
+            Some((model.clone(), m.get("manifest").cloned(), m.len()))
+        });
+        if let Some((model, manifest, keys)) = dbt {
+            let at = ["syncs", name, "model"];
+            let (Some(model), Some(manifest), 2) = (
+                model.as_str(),
+                manifest.as_ref().and_then(|m| m.as_str()),
+                keys,
+            ) else {
+                self.problem(
+                    &at,
+                    format!("sync `{name}`: a dbt model is {{dbt: <model name>, manifest: <path to manifest.json>}}"),
+                );
+                return None;
+            };
+            let manifest = self.expand(manifest, &at);
+            match dbt::relation(&base.join(manifest), model) {
+                Ok(table) => {
+                    let mut m = serde_yaml_ng::Mapping::new();
+                    m.insert("table".into(), table.into());
+                    map.insert("model".into(), serde_yaml_ng::Value::Mapping(m));
+                }
+                Err(e) => {
+                    self.problem(&at, format!("sync `{name}`: {e}"));
+                    return None;
+                }
+            }
+        }
         let names = OBJECTS
             .iter()
             .map(|o| o.name)

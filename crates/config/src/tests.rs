@@ -276,3 +276,36 @@ fn schedules() {
         "{p}"
     );
 }
+
+#[test]
+fn a_dbt_model_reads_its_relation_from_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("target")).unwrap();
+    std::fs::write(
+        dir.path().join("target/manifest.json"),
+        serde_json::json!({"metadata": {"project_name": "shop"}, "nodes": {
+            "model.shop.users": {"resource_type": "model", "name": "users",
+                "package_name": "shop", "schema": "marts", "alias": "dim_users"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let with = |model: &str| {
+        GOOD.replace(
+            "model: {sql: \"select * from users\"}",
+            &format!("model: {{dbt: {model}, manifest: target/manifest.json}}"),
+        )
+    };
+    let path = dir.path().join("sallyport.yaml");
+    let config = Config::parse(&with("users"), &path, &env).unwrap();
+    assert_eq!(
+        config.syncs["people"].model,
+        Model::Table("marts.dim_users".into())
+    );
+    let e = Config::parse(&with("usres"), &path, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sallyport.yaml:15") && e.contains("no model `usres`") && e.contains("`users`"),
+        "{e}"
+    );
+}
