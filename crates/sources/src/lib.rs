@@ -7,6 +7,7 @@
 
 pub mod mysql;
 pub mod postgres;
+pub mod redshift;
 pub mod sqlite;
 pub mod tls;
 
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 pub enum WarehouseSettings {
     Postgres(postgres::Settings),
     Mysql(mysql::Settings),
+    Redshift(redshift::Settings),
     Sqlite(sqlite::Settings),
 }
 
@@ -43,6 +45,11 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         name: "postgres",
         label: "PostgreSQL",
         fields: postgres::FIELDS,
+    },
+    WarehouseKind {
+        name: "redshift",
+        label: "Amazon Redshift",
+        fields: redshift::FIELDS,
     },
     WarehouseKind {
         name: "mysql",
@@ -67,6 +74,7 @@ macro_rules! each_settings {
         match $self {
             WarehouseSettings::Postgres($s) => $e,
             WarehouseSettings::Mysql($s) => $e,
+            WarehouseSettings::Redshift($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
     };
@@ -325,6 +333,7 @@ pub enum SourceError {
 pub enum Source {
     Postgres(postgres::PgSource),
     Mysql(Box<mysql::MySource>),
+    Redshift(Box<redshift::RedshiftSource>),
     Sqlite(sqlite::SqliteSource),
 }
 
@@ -334,6 +343,7 @@ macro_rules! each_source {
         match $self {
             Source::Postgres($s) => $e,
             Source::Mysql($s) => $e,
+            Source::Redshift($s) => $e,
             Source::Sqlite($s) => $e,
         }
     };
@@ -356,6 +366,9 @@ impl Source {
             }
             WarehouseSettings::Mysql(s) => {
                 Source::Mysql(Box::new(mysql::MySource::open(s, options).await?))
+            }
+            WarehouseSettings::Redshift(s) => {
+                Source::Redshift(Box::new(redshift::RedshiftSource::open(s, options).await?))
             }
             WarehouseSettings::Sqlite(s) => {
                 Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)

@@ -4,7 +4,7 @@
 //! connection) and runs `conforms` on it.
 
 use sallyport_core::Model;
-use sallyport_sources::{mysql, postgres, sqlite, Row, Source, WarehouseSettings};
+use sallyport_sources::{mysql, postgres, redshift, sqlite, Row, Source, WarehouseSettings};
 use serde_json::{json, Value};
 
 /// The rows every warehouse holds, in its own types: id (integer key), name (text), active
@@ -102,6 +102,32 @@ async fn postgres_conforms() {
     .await
     .unwrap();
     conforms("postgres", source, Model::Table(format!("{schema}.users"))).await;
+    sallyport_testkit::drop_schema(&client, &schema).await;
+}
+
+/// Redshift, read as Redshift is (text results through a cursor, its type names), against
+/// PostgreSQL as the stand-in.
+#[tokio::test]
+async fn redshift_conforms() {
+    sallyport_testkit::needs_postgres!();
+    let (client, schema) = sallyport_testkit::schema().await;
+    let values: Vec<String> = ROWS.iter().map(|r| format!("({r})")).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.users (id bigint, name varchar(256), active boolean,
+                score double precision, amount numeric(10,2), born date, seen timestamp,
+                prefs jsonb, note varchar);
+             INSERT INTO {schema}.users VALUES {};",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&WarehouseSettings::Redshift(redshift::Settings::url(
+        sallyport_testkit::pg_url(),
+    )))
+    .await
+    .unwrap();
+    conforms("redshift", source, Model::Table(format!("{schema}.users"))).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
 }
 

@@ -301,3 +301,49 @@ async fn an_sqlite_statement_past_its_time_is_interrupted() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn redshift_reads_past_many_cursor_fetches_and_cannot_write() {
+    sallyport_testkit::needs_postgres!();
+    let (client, schema) = sallyport_testkit::schema().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.big AS SELECT g AS id, 'u' || g AS email FROM generate_series(1, 25000) g;
+             CREATE SEQUENCE {schema}.s;"
+        ))
+        .await
+        .unwrap();
+    let source = Source::open(&WarehouseSettings::Redshift(
+        sallyport_sources::redshift::Settings::url(sallyport_testkit::pg_url()),
+    ))
+    .await
+    .unwrap();
+    let mut stream = source
+        .stream(&Model::Table(format!("{schema}.big")), Some("id"))
+        .await
+        .unwrap();
+    let mut n = 0;
+    let mut last = None;
+    while let Some(chunk) = stream.recv().await {
+        for row in chunk.unwrap() {
+            n += 1;
+            last = row.key;
+        }
+    }
+    assert_eq!(n, 25_000, "three fetches of the cursor");
+    assert_eq!(last.as_deref(), Some("25000"));
+    let writing = Model::Sql(format!("SELECT nextval('{schema}.s') AS id"));
+    let error = match source.stream(&writing, None).await {
+        Err(e) => e.to_string(),
+        Ok(mut s) => {
+            let mut error = String::new();
+            while let Some(c) = s.recv().await {
+                if let Err(e) = c {
+                    error = e.to_string();
+                }
+            }
+            error
+        }
+    };
+    assert!(error.contains("read-only transaction"), "{error}");
+}
