@@ -159,9 +159,10 @@ def mysql_cli(url):
     return args
 
 
-def mysql(url, sql, capture=False):
+def mysql(url, sql, capture=False, quiet=False):
     out = subprocess.run(mysql_cli(url) + ["--batch", "--skip-column-names", "-e", sql], check=True,
-                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL, text=True)
+                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL if quiet else None, text=True)
     return out.stdout.strip() if capture else None
 
 
@@ -169,7 +170,7 @@ def mysql_people(url, table, n, rebuild):
     """The people table in MySQL's own types, made from MariaDB's SEQUENCE engine."""
     if not rebuild:
         try:
-            if int(mysql(url, f"SELECT count(*) FROM {table}", capture=True)) == n:
+            if int(mysql(url, f"SELECT count(*) FROM {table}", capture=True, quiet=True)) == n:
                 return
         except subprocess.CalledProcessError:
             pass
