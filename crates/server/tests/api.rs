@@ -718,3 +718,73 @@ fn the_sync_schema_is_drawn_from_each_objects_settings() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_warehouse_is_offered_saved_and_tested() {
+    sallyport_testkit::needs_postgres!();
+    let mysql_url = sallyport_testkit::needs_service!("SALLYPORT_TEST_MYSQL_URL", "MariaDB");
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    for (name, body) in [
+        (
+            "my",
+            serde_json::json!({"name": "my", "type": "mysql", "url": mysql_url}),
+        ),
+        (
+            "rs",
+            serde_json::json!({"name": "rs", "type": "redshift", "url": sallyport_testkit::pg_url()}),
+        ),
+    ] {
+        let resp = s
+            .http
+            .post(format!("{}/api/v1/warehouses", r.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "{}",
+            resp.text().await.unwrap()
+        );
+        let tested = s
+            .json(&r, "post", &format!("/api/v1/warehouses/{name}/test"))
+            .await;
+        assert_eq!(tested["ok"], true, "{name}: {tested}");
+    }
+    // The UI's form offers every kind, each with its own settings.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("{}/login", r.base))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/warehouses", r.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for label in [
+        "PostgreSQL",
+        "Amazon Redshift",
+        "MySQL / MariaDB",
+        "SQLite",
+        "sslrootcert",
+        "timezone",
+    ] {
+        assert!(page.contains(label), "the form lacks {label}");
+    }
+    r.stop().await;
+}
