@@ -306,3 +306,41 @@ fn the_demo_runs_offline_and_the_second_run_sends_only_changes() {
     assert!(t.contains("people 304 · events 366"), "{t}");
     assert!(dir.path().join("sallyport.yaml").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_zero_dates_are_sent_as_null_with_a_warning() {
+    let url = sallyport_testkit::needs_service!("SALLYPORT_TEST_MYSQL_URL", "MariaDB");
+    let sandbox = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = sallyport_testkit::unique("zero");
+    let admin = mysql_async::Opts::from_url(&url).unwrap();
+    let mut conn = mysql_async::Conn::new(admin).await.unwrap();
+    mysql_async::prelude::Queryable::query_drop(
+        &mut conn,
+        format!(
+            "CREATE TABLE {table} (id int, email varchar(50), last_seen date);
+             INSERT INTO {table} VALUES (1, 'a@x.com', '0000-00-00'), (2, 'b@x.com', '2024-01-02');"
+        ),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sallyport.yaml"),
+        format!(
+            "warehouses:\n  my: {{type: mysql, url: \"{url}\"}}\napps:\n  cio: {{type: customerio, site_id: site, api_key: \"{SECRET_KEY}\", track_url: {}}}\nsyncs:\n  people: {{warehouse: my, model: {{table: {table}}}, app: cio, object: person, mode: upsert, primary_key: id}}\n",
+            sandbox.url()
+        ),
+    )
+    .unwrap();
+    let o = sallyport(dir.path(), &["sync", "people", "--json"], &[]);
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("zero dates") && all.contains("last_seen"),
+        "{all}"
+    );
+    assert_eq!(sandbox.shared().stats().people, 2, "both rows are sent");
+    mysql_async::prelude::Queryable::query_drop(&mut conn, format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}

@@ -205,3 +205,16 @@ async fn mysql_over_tls_verifies_the_server_and_says_what_failed() {
     let e = open_error(&tls_settings(&plain, SslMode::Require, None)).await;
     assert!(e.contains("does not accept TLS"), "{e}");
 }
+
+#[tokio::test]
+async fn a_link_local_server_is_never_connected_to() {
+    for w in [
+        WarehouseSettings::Mysql(mysql::Settings::url("mysql://u:p@169.254.169.254:3306/db")),
+        WarehouseSettings::Postgres(sallyport_sources::postgres::Settings::url(
+            "postgres://u:p@169.254.169.254:5432/db",
+        )),
+    ] {
+        let e = open_error(&w).await;
+        assert!(e.contains("link-local"), "{e}");
+    }
+}

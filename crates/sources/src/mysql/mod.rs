@@ -206,6 +206,7 @@ impl Warehouse for MySource {
             names: columns.iter().map(|c| c.name.clone()).collect(),
             decode: columns.iter().map(|c| c.decode).collect(),
             offset: self.offset,
+            zero_dates: columns.iter().map(|_| Default::default()).collect(),
         });
         self.run(conn, sql, move |mut values| {
             let key = match key_at {
@@ -285,6 +286,16 @@ impl MySource {
     }
 
     async fn connect(&self) -> Result<Conn, SourceError> {
+        // A name that leads to a link-local address (a cloud metadata service) is never
+        // connected to.
+        if let Err(e) =
+            sallyport_core::net::resolve_reachable(self.opts.ip_or_hostname(), self.opts.tcp_port())
+                .await
+        {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(SourceError::Connect(e.to_string()));
+            }
+        }
         let failed = |e: mysql_async::Error| {
             SourceError::Connect(explain(
                 &crate::postgres::redact_connect_error(&e.to_string(), &self.url),
@@ -608,6 +619,8 @@ struct Shape {
     names: Vec<String>,
     decode: Vec<Decode>,
     offset: i32,
+    /// Per column: whether its zero dates were already warned about (once per read).
+    zero_dates: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Shape {
@@ -615,6 +628,14 @@ impl Shape {
         let mut out = Vec::with_capacity(values.len());
         let mut unreadable = Vec::new();
         for (i, (v, d)) in values.iter().zip(&self.decode).enumerate() {
+            if matches!(v, My::Date(0, 0, 0, ..))
+                && !self.zero_dates[i].swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    column = %self.names[i],
+                    "the column holds zero dates (0000-00-00), MySQL's stand-in for no date: they are sent as null"
+                );
+            }
             match convert(v, *d, self.offset) {
                 Ok(v) => out.push(v),
                 Err(reason) => {
