@@ -816,7 +816,8 @@ async fn mapped_stream(
     // A thread of its own: mapping is CPU work, and the runtime's workers must stay free to
     // drain the warehouse connection and to deliver.
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let failed = tx.clone();
+    let mapping = tokio::task::spawn_blocking(move || {
         while let Some(chunk) = rows.blocking_recv() {
             let mapped = match chunk {
                 Ok(rows) => handle.block_on(map_chunk(
@@ -833,6 +834,17 @@ async fn mapped_stream(
             if tx.blocking_send(mapped).is_err() || failed {
                 return;
             }
+        }
+    });
+    // Should mapping panic, the stream ends with an error: never as if every row had been read.
+    tokio::spawn(async move {
+        if mapping.await.is_err() {
+            let _ = failed
+                .send(Err(Stop::Warehouse(sallyport_sources::SourceError::Other(
+                    "mapping the rows stopped unexpectedly: the model was not read to its end"
+                        .into(),
+                ))))
+                .await;
         }
     });
     Ok(rx)

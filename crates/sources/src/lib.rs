@@ -207,6 +207,30 @@ pub trait Warehouse: Sized {
     async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError>;
 }
 
+/// What a stream ends with when its reader failed unexpectedly (a bug): the run stops instead of
+/// taking what was read for the whole model.
+pub const READER_FAILED: &str =
+    "the warehouse reader stopped unexpectedly: the model was not read to its end";
+
+/// Spawns a task that sends down a stream: should it panic, the stream ends with an error
+/// ([`READER_FAILED`]), never as if the model had been read to its end (which would make every
+/// row not yet read look removed).
+pub fn spawn_reader<T: Send + 'static>(
+    tx: mpsc::Sender<Result<T, SourceError>>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures_util::FutureExt;
+    tokio::spawn(async move {
+        if std::panic::AssertUnwindSafe(task)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            let _ = tx.send(Err(SourceError::Other(READER_FAILED.into()))).await;
+        }
+    });
+}
+
 /// Rows in a chunk sent down a stream.
 pub const CHUNK_ROWS: usize = 1000;
 
@@ -474,6 +498,20 @@ mod tests {
             d.model_from(&Model::Sql("select 1;".into())),
             "(select 1) AS m"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_panics_ends_its_stream_with_an_error() {
+        let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>, SourceError>>(4);
+        let sender = tx.clone();
+        spawn_reader(tx, async move {
+            sender.send(Ok(vec![Row::new(None, Vec::new())])).await.unwrap();
+            panic!("a bug in a reader");
+        });
+        assert_eq!(rx.recv().await.unwrap().unwrap().len(), 1);
+        let end = rx.recv().await.expect("not the end of the stream");
+        assert!(end.unwrap_err().to_string().contains("not read to its end"));
+        assert!(rx.recv().await.is_none());
     }
 
     #[test]

@@ -421,7 +421,7 @@ impl MySource {
     {
         let stmt = conn.prep(&sql).await.map_err(query_error)?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        crate::spawn_reader(tx.clone(), async move {
             let mut result = match conn.exec_iter(&stmt, ()).await {
                 Ok(r) => r,
                 Err(e) => {

@@ -284,7 +284,7 @@ impl PgSource {
         client.batch_execute(&begin).await.map_err(query_error)?;
         let stmt = client.prepare(&sql).await.map_err(query_error)?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        crate::spawn_reader(tx.clone(), async move {
             let rows = match client
                 .query_raw(
                     &stmt,

@@ -313,7 +313,7 @@ impl RedshiftSource {
         ));
         client.batch_execute(&begin).await.map_err(query_error)?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        crate::spawn_reader(tx.clone(), async move {
             let fetch = format!("FETCH FORWARD {FETCH_ROWS} FROM sallyport_read");
             let mut chunk = Vec::with_capacity(CHUNK_ROWS);
             loop {

@@ -205,27 +205,35 @@ impl SqliteSource {
         std::thread::Builder::new()
             .name("sqlite-reader".into())
             .spawn(move || {
-                let result = (|| -> Result<(), SourceError> {
-                    let mut stmt = conn.prepare(&sql).map_err(query_error)?;
-                    let mut rows = stmt.query([]).map_err(query_error)?;
-                    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-                    while let Some(row) = rows.next().map_err(query_error)? {
-                        chunk.push(convert(row)?);
-                        if chunk.len() == CHUNK_ROWS {
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-                            if tx.blocking_send(Ok(full)).is_err() {
-                                return Ok(());
+                let failed = tx.clone();
+                // A panic ends the stream with an error, never as if the model had been read.
+                let read = std::panic::AssertUnwindSafe(move || {
+                    let result = (|| -> Result<(), SourceError> {
+                        let mut stmt = conn.prepare(&sql).map_err(query_error)?;
+                        let mut rows = stmt.query([]).map_err(query_error)?;
+                        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                        while let Some(row) = rows.next().map_err(query_error)? {
+                            chunk.push(convert(row)?);
+                            if chunk.len() == CHUNK_ROWS {
+                                let full =
+                                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
+                                if tx.blocking_send(Ok(full)).is_err() {
+                                    return Ok(());
+                                }
                             }
                         }
+                        if !chunk.is_empty() {
+                            let _ = tx.blocking_send(Ok(chunk));
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = result {
+                        let _ = tx.blocking_send(Err(e));
                     }
-                    if !chunk.is_empty() {
-                        let _ = tx.blocking_send(Ok(chunk));
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = result {
-                    let _ = tx.blocking_send(Err(e));
+                });
+                if std::panic::catch_unwind(read).is_err() {
+                    let _ =
+                        failed.blocking_send(Err(SourceError::Other(crate::READER_FAILED.into())));
                 }
             })
             .map_err(|e| SourceError::Other(format!("cannot start a reader thread: {e}")))?;
