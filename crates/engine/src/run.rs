@@ -266,20 +266,31 @@ impl Engine {
         // The lease is renewed while the run goes on; should another process take the lock
         // (this one stalled past its lease), the run stops instead of committing beside it.
         let lock_lost: Arc<std::sync::OnceLock<String>> = Arc::default();
-        let renew = {
+        let renew = AbortOnDrop({
             let state = self.state.clone();
             let (name, holder) = (key.clone(), holder.clone());
             let lost = lock_lost.clone();
             let lease = self.lock_lease;
             tokio::spawn(async move {
+                let mut renewed = tokio::time::Instant::now();
+                let mut wait = lease / 4;
                 loop {
-                    tokio::time::sleep(lease / 4).await;
+                    tokio::time::sleep(wait).await;
                     match state.renew_lock(&name, &holder, lease).await {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            renewed = tokio::time::Instant::now();
+                            wait = lease / 4;
+                        }
                         Ok(false) => {
                             let _ = lost.set("the run lock was lost: another run of this sync took over after this one stalled past its lease".into());
                             tracing::error!(sync = %name, "the run lock was taken by another run");
                             return;
+                        }
+                        // A passing failure of the state store is tried again while the
+                        // lease still holds for a good while.
+                        Err(e) if renewed.elapsed() < lease / 2 => {
+                            tracing::warn!(sync = %name, error = %e, "could not renew the run lock; trying again");
+                            wait = lease / 16;
                         }
                         Err(e) => {
                             // Unable to say that it still holds the lock, the run cannot know
@@ -291,18 +302,18 @@ impl Engine {
                     }
                 }
             })
-        };
+        });
         // This run holds the sync now: a run of it still recorded as `running` belongs to a
         // process that stopped without finishing it.
         if let Err(e) = self.interrupt_runs_of(Some(name)).await {
-            renew.abort();
+            renew.0.abort();
             let _ = self.state.unlock(&key, &holder).await;
             return Err(e);
         }
         let run_id = match self.state.begin_run(name, opts.full_resync).await {
             Ok(id) => id,
             Err(e) => {
-                renew.abort();
+                renew.0.abort();
                 let _ = self.state.unlock(&key, &holder).await;
                 return Err(e.into());
             }
@@ -338,7 +349,7 @@ impl Engine {
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
         .await;
-        renew.abort();
+        renew.0.abort();
         let (status, error, failures) = match outcome {
             Ok((interrupted, failures)) => {
                 let status = if interrupted {
@@ -918,5 +929,15 @@ mod lock_tests {
         let other_boot = format!("{host}|another-boot|{}", here.rsplit('|').next().unwrap());
         assert!(!holder_is_dead(&format!("{other_boot}/{gone}/00ff"), &here));
         assert!(!holder_is_dead(&format!("{host}/{gone}/00ff"), &here));
+    }
+}
+
+/// A task that is stopped when its handle goes: the lock's renewal ends with the run, even when
+/// the run's future is dropped before it finishes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

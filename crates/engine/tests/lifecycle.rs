@@ -115,6 +115,41 @@ async fn a_run_whose_lock_cannot_be_renewed_stops() {
 }
 
 #[tokio::test]
+async fn a_passing_failure_to_renew_the_lock_does_not_stop_the_run() {
+    sallyport_testkit::needs_postgres!();
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.state = sallyport_testkit::database().await;
+    h.delivery = "{requests_per_second: 1000, concurrency: 1, batch_bytes: 40KB}".into();
+    users(&h, 6000).await;
+    let mut engine = h.engine(PEOPLE).await;
+    // Renewed every second; a failure is tried again every 250 ms for up to 2 s.
+    engine.lock_lease = Duration::from_secs(4);
+    h.faults(json!({"latency_ms": 150}));
+    let state = sallyport_testkit::connect(&h.state).await;
+    let run = engine.run("people", Default::default());
+    let blip = async {
+        // The renewal due at 1 s fails; the lock table is back half a second later.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        state
+            .batch_execute("ALTER TABLE locks RENAME TO locks_elsewhere")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        state
+            .batch_execute("ALTER TABLE locks_elsewhere RENAME TO locks")
+            .await
+            .unwrap();
+    };
+    let (s, ()) = tokio::join!(run, blip);
+    let s = s.unwrap();
+    assert_eq!(
+        (s.status.as_str(), s.rows_sent),
+        ("succeeded", 6000),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_run_marks_the_run_a_killed_process_left_running_as_interrupted() {
     sallyport_testkit::needs_postgres!();
     let h = Harness::new(IdentifyBy::Id).await;

@@ -505,7 +505,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<Result<Vec<Row>, SourceError>>(4);
         let sender = tx.clone();
         spawn_reader(tx, async move {
-            sender.send(Ok(vec![Row::new(None, Vec::new())])).await.unwrap();
+            sender
+                .send(Ok(vec![Row::new(None, Vec::new())]))
+                .await
+                .unwrap();
             panic!("a bug in a reader");
         });
         assert_eq!(rx.recv().await.unwrap().unwrap().len(), 1);
