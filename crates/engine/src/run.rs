@@ -906,6 +906,16 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A task that is stopped when its handle goes: the lock's renewal ends with the run, even when
+/// the run's future is dropped before it finishes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod lock_tests {
     use super::*;
@@ -929,15 +939,5 @@ mod lock_tests {
         let other_boot = format!("{host}|another-boot|{}", here.rsplit('|').next().unwrap());
         assert!(!holder_is_dead(&format!("{other_boot}/{gone}/00ff"), &here));
         assert!(!holder_is_dead(&format!("{host}/{gone}/00ff"), &here));
-    }
-}
-
-/// A task that is stopped when its handle goes: the lock's renewal ends with the run, even when
-/// the run's future is dropped before it finishes.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
