@@ -99,6 +99,9 @@ fi
 # PostgreSQL with and without TLS, a certificate chain, MariaDB (plain and TLS).
 # shellcheck source=scripts/tls-services.sh
 source "$(dirname "$0")/tls-services.sh"
+# The cloud warehouses' stand-ins from PyPI.
+# shellcheck source=scripts/standins.sh
+source "$(dirname "$0")/standins.sh"
 
 # The browser test drives Debian's Chromium through chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

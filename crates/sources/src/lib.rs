@@ -5,6 +5,7 @@
 //! Unix seconds (a timestamp without time zone is taken as UTC), JSON columns as JSON, arrays as
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
+pub mod databricks;
 pub mod mysql;
 pub mod postgres;
 pub mod redshift;
@@ -26,6 +27,7 @@ pub enum WarehouseSettings {
     Postgres(postgres::Settings),
     Mysql(mysql::Settings),
     Redshift(redshift::Settings),
+    Databricks(databricks::Settings),
     Sqlite(sqlite::Settings),
 }
 
@@ -57,6 +59,11 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         fields: mysql::FIELDS,
     },
     WarehouseKind {
+        name: "databricks",
+        label: "Databricks SQL",
+        fields: databricks::FIELDS,
+    },
+    WarehouseKind {
         name: "sqlite",
         label: "SQLite",
         fields: sqlite::FIELDS,
@@ -75,6 +82,7 @@ macro_rules! each_settings {
             WarehouseSettings::Postgres($s) => $e,
             WarehouseSettings::Mysql($s) => $e,
             WarehouseSettings::Redshift($s) => $e,
+            WarehouseSettings::Databricks($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
     };
@@ -172,6 +180,16 @@ pub struct AnsiQuotes;
 impl Dialect for AnsiQuotes {
     fn quote_ident(&self, name: &str) -> String {
         format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The dialect of backquoted identifiers, `` `name` `` with embedded backticks doubled: MySQL's,
+/// Databricks SQL's, BigQuery's.
+pub struct Backticks;
+
+impl Dialect for Backticks {
+    fn quote_ident(&self, name: &str) -> String {
+        format!("`{}`", name.replace('`', "``"))
     }
 }
 
@@ -358,6 +376,7 @@ pub enum Source {
     Postgres(postgres::PgSource),
     Mysql(Box<mysql::MySource>),
     Redshift(Box<redshift::RedshiftSource>),
+    Databricks(databricks::DatabricksSource),
     Sqlite(sqlite::SqliteSource),
 }
 
@@ -368,6 +387,7 @@ macro_rules! each_source {
             Source::Postgres($s) => $e,
             Source::Mysql($s) => $e,
             Source::Redshift($s) => $e,
+            Source::Databricks($s) => $e,
             Source::Sqlite($s) => $e,
         }
     };
@@ -393,6 +413,9 @@ impl Source {
             }
             WarehouseSettings::Redshift(s) => {
                 Source::Redshift(Box::new(redshift::RedshiftSource::open(s, options).await?))
+            }
+            WarehouseSettings::Databricks(s) => {
+                Source::Databricks(databricks::DatabricksSource::open(s, options).await?)
             }
             WarehouseSettings::Sqlite(s) => {
                 Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)

@@ -18,18 +18,9 @@ pub use settings::{Settings, FIELDS};
 
 use crate::tls::{explain, SslMode};
 use crate::{
-    decimal_value, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable, Warehouse,
-    CHUNK_ROWS,
+    decimal_value, Backticks, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable,
+    Warehouse, CHUNK_ROWS,
 };
-
-/// MySQL's identifiers: `` `name` `` with embedded backticks doubled.
-pub struct Backticks;
-
-impl Dialect for Backticks {
-    fn quote_ident(&self, name: &str) -> String {
-        format!("`{}`", name.replace('`', "``"))
-    }
-}
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,0 +1,58 @@
+# Sourced by scripts/test.sh: the cloud warehouses' local stand-ins from PyPI, each installed once
+# into a cached virtual environment ($XDG_CACHE_HOME/sallyport-test, default ~/.cache) and started
+# when it is not running:
+#   - Databricks: brickhouse 0.1.0 (the SQL Statement Execution API over a local engine) on 8090.
+# Needs the helpers of test.sh: say, die.
+
+standins="${XDG_CACHE_HOME:-$HOME/.cache}/sallyport-test"
+mkdir -p "$standins"
+
+venv() { # name pip-requirements...
+  local name=$1; shift
+  local dir="$standins/$name"
+  if [ ! -x "$dir/bin/python" ] || [ ! -f "$dir/.installed" ] || [ "$(cat "$dir/.installed")" != "$*" ]; then
+    command -v python3 >/dev/null 2>&1 || die "the $name stand-in needs python3 (apt-get install python3 python3-venv)"
+    say "installing the $name stand-in from PyPI into $dir (once)"
+    rm -rf "$dir"
+    python3 -m venv "$dir" >/dev/null 2>&1 \
+      || die "python3 cannot make a virtual environment: install python3-venv (apt-get install python3-venv)"
+    "$dir/bin/pip" install -q "$@" >"$dir.pip.log" 2>&1 \
+      || { tail -n 5 "$dir.pip.log" >&2; die "pip could not install $*"; }
+    printf '%s' "$*" >"$dir/.installed"
+  fi
+}
+
+http_answers() { # url
+  python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$1" >/dev/null 2>&1
+}
+
+# Databricks.
+venv brickhouse "brickhouse==0.1.0"
+export SALLYPORT_TEST_DATABRICKS_HOST="http://127.0.0.1:8090"
+if ! http_answers "$SALLYPORT_TEST_DATABRICKS_HOST/api/2.0/sql/warehouses"; then
+  ws="$standins/brickhouse-workspace"
+  [ -d "$ws" ] || "$standins/brickhouse/bin/brickhouse" init --workspace "$ws" >/dev/null \
+    || die "brickhouse could not make its workspace"
+  say "starting the Databricks stand-in (brickhouse) on 8090"
+  nohup "$standins/brickhouse/bin/brickhouse" serve --workspace "$ws" --host 127.0.0.1 --port 8090 \
+    >"$standins/brickhouse.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    http_answers "$SALLYPORT_TEST_DATABRICKS_HOST/api/2.0/sql/warehouses" && break
+    sleep 0.5
+  done
+  http_answers "$SALLYPORT_TEST_DATABRICKS_HOST/api/2.0/sql/warehouses" \
+    || { tail -n 5 "$standins/brickhouse.log" >&2; die "the Databricks stand-in did not start"; }
+fi
+SALLYPORT_TEST_DATABRICKS_WAREHOUSE=$(python3 - "$SALLYPORT_TEST_DATABRICKS_HOST" <<'PY'
+import json, sys, urllib.request
+base = sys.argv[1] + "/api/2.0/sql/warehouses"
+found = json.load(urllib.request.urlopen(base)).get("warehouses") or []
+if not found:
+    req = urllib.request.Request(base, method="POST", data=json.dumps({
+        "name": "sallyport-tests", "cluster_size": "2X-Small", "max_num_clusters": 1,
+        "warehouse_type": "PRO", "enable_serverless_compute": True}).encode())
+    found = [json.load(urllib.request.urlopen(req))]
+print(found[0]["id"])
+PY
+) || die "the Databricks stand-in has no SQL warehouse"
+export SALLYPORT_TEST_DATABRICKS_WAREHOUSE
