@@ -1,7 +1,8 @@
 # Sourced by scripts/test.sh: the cloud warehouses' local stand-ins from PyPI, each installed once
 # into a cached virtual environment ($XDG_CACHE_HOME/sallyport-test, default ~/.cache) and started
 # when it is not running:
-#   - Databricks: brickhouse 0.1.0 (the SQL Statement Execution API over a local engine) on 8090.
+#   - Databricks: brickhouse 0.1.0 (the SQL Statement Execution API over a local engine) on 8090;
+#   - BigQuery: crucible-emulator 0.1.0a2 (its REST API over DuckDB) on 9051.
 # Needs the helpers of test.sh: say, die.
 
 standins="${XDG_CACHE_HOME:-$HOME/.cache}/sallyport-test"
@@ -56,3 +57,19 @@ print(found[0]["id"])
 PY
 ) || die "the Databricks stand-in has no SQL warehouse"
 export SALLYPORT_TEST_DATABRICKS_WAREHOUSE
+
+# BigQuery: crucible-emulator 0.1.0a2 (the REST API over a local engine) on 9051.
+venv crucible "crucible-emulator[server]==0.1.0a2"
+export SALLYPORT_TEST_BIGQUERY_ENDPOINT="http://127.0.0.1:9051"
+export SALLYPORT_TEST_BIGQUERY_PROJECT="sallyport-test"
+if ! http_answers "$SALLYPORT_TEST_BIGQUERY_ENDPOINT/bigquery/v2/projects/$SALLYPORT_TEST_BIGQUERY_PROJECT/datasets"; then
+  say "starting the BigQuery stand-in (crucible) on 9051"
+  nohup "$standins/crucible/bin/crucible" serve --dialect bigquery --host 127.0.0.1 --port 9051 \
+    >"$standins/crucible.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    http_answers "$SALLYPORT_TEST_BIGQUERY_ENDPOINT/bigquery/v2/projects/$SALLYPORT_TEST_BIGQUERY_PROJECT/datasets" && break
+    sleep 0.5
+  done
+  http_answers "$SALLYPORT_TEST_BIGQUERY_ENDPOINT/bigquery/v2/projects/$SALLYPORT_TEST_BIGQUERY_PROJECT/datasets" \
+    || { tail -n 5 "$standins/crucible.log" >&2; die "the BigQuery stand-in did not start"; }
+fi

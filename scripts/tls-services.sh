@@ -101,9 +101,19 @@ EOF
   fi
 }
 
+# An RSA key in PKCS#8 (a service account's, for the OAuth test) and its public half (PKCS#1 DER).
+make_sa_key() {
+  local d="$SALLYPORT_TEST_TLS_CERTS"
+  [ -s "$d/sa.pub.der" ] && return 0
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$d/sa.key" 2>/dev/null \
+    && openssl rsa -in "$d/sa.key" -RSAPublicKey_out -outform DER -out "$d/sa.pub.der" 2>/dev/null \
+    || die "openssl could not make the test's RSA key"
+}
+
 mkdir -p "$tls_root"
 [ "$(id -u)" = 0 ] && chmod 755 "$tls_root"
 make_certs
+make_sa_key
 pg_cluster pgtls 5433 on
 pg_cluster pgplain 5434 off
 

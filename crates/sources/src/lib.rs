@@ -5,6 +5,7 @@
 //! Unix seconds (a timestamp without time zone is taken as UTC), JSON columns as JSON, arrays as
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
+pub mod bigquery;
 pub mod databricks;
 pub mod mysql;
 pub mod postgres;
@@ -28,6 +29,7 @@ pub enum WarehouseSettings {
     Mysql(mysql::Settings),
     Redshift(redshift::Settings),
     Databricks(databricks::Settings),
+    Bigquery(bigquery::Settings),
     Sqlite(sqlite::Settings),
 }
 
@@ -64,6 +66,11 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         fields: databricks::FIELDS,
     },
     WarehouseKind {
+        name: "bigquery",
+        label: "Google BigQuery",
+        fields: bigquery::FIELDS,
+    },
+    WarehouseKind {
         name: "sqlite",
         label: "SQLite",
         fields: sqlite::FIELDS,
@@ -83,6 +90,7 @@ macro_rules! each_settings {
             WarehouseSettings::Mysql($s) => $e,
             WarehouseSettings::Redshift($s) => $e,
             WarehouseSettings::Databricks($s) => $e,
+            WarehouseSettings::Bigquery($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
     };
@@ -184,7 +192,7 @@ impl Dialect for AnsiQuotes {
 }
 
 /// The dialect of backquoted identifiers, `` `name` `` with embedded backticks doubled: MySQL's,
-/// Databricks SQL's, BigQuery's.
+/// Databricks SQL's.
 pub struct Backticks;
 
 impl Dialect for Backticks {
@@ -377,6 +385,7 @@ pub enum Source {
     Mysql(Box<mysql::MySource>),
     Redshift(Box<redshift::RedshiftSource>),
     Databricks(databricks::DatabricksSource),
+    Bigquery(bigquery::BigQuerySource),
     Sqlite(sqlite::SqliteSource),
 }
 
@@ -388,6 +397,7 @@ macro_rules! each_source {
             Source::Mysql($s) => $e,
             Source::Redshift($s) => $e,
             Source::Databricks($s) => $e,
+            Source::Bigquery($s) => $e,
             Source::Sqlite($s) => $e,
         }
     };
@@ -416,6 +426,9 @@ impl Source {
             }
             WarehouseSettings::Databricks(s) => {
                 Source::Databricks(databricks::DatabricksSource::open(s, options).await?)
+            }
+            WarehouseSettings::Bigquery(s) => {
+                Source::Bigquery(bigquery::BigQuerySource::open(s, options).await?)
             }
             WarehouseSettings::Sqlite(s) => {
                 Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)

@@ -5,7 +5,7 @@
 
 use sallyport_core::Model;
 use sallyport_sources::{
-    databricks, mysql, postgres, redshift, sqlite, Row, Source, WarehouseSettings,
+    bigquery, databricks, mysql, postgres, redshift, sqlite, Row, Source, WarehouseSettings,
 };
 use serde_json::{json, Value};
 
@@ -265,4 +265,76 @@ async fn databricks_conforms() {
     )
     .await;
     sql(format!("DROP TABLE main.default.{table}")).await;
+}
+
+/// A dataset of the test's own in the BigQuery stand-in (crucible), made through its REST API.
+pub async fn bigquery_dataset(endpoint: &str, project: &str) -> String {
+    let dataset = sallyport_testkit::unique("ds");
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{endpoint}/bigquery/v2/projects/{project}/datasets"
+        ))
+        .json(&json!({"datasetReference": {"projectId": project, "datasetId": dataset}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    dataset
+}
+
+async fn bigquery_sql(endpoint: &str, project: &str, sql: &str) {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{endpoint}/bigquery/v2/projects/{project}/queries"))
+        .json(&json!({"query": sql, "useLegacySql": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["jobComplete"], true, "{sql}: {answer}");
+}
+
+/// BigQuery against its stand-in (crucible): every type of the test.
+#[tokio::test]
+async fn bigquery_conforms() {
+    let endpoint = sallyport_testkit::needs_service!(
+        "SALLYPORT_TEST_BIGQUERY_ENDPOINT",
+        "the BigQuery stand-in"
+    );
+    let project = sallyport_testkit::needs_service!(
+        "SALLYPORT_TEST_BIGQUERY_PROJECT",
+        "the BigQuery stand-in"
+    );
+    let ds = bigquery_dataset(&endpoint, &project).await;
+    bigquery_sql(
+        &endpoint,
+        &project,
+        &format!(
+            "CREATE TABLE {ds}.users (id INT64, name STRING, active BOOL, score FLOAT64, amount NUMERIC,
+                born DATE, seen DATETIME, prefs JSON, note STRING)"
+        ),
+    )
+    .await;
+    bigquery_sql(
+        &endpoint,
+        &project,
+        &format!(
+            "INSERT INTO {ds}.users VALUES
+              (1, 'Ann', TRUE, 2.5, NUMERIC '12.50', DATE '2024-01-02', DATETIME '2024-01-02 03:04:05', JSON '{{\"a\": [1, 2]}}', NULL),
+              (2, 'Bob', FALSE, -1.25, NUMERIC '0.10', DATE '1970-01-01', DATETIME '1970-01-01 00:01:00', JSON '[]', NULL),
+              (2, 'Bob again', FALSE, 0, NUMERIC '0', DATE '1970-01-01', DATETIME '1970-01-01 00:00:00', JSON 'null', NULL),
+              (NULL, 'Nobody', NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+        ),
+    )
+    .await;
+    let source = Source::open(&WarehouseSettings::Bigquery(bigquery::Settings {
+        project: project.clone(),
+        location: None,
+        credentials_path: None,
+        endpoint: Some(endpoint.clone()),
+    }))
+    .await
+    .unwrap();
+    conforms("bigquery", source, Model::Table(format!("{ds}.users"))).await;
 }
