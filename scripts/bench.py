@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,6 +268,58 @@ syncs:
     return r
 
 
+def bench_bigquery(a, base, work):
+    """People from the BigQuery stand-in (crucible): peak memory and rows per second at two sizes.
+    The stand-in is slow; the figures are about Sallyport's memory and overhead, not its speed."""
+    endpoint, project = a.bigquery_endpoint, "sallyport-test"
+
+    def post(path, body):
+        req = urllib.request.Request(f"{endpoint}/bigquery/v2/projects/{project}{path}", method="POST",
+                                     data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return json.loads(e.read() or b"{}")
+
+    post("/datasets", {"datasetReference": {"projectId": project, "datasetId": "bench"}})
+    out = {}
+    print("\n| BigQuery stand-in (crucible) | rows | first sync | rows/s | nothing changed | peak memory |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in (a.rows // 5, a.rows):
+        table = f"bench.people_{n}"
+        post("/queries", {"useLegacySql": False, "query": f"""CREATE OR REPLACE TABLE {table} AS
+            SELECT x AS user_id, CONCAT('user', CAST(x AS STRING), '@example.com') AS email,
+                   CONCAT('First', CAST(MOD(x, 1000) AS STRING)) AS first_name,
+                   IF(MOD(x, 3) = 0, 'pro', 'free') AS plan,
+                   TIMESTAMP_ADD(TIMESTAMP '2024-01-01 00:00:00+00', INTERVAL x MINUTE) AS signed_up_at,
+                   MOD(x, 997) / 7.0 AS score, MOD(x, 2) = 0 AS active
+            FROM UNNEST(GENERATE_ARRAY(1, {n})) AS x"""})
+        path = os.path.join(work, f"bq_{n}.yaml")
+        with open(path, "w") as f:
+            f.write(f"""state: bq_{n}.db
+warehouses:
+  bq: {{type: bigquery, project: {project}, endpoint: "{endpoint}"}}
+apps:
+  cio:
+    type: customerio
+    site_id: sandbox-site
+    api_key: sandbox-key
+    track_url: {base}
+    delivery: {{requests_per_second: {a.requests_per_second}, concurrency: 8}}
+syncs:
+  people: {{warehouse: bq, model: {{table: {table}}}, app: cio, object: person, mode: upsert, primary_key: user_id}}
+""")
+        sandbox_get(base, "/_sandbox/reset", "POST")
+        t1, rss1, s1 = run_sync(path, "people")
+        assert s1["rows_sent"] == n, s1
+        t2, rss2, s2 = run_sync(path, "people")
+        assert s2["rows_sent"] == 0, s2
+        out[f"bigquery_{n}"] = {"first_s": t1, "second_s": t2, "rss_mb": max(rss1, rss2)}
+        print(f"| | {n:,} | {t1:.1f} s | {n / t1:,.0f} | {t2:.1f} s | {max(rss1, rss2):.0f} MB |")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="people and events in the main cases")
@@ -278,7 +331,10 @@ def main():
     ap.add_argument("--rebuild", action="store_true", help="rebuild the tables even if they exist")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     ap.add_argument("--warehouses", default="postgres,mysql",
-                    help="which warehouses to measure, comma-separated (postgres, mysql)")
+                    help="which warehouses to measure, comma-separated (postgres, mysql, bigquery)")
+    ap.add_argument("--bigquery-endpoint", default=os.environ.get(
+        "SALLYPORT_TEST_BIGQUERY_ENDPOINT", "http://127.0.0.1:9051"),
+        help="the BigQuery stand-in (scripts/test.sh starts crucible there)")
     ap.add_argument("--mysql-url", default=os.environ.get(
         "SALLYPORT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
     ap.add_argument("--mysql-big-rows", type=int, default=3_000_000,
@@ -287,7 +343,7 @@ def main():
     url = a.database_url
     n, big = a.rows, a.big_rows
     chosen = a.warehouses.split(",")
-    do_pg, do_my = "postgres" in chosen, "mysql" in chosen
+    do_pg, do_my, do_bq = "postgres" in chosen, "mysql" in chosen, "bigquery" in chosen
 
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sallyport"], cwd=ROOT, check=True)
@@ -376,6 +432,8 @@ syncs:
                 results.update(big_first_s=tb, rss_big_mb=rssb)
         if do_my:
             results.update(bench_mysql(a, base, work))
+        if do_bq:
+            results.update(bench_bigquery(a, base, work))
     finally:
         sandbox.terminate()
         sandbox.wait()

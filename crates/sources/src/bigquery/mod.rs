@@ -31,8 +31,9 @@ impl Dialect for BigQueryQuotes {
     }
 }
 
-/// Rows asked for per page (BigQuery also caps a page at 10 MB).
-const PAGE_ROWS: u32 = 20_000;
+/// Rows asked for per page (BigQuery also caps a page at 10 MB): a page is held while its rows
+/// are sent on; 5,000 kept a sync of 1,000,000 rows under 100 MB (BENCHMARKS.md).
+const PAGE_ROWS: u32 = 5_000;
 
 /// A field of a result's schema.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -75,12 +76,14 @@ impl Field {
     }
 }
 
-/// One cell in the form Customer.io wants, or why it cannot be sent.
-pub(crate) fn convert(cell: &Value, f: &Field) -> Result<Value, String> {
-    let v = match cell {
-        Value::Object(o) => o.get("v").unwrap_or(&Value::Null),
-        other => other,
-    };
+/// The value in a `{"v": ...}` cell of an array or a record.
+fn inner(cell: &Value) -> &Value {
+    cell.get("v").unwrap_or(&Value::Null)
+}
+
+/// One cell's value (what its `v` holds) in the form Customer.io wants, or why it cannot be
+/// sent.
+pub(crate) fn convert(v: &Value, f: &Field) -> Result<Value, String> {
     if v.is_null() {
         return Ok(Value::Null);
     }
@@ -92,7 +95,7 @@ pub(crate) fn convert(cell: &Value, f: &Field) -> Result<Value, String> {
         let items = v.as_array().cloned().unwrap_or_default();
         return items
             .iter()
-            .map(|c| convert(c, &element))
+            .map(|c| convert(inner(c), &element))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array);
     }
@@ -104,7 +107,7 @@ pub(crate) fn convert(cell: &Value, f: &Field) -> Result<Value, String> {
             .unwrap_or_default();
         let mut out = serde_json::Map::new();
         for (sub, c) in f.fields.iter().zip(cells.iter()) {
-            out.insert(sub.name.clone(), convert(c, sub)?);
+            out.insert(sub.name.clone(), convert(inner(c), sub)?);
         }
         return Ok(Value::Object(out));
     }
@@ -166,8 +169,21 @@ struct Page {
     job: String,
     location: Option<String>,
     schema: Vec<Field>,
-    rows: Vec<Value>,
+    rows: Vec<PageRow>,
     next: Option<String>,
+}
+
+/// A row of a page, `{"f": [{"v": ...}, ...]}`, read straight into its cells' values (no map per
+/// cell: a page holds thousands of rows).
+#[derive(serde::Deserialize)]
+struct PageRow {
+    f: Vec<Cell>,
+}
+
+#[derive(serde::Deserialize)]
+struct Cell {
+    #[serde(default)]
+    v: Value,
 }
 
 pub struct BigQuerySource {
@@ -300,8 +316,9 @@ fn page(mut answer: Value) -> Result<Page, SourceError> {
         })?,
         None => Vec::new(),
     };
-    let rows = match answer.get_mut("rows").map(Value::take) {
-        Some(Value::Array(rows)) => rows,
+    let rows: Vec<PageRow> = match answer.get_mut("rows").map(Value::take) {
+        Some(rows @ Value::Array(_)) => serde_json::from_value(rows)
+            .map_err(|e| SourceError::Query(format!("rows not in the documented shape: {e}")))?,
         _ => Vec::new(),
     };
     Ok(Page {
@@ -316,20 +333,14 @@ fn page(mut answer: Value) -> Result<Page, SourceError> {
     })
 }
 
-/// A row's cells (`{"f": [{"v": ...}, ...]}`).
-fn cells(row: Value) -> Vec<Value> {
-    match row {
-        Value::Object(mut o) => match o.remove("f") {
-            Some(Value::Array(c)) => c,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
+/// A row's cells' values.
+fn cells(row: PageRow) -> Vec<Value> {
+    row.f.into_iter().map(|c| c.v).collect()
 }
 
 /// A cell's text, as the key of a row.
 fn key_text(cell: Option<&Value>) -> Option<String> {
-    match cell?.get("v")? {
+    match cell? {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
@@ -569,7 +580,7 @@ mod tests {
     /// Cells as `jobs.getQueryResults` writes them (with `useInt64Timestamp`).
     #[test]
     fn query_result_cells_become_customerio_values() {
-        let c = |v: Value, kind: &str| convert(&json!({ "v": v }), &field(kind)).unwrap();
+        let c = |v: Value, kind: &str| convert(&v, &field(kind)).unwrap();
         assert_eq!(c(json!("42"), "INTEGER"), json!(42));
         assert_eq!(c(json!("2.5"), "FLOAT"), json!(2.5));
         assert_eq!(c(json!("12.500000000"), "NUMERIC"), json!(12.5));
@@ -592,7 +603,7 @@ mod tests {
             ..field("STRING")
         };
         assert_eq!(
-            convert(&json!({"v": [{"v": "x"}, {"v": "y"}]}), &tags).unwrap(),
+            convert(&json!([{"v": "x"}, {"v": "y"}]), &tags).unwrap(),
             json!(["x", "y"])
         );
         let st = Field {
@@ -609,12 +620,12 @@ mod tests {
             ..field("RECORD")
         };
         assert_eq!(
-            convert(&json!({"v": {"f": [{"v": "1"}, {"v": "60000000"}]}}), &st).unwrap(),
+            convert(&json!({"f": [{"v": "1"}, {"v": "60000000"}]}), &st).unwrap(),
             json!({"a": 1, "at": 60})
         );
         assert_eq!(st.type_name(), "STRUCT<a INT64, at TIMESTAMP>");
         assert_eq!(BigQueryQuotes.quote_ident("a`b\\"), "`a\\`b\\\\`");
-        let e = convert(&json!({"v": "AAE="}), &field("BYTES")).unwrap_err();
+        let e = convert(&json!("AAE="), &field("BYTES")).unwrap_err();
         assert!(e.contains("binary data") && e.contains("exclude"), "{e}");
     }
 }
