@@ -2,7 +2,8 @@
 # into a cached virtual environment ($XDG_CACHE_HOME/sallyport-test, default ~/.cache) and started
 # when it is not running:
 #   - Databricks: brickhouse 0.1.0 (the SQL Statement Execution API over a local engine) on 8090;
-#   - BigQuery: crucible-emulator 0.1.0a2 (its REST API over DuckDB) on 9051.
+#   - BigQuery: crucible-emulator 0.1.0a2 (its REST API over DuckDB) on 9051;
+#   - Snowflake: fakesnow 0.12.1 (the connector protocol over DuckDB) on 8089.
 # Needs the helpers of test.sh: say, die.
 
 standins="${XDG_CACHE_HOME:-$HOME/.cache}/sallyport-test"
@@ -72,4 +73,19 @@ if ! http_answers "$SALLYPORT_TEST_BIGQUERY_ENDPOINT/bigquery/v2/projects/$SALLY
   done
   http_answers "$SALLYPORT_TEST_BIGQUERY_ENDPOINT/bigquery/v2/projects/$SALLYPORT_TEST_BIGQUERY_PROJECT/datasets" \
     || { tail -n 5 "$standins/crucible.log" >&2; die "the BigQuery stand-in did not start"; }
+fi
+
+# Snowflake: fakesnow 0.12.1 in server mode (the connector protocol over DuckDB) on 8089. The
+# Python connector is pinned below 5: fakesnow 0.12.1 does not import with 5.x.
+venv fakesnow "fakesnow[server]==0.12.1" "snowflake-connector-python<5"
+export SALLYPORT_TEST_SNOWFLAKE_URL="http://127.0.0.1:8089"
+if ! (exec 3<>/dev/tcp/127.0.0.1/8089) 2>/dev/null; then
+  say "starting the Snowflake stand-in (fakesnow) on 8089"
+  nohup "$standins/fakesnow/bin/fakesnow" -s -p 8089 >"$standins/fakesnow.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/8089) 2>/dev/null && break
+    sleep 0.5
+  done
+  (exec 3<>/dev/tcp/127.0.0.1/8089) 2>/dev/null \
+    || { tail -n 5 "$standins/fakesnow.log" >&2; die "the Snowflake stand-in did not start"; }
 fi

@@ -10,6 +10,7 @@ pub mod databricks;
 pub mod mysql;
 pub mod postgres;
 pub mod redshift;
+pub mod snowflake;
 pub mod sqlite;
 pub mod tls;
 
@@ -30,6 +31,7 @@ pub enum WarehouseSettings {
     Redshift(redshift::Settings),
     Databricks(databricks::Settings),
     Bigquery(bigquery::Settings),
+    Snowflake(snowflake::Settings),
     Sqlite(sqlite::Settings),
 }
 
@@ -71,6 +73,11 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         fields: bigquery::FIELDS,
     },
     WarehouseKind {
+        name: "snowflake",
+        label: "Snowflake",
+        fields: snowflake::FIELDS,
+    },
+    WarehouseKind {
         name: "sqlite",
         label: "SQLite",
         fields: sqlite::FIELDS,
@@ -91,6 +98,7 @@ macro_rules! each_settings {
             WarehouseSettings::Redshift($s) => $e,
             WarehouseSettings::Databricks($s) => $e,
             WarehouseSettings::Bigquery($s) => $e,
+            WarehouseSettings::Snowflake($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
     };
@@ -386,6 +394,7 @@ pub enum Source {
     Redshift(Box<redshift::RedshiftSource>),
     Databricks(databricks::DatabricksSource),
     Bigquery(bigquery::BigQuerySource),
+    Snowflake(snowflake::SnowflakeSource),
     Sqlite(sqlite::SqliteSource),
 }
 
@@ -398,6 +407,7 @@ macro_rules! each_source {
             Source::Redshift($s) => $e,
             Source::Databricks($s) => $e,
             Source::Bigquery($s) => $e,
+            Source::Snowflake($s) => $e,
             Source::Sqlite($s) => $e,
         }
     };
@@ -429,6 +439,9 @@ impl Source {
             }
             WarehouseSettings::Bigquery(s) => {
                 Source::Bigquery(bigquery::BigQuerySource::open(s, options).await?)
+            }
+            WarehouseSettings::Snowflake(s) => {
+                Source::Snowflake(snowflake::SnowflakeSource::open(s, options).await?)
             }
             WarehouseSettings::Sqlite(s) => {
                 Source::Sqlite(sqlite::SqliteSource::open(s, options).await?)

@@ -5,7 +5,8 @@
 
 use sallyport_core::Model;
 use sallyport_sources::{
-    bigquery, databricks, mysql, postgres, redshift, sqlite, Row, Source, WarehouseSettings,
+    bigquery, databricks, mysql, postgres, redshift, snowflake, sqlite, Row, Source,
+    WarehouseSettings,
 };
 use serde_json::{json, Value};
 
@@ -337,4 +338,83 @@ async fn bigquery_conforms() {
     .await
     .unwrap();
     conforms("bigquery", source, Model::Table(format!("{ds}.users"))).await;
+}
+
+/// Runs statements on the Snowflake stand-in through the connector protocol.
+pub async fn snowflake_sql(url: &str, statements: &[String]) {
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{url}/session/v1/login-request"))
+        .json(&json!({"data": {"ACCOUNT_NAME": "TEST", "LOGIN_NAME": "u", "PASSWORD": "p", "SESSION_PARAMETERS": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["token"].as_str().unwrap().to_string();
+    for sql in statements {
+        let answer: Value = http
+            .post(format!("{url}/queries/v1/query-request"))
+            .header("Authorization", format!("Snowflake Token=\"{token}\""))
+            .json(&json!({"sqlText": sql, "asyncExec": false, "sequenceId": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["success"], true, "{sql}: {answer}");
+    }
+}
+
+pub fn snowflake_settings(url: &str, database: &str) -> snowflake::Settings {
+    snowflake::Settings {
+        account: "test".into(),
+        user: "sallyport".into(),
+        private_key_path: None,
+        private_key_passphrase: None,
+        password: Some(sallyport_core::Secret::new("pw".to_string())),
+        warehouse: "COMPUTE_WH".into(),
+        database: database.into(),
+        schema: Some("PUBLIC".into()),
+        role: None,
+        url: Some(url.into()),
+    }
+}
+
+/// Snowflake against its stand-in (fakesnow, which answers SELECTs in Arrow).
+#[tokio::test]
+async fn snowflake_conforms() {
+    let url =
+        sallyport_testkit::needs_service!("SALLYPORT_TEST_SNOWFLAKE_URL", "the Snowflake stand-in");
+    let db = sallyport_testkit::unique("db").to_ascii_uppercase();
+    snowflake_sql(
+        &url,
+        &[
+            format!("CREATE DATABASE {db}"),
+            format!("CREATE SCHEMA {db}.PUBLIC"),
+            format!(
+                "CREATE TABLE {db}.PUBLIC.USERS (\"id\" NUMBER(38,0), \"name\" VARCHAR, \"active\" BOOLEAN,
+                    \"score\" FLOAT, \"amount\" NUMBER(10,2), \"born\" DATE, \"seen\" TIMESTAMP_NTZ,
+                    \"prefs\" VARIANT, \"note\" VARCHAR)"
+            ),
+            format!(
+                "INSERT INTO {db}.PUBLIC.USERS SELECT 1, 'Ann', TRUE, 2.5, 12.50, '2024-01-02', '2024-01-02 03:04:05', PARSE_JSON('{{\"a\": [1, 2]}}'), NULL
+                 UNION ALL SELECT 2, 'Bob', FALSE, -1.25, 0.10, '1970-01-01', '1970-01-01 00:01:00', PARSE_JSON('[]'), NULL
+                 UNION ALL SELECT 2, 'Bob again', FALSE, 0, 0, '1970-01-01', '1970-01-01 00:00:00', PARSE_JSON('null'), NULL
+                 UNION ALL SELECT NULL, 'Nobody', NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+            ),
+        ],
+    )
+    .await;
+    let source = Source::open(&WarehouseSettings::Snowflake(snowflake_settings(&url, &db)))
+        .await
+        .unwrap();
+    conforms(
+        "snowflake",
+        source,
+        Model::Table(format!("{db}.PUBLIC.USERS")),
+    )
+    .await;
 }

@@ -39,7 +39,7 @@ enum Source {
     None,
     ServiceAccount {
         email: String,
-        key: ring::signature::RsaKeyPair,
+        key: Box<ring::signature::RsaKeyPair>,
         token_uri: String,
     },
     User {
@@ -79,7 +79,7 @@ fn read_key(path: &str) -> Result<Source, SourceError> {
                 .map_err(|e| failed(format!("credentials_path {path}: the private key is not an RSA key: {e}")))?;
             Ok(Source::ServiceAccount {
                 email: k.client_email,
-                key,
+                key: Box::new(key),
                 token_uri: k.token_uri.unwrap_or_else(|| TOKEN_URI.into()),
             })
         }
