@@ -320,6 +320,59 @@ syncs:
     return out
 
 
+def bench_snowflake(a, base, work):
+    """People from the Snowflake stand-in (fakesnow): peak memory and rows per second at two sizes.
+    fakesnow answers a whole result inline (real Snowflake sends a small first part and then
+    chunks), so the figure shows Sallyport holding one inline answer, not its chunked reading."""
+    url = a.snowflake_url
+
+    def call(path, body, token=None):
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["Authorization"] = f'Snowflake Token="{token}"'
+        req = urllib.request.Request(url + path, method="POST", data=json.dumps(body).encode(), headers=headers)
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+    token = call("/session/v1/login-request", {"data": {"ACCOUNT_NAME": "BENCH", "LOGIN_NAME": "u",
+                                                         "PASSWORD": "p", "SESSION_PARAMETERS": {}}})["data"]["token"]
+    for sql in ["CREATE DATABASE IF NOT EXISTS BENCH", "CREATE SCHEMA IF NOT EXISTS BENCH.PUBLIC"]:
+        call("/queries/v1/query-request", {"sqlText": sql, "asyncExec": False, "sequenceId": 1}, token)
+    out = {}
+    print("\n| Snowflake stand-in (fakesnow) | rows | first sync | rows/s | nothing changed | peak memory |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in (a.rows // 5, a.rows):
+        table = f"PEOPLE_{n}"
+        call("/queries/v1/query-request", {"asyncExec": False, "sequenceId": 1, "sqlText": f"""
+            CREATE OR REPLACE TABLE BENCH.PUBLIC.{table} AS SELECT seq4() + 1 AS "user_id",
+              'user' || (seq4() + 1) || '@example.com' AS "email", 'First' || mod(seq4(), 1000) AS "first_name",
+              iff(mod(seq4(), 3) = 0, 'pro', 'free') AS "plan", mod(seq4(), 997) / 7.0 AS "score",
+              mod(seq4(), 2) = 0 AS "active" FROM TABLE(GENERATOR(ROWCOUNT => {n}))"""}, token)
+        path = os.path.join(work, f"sf_{n}.yaml")
+        with open(path, "w") as f:
+            f.write(f"""state: sf_{n}.db
+warehouses:
+  snow: {{type: snowflake, account: bench, user: u, password: p, warehouse: W, database: BENCH, schema: PUBLIC, url: "{url}"}}
+apps:
+  cio:
+    type: customerio
+    site_id: sandbox-site
+    api_key: sandbox-key
+    track_url: {base}
+    delivery: {{requests_per_second: {a.requests_per_second}, concurrency: 8}}
+syncs:
+  people: {{warehouse: snow, model: {{table: {table}}}, app: cio, object: person, mode: upsert, primary_key: user_id}}
+""")
+        sandbox_get(base, "/_sandbox/reset", "POST")
+        t1, rss1, s1 = run_sync(path, "people")
+        assert s1["rows_sent"] == n, s1
+        t2, rss2, s2 = run_sync(path, "people")
+        assert s2["rows_sent"] == 0, s2
+        out[f"snowflake_{n}"] = {"first_s": t1, "second_s": t2, "rss_mb": max(rss1, rss2)}
+        print(f"| | {n:,} | {t1:.1f} s | {n / t1:,.0f} | {t2:.1f} s | {max(rss1, rss2):.0f} MB |")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="people and events in the main cases")
@@ -331,10 +384,13 @@ def main():
     ap.add_argument("--rebuild", action="store_true", help="rebuild the tables even if they exist")
     ap.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     ap.add_argument("--warehouses", default="postgres,mysql",
-                    help="which warehouses to measure, comma-separated (postgres, mysql, bigquery)")
+                    help="which warehouses to measure, comma-separated (postgres, mysql, bigquery, snowflake)")
     ap.add_argument("--bigquery-endpoint", default=os.environ.get(
         "SALLYPORT_TEST_BIGQUERY_ENDPOINT", "http://127.0.0.1:9051"),
         help="the BigQuery stand-in (scripts/test.sh starts crucible there)")
+    ap.add_argument("--snowflake-url", default=os.environ.get(
+        "SALLYPORT_TEST_SNOWFLAKE_URL", "http://127.0.0.1:8089"),
+        help="the Snowflake stand-in (scripts/test.sh starts fakesnow there)")
     ap.add_argument("--mysql-url", default=os.environ.get(
         "SALLYPORT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
     ap.add_argument("--mysql-big-rows", type=int, default=3_000_000,
@@ -344,6 +400,7 @@ def main():
     n, big = a.rows, a.big_rows
     chosen = a.warehouses.split(",")
     do_pg, do_my, do_bq = "postgres" in chosen, "mysql" in chosen, "bigquery" in chosen
+    do_sf = "snowflake" in chosen
 
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sallyport"], cwd=ROOT, check=True)
@@ -434,6 +491,8 @@ syncs:
             results.update(bench_mysql(a, base, work))
         if do_bq:
             results.update(bench_bigquery(a, base, work))
+        if do_sf:
+            results.update(bench_snowflake(a, base, work))
     finally:
         sandbox.terminate()
         sandbox.wait()

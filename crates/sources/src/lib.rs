@@ -5,11 +5,14 @@
 //! Unix seconds (a timestamp without time zone is taken as UTC), JSON columns as JSON, arrays as
 //! JSON arrays, big decimals as numbers where a double holds them exactly.
 
+#[cfg(feature = "bigquery")]
 pub mod bigquery;
+#[cfg(feature = "databricks")]
 pub mod databricks;
 pub mod mysql;
 pub mod postgres;
 pub mod redshift;
+#[cfg(feature = "snowflake")]
 pub mod snowflake;
 pub mod sqlite;
 pub mod tls;
@@ -29,8 +32,11 @@ pub enum WarehouseSettings {
     Postgres(postgres::Settings),
     Mysql(mysql::Settings),
     Redshift(redshift::Settings),
+    #[cfg(feature = "databricks")]
     Databricks(databricks::Settings),
+    #[cfg(feature = "bigquery")]
     Bigquery(bigquery::Settings),
+    #[cfg(feature = "snowflake")]
     Snowflake(snowflake::Settings),
     Sqlite(sqlite::Settings),
 }
@@ -62,16 +68,19 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         label: "MySQL / MariaDB",
         fields: mysql::FIELDS,
     },
+    #[cfg(feature = "databricks")]
     WarehouseKind {
         name: "databricks",
         label: "Databricks SQL",
         fields: databricks::FIELDS,
     },
+    #[cfg(feature = "bigquery")]
     WarehouseKind {
         name: "bigquery",
         label: "Google BigQuery",
         fields: bigquery::FIELDS,
     },
+    #[cfg(feature = "snowflake")]
     WarehouseKind {
         name: "snowflake",
         label: "Snowflake",
@@ -96,8 +105,11 @@ macro_rules! each_settings {
             WarehouseSettings::Postgres($s) => $e,
             WarehouseSettings::Mysql($s) => $e,
             WarehouseSettings::Redshift($s) => $e,
+            #[cfg(feature = "databricks")]
             WarehouseSettings::Databricks($s) => $e,
+            #[cfg(feature = "bigquery")]
             WarehouseSettings::Bigquery($s) => $e,
+            #[cfg(feature = "snowflake")]
             WarehouseSettings::Snowflake($s) => $e,
             WarehouseSettings::Sqlite($s) => $e,
         }
@@ -392,8 +404,11 @@ pub enum Source {
     Postgres(postgres::PgSource),
     Mysql(Box<mysql::MySource>),
     Redshift(Box<redshift::RedshiftSource>),
+    #[cfg(feature = "databricks")]
     Databricks(databricks::DatabricksSource),
+    #[cfg(feature = "bigquery")]
     Bigquery(bigquery::BigQuerySource),
+    #[cfg(feature = "snowflake")]
     Snowflake(snowflake::SnowflakeSource),
     Sqlite(sqlite::SqliteSource),
 }
@@ -405,8 +420,11 @@ macro_rules! each_source {
             Source::Postgres($s) => $e,
             Source::Mysql($s) => $e,
             Source::Redshift($s) => $e,
+            #[cfg(feature = "databricks")]
             Source::Databricks($s) => $e,
+            #[cfg(feature = "bigquery")]
             Source::Bigquery($s) => $e,
+            #[cfg(feature = "snowflake")]
             Source::Snowflake($s) => $e,
             Source::Sqlite($s) => $e,
         }
@@ -434,12 +452,15 @@ impl Source {
             WarehouseSettings::Redshift(s) => {
                 Source::Redshift(Box::new(redshift::RedshiftSource::open(s, options).await?))
             }
+            #[cfg(feature = "databricks")]
             WarehouseSettings::Databricks(s) => {
                 Source::Databricks(databricks::DatabricksSource::open(s, options).await?)
             }
+            #[cfg(feature = "bigquery")]
             WarehouseSettings::Bigquery(s) => {
                 Source::Bigquery(bigquery::BigQuerySource::open(s, options).await?)
             }
+            #[cfg(feature = "snowflake")]
             WarehouseSettings::Snowflake(s) => {
                 Source::Snowflake(snowflake::SnowflakeSource::open(s, options).await?)
             }

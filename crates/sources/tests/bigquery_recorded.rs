@@ -1,3 +1,4 @@
+#![cfg(feature = "bigquery")]
 //! What the BigQuery stand-in cannot show, against answers in the shapes Google documents: a
 //! service account's signed JWT exchanged for a token (the signature checked with the key's
 //! public half), a query not complete at first (polled with `jobs.getQueryResults`), and a result

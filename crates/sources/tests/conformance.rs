@@ -4,10 +4,7 @@
 //! connection) and runs `conforms` on it.
 
 use sallyport_core::Model;
-use sallyport_sources::{
-    bigquery, databricks, mysql, postgres, redshift, snowflake, sqlite, Row, Source,
-    WarehouseSettings,
-};
+use sallyport_sources::{mysql, postgres, redshift, sqlite, Row, Source, WarehouseSettings};
 use serde_json::{json, Value};
 
 /// The rows every warehouse holds, in its own types: id (integer key), name (text), active
@@ -203,6 +200,7 @@ async fn mysql_conforms() {
         .unwrap();
 }
 
+#[cfg(feature = "databricks")]
 /// Databricks against its stand-in (brickhouse), which holds no TIMESTAMP and no JSON-like
 /// column: `seen` and `prefs` are left out (their conversions are unit-tested on the API's
 /// documented values).
@@ -249,13 +247,15 @@ async fn databricks_conforms() {
             (NULL, 'Nobody', NULL, NULL, NULL, NULL, NULL)"
     ))
     .await;
-    let source = Source::open(&WarehouseSettings::Databricks(databricks::Settings {
-        host: host.clone(),
-        warehouse_id: warehouse.clone(),
-        token: sallyport_core::Secret::new("test-token".to_string()),
-        catalog: Some("main".into()),
-        schema: Some("default".into()),
-    }))
+    let source = Source::open(&WarehouseSettings::Databricks(
+        sallyport_sources::databricks::Settings {
+            host: host.clone(),
+            warehouse_id: warehouse.clone(),
+            token: sallyport_core::Secret::new("test-token".to_string()),
+            catalog: Some("main".into()),
+            schema: Some("default".into()),
+        },
+    ))
     .await
     .unwrap();
     conforms_without(
@@ -268,6 +268,7 @@ async fn databricks_conforms() {
     sql(format!("DROP TABLE main.default.{table}")).await;
 }
 
+#[cfg(feature = "bigquery")]
 /// A dataset of the test's own in the BigQuery stand-in (crucible), made through its REST API.
 pub async fn bigquery_dataset(endpoint: &str, project: &str) -> String {
     let dataset = sallyport_testkit::unique("ds");
@@ -283,6 +284,7 @@ pub async fn bigquery_dataset(endpoint: &str, project: &str) -> String {
     dataset
 }
 
+#[cfg(feature = "bigquery")]
 async fn bigquery_sql(endpoint: &str, project: &str, sql: &str) {
     let answer: Value = reqwest::Client::new()
         .post(format!("{endpoint}/bigquery/v2/projects/{project}/queries"))
@@ -296,6 +298,7 @@ async fn bigquery_sql(endpoint: &str, project: &str, sql: &str) {
     assert_eq!(answer["jobComplete"], true, "{sql}: {answer}");
 }
 
+#[cfg(feature = "bigquery")]
 /// BigQuery against its stand-in (crucible): every type of the test.
 #[tokio::test]
 async fn bigquery_conforms() {
@@ -329,17 +332,20 @@ async fn bigquery_conforms() {
         ),
     )
     .await;
-    let source = Source::open(&WarehouseSettings::Bigquery(bigquery::Settings {
-        project: project.clone(),
-        location: None,
-        credentials_path: None,
-        endpoint: Some(endpoint.clone()),
-    }))
+    let source = Source::open(&WarehouseSettings::Bigquery(
+        sallyport_sources::bigquery::Settings {
+            project: project.clone(),
+            location: None,
+            credentials_path: None,
+            endpoint: Some(endpoint.clone()),
+        },
+    ))
     .await
     .unwrap();
     conforms("bigquery", source, Model::Table(format!("{ds}.users"))).await;
 }
 
+#[cfg(feature = "snowflake")]
 /// Runs statements on the Snowflake stand-in through the connector protocol.
 pub async fn snowflake_sql(url: &str, statements: &[String]) {
     let http = reqwest::Client::new();
@@ -368,8 +374,9 @@ pub async fn snowflake_sql(url: &str, statements: &[String]) {
     }
 }
 
-pub fn snowflake_settings(url: &str, database: &str) -> snowflake::Settings {
-    snowflake::Settings {
+#[cfg(feature = "snowflake")]
+pub fn snowflake_settings(url: &str, database: &str) -> sallyport_sources::snowflake::Settings {
+    sallyport_sources::snowflake::Settings {
         account: "test".into(),
         user: "sallyport".into(),
         private_key_path: None,
@@ -383,6 +390,7 @@ pub fn snowflake_settings(url: &str, database: &str) -> snowflake::Settings {
     }
 }
 
+#[cfg(feature = "snowflake")]
 /// Snowflake against its stand-in (fakesnow, which answers SELECTs in Arrow).
 #[tokio::test]
 async fn snowflake_conforms() {

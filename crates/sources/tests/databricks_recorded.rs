@@ -1,3 +1,4 @@
+#![cfg(feature = "databricks")]
 //! What the Databricks stand-in cannot show, against answers in the shapes the SQL Statement
 //! Execution API documents: a statement that is still running when the first answer comes
 //! (polled), a result in two chunks of `EXTERNAL_LINKS` (downloaded without the workspace's

@@ -1,3 +1,4 @@
+#![cfg(feature = "snowflake")]
 //! What the Snowflake stand-in cannot show, against answers in the shapes Snowflake's drivers
 //! read: a key pair's JWT sign-in (signature and key fingerprint checked), a query still
 //! running at first (polled), a JSON result whose rows continue in gzipped chunks fetched with
