@@ -93,24 +93,46 @@ fn batches(bytes: &[u8]) -> Result<Vec<RecordBatch>, SourceError> {
     Ok(out)
 }
 
-/// The rows of an Arrow IPC stream, each cell in the JSON rowset's text form.
-pub(crate) fn rows(
-    bytes: &[u8],
-    rowtype: &[RowType],
-) -> Result<Vec<Vec<Option<String>>>, SourceError> {
-    let mut out = Vec::new();
-    for batch in batches(bytes)? {
-        let columns: Vec<Vec<Option<String>>> = batch
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, c)| column(c, rowtype.get(i)))
-            .collect::<Result<_, _>>()?;
-        for r in 0..batch.num_rows() {
-            out.push(columns.iter().map(|c| c[r].clone()).collect());
+/// An Arrow result: its record batches, read into rows a row at a time (a result is held in its
+/// compact columnar form, never as rows of text all at once).
+pub(crate) struct Batches {
+    batches: Vec<RecordBatch>,
+    rowtype: std::sync::Arc<Vec<RowType>>,
+    batch: usize,
+    row: usize,
+}
+
+impl Batches {
+    pub(crate) fn read(bytes: &[u8], rowtype: &[RowType]) -> Result<Batches, SourceError> {
+        Ok(Batches {
+            batches: batches(bytes)?,
+            rowtype: std::sync::Arc::new(rowtype.to_vec()),
+            batch: 0,
+            row: 0,
+        })
+    }
+
+    /// The next row, in the JSON rowset's text form.
+    pub(crate) fn next_row(&mut self) -> Option<Result<Vec<Option<String>>, SourceError>> {
+        loop {
+            let b = self.batches.get(self.batch)?;
+            if self.row < b.num_rows() {
+                let r = self.row;
+                self.row += 1;
+                return Some(
+                    b.columns()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| cell(c, self.rowtype.get(i), r))
+                        .collect(),
+                );
+            }
+            // A batch read to its end is let go.
+            self.batches[self.batch] = RecordBatch::new_empty(b.schema());
+            self.batch += 1;
+            self.row = 0;
         }
     }
-    Ok(out)
 }
 
 /// `v` scaled down by `scale` decimal digits, as exact text.
@@ -146,18 +168,17 @@ fn int_at(a: &ArrayRef, i: usize) -> Option<i128> {
     })
 }
 
-fn column(a: &ArrayRef, t: Option<&RowType>) -> Result<Vec<Option<String>>, SourceError> {
+/// The cell at row `i` of column `a`, in the JSON rowset's text form.
+fn cell(a: &ArrayRef, t: Option<&RowType>, i: usize) -> Result<Option<String>, SourceError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::*;
     let kind = t.map(|t| t.kind.as_str()).unwrap_or("");
     let scale = t.and_then(|t| t.scale).unwrap_or(0);
-    let mut out = Vec::with_capacity(a.len());
-    for i in 0..a.len() {
-        if a.is_null(i) {
-            out.push(None);
-            continue;
-        }
-        let text = match (kind, a.data_type()) {
+    if a.is_null(i) {
+        return Ok(None);
+    }
+    let text = {
+        match (kind, a.data_type()) {
             ("boolean", DataType::Boolean) => {
                 if a.as_boolean().value(i) { "1" } else { "0" }.to_string()
             }
@@ -168,8 +189,7 @@ fn column(a: &ArrayRef, t: Option<&RowType>) -> Result<Vec<Option<String>>, Sour
                 let Some(epoch) =
                     field("epoch").and_then(|e| (!e.is_null(i)).then(|| int_at(&e, i)).flatten())
                 else {
-                    out.push(None);
-                    continue;
+                    return Ok(None);
                 };
                 let fraction = field("fraction").and_then(|f| int_at(&f, i)).unwrap_or(0);
                 let mut text = format!("{epoch}.{fraction:09}");
@@ -220,10 +240,9 @@ fn column(a: &ArrayRef, t: Option<&RowType>) -> Result<Vec<Option<String>>, Sour
                     )))
                 }
             },
-        };
-        out.push(Some(text));
-    }
-    Ok(out)
+        }
+    };
+    Ok(Some(text))
 }
 
 #[cfg(test)]

@@ -45,10 +45,25 @@ struct ChunkRef {
     url: String,
 }
 
+/// A part of a result: JSON rows, or Arrow batches read into rows one at a time.
+enum Rows {
+    Text(std::vec::IntoIter<Vec<Option<String>>>),
+    Arrow(arrow::Batches),
+}
+
+impl Rows {
+    fn next_row(&mut self) -> Option<Result<Vec<Option<String>>, SourceError>> {
+        match self {
+            Rows::Text(rows) => rows.next().map(Ok),
+            Rows::Arrow(b) => b.next_row(),
+        }
+    }
+}
+
 /// A finished statement: its columns, its first rows and the chunks that follow.
 struct Answer {
     rowtype: Vec<RowType>,
-    rows: Vec<Vec<Option<String>>>,
+    rows: Rows,
     chunks: Vec<ChunkRef>,
     headers: Vec<(String, String)>,
     arrow: bool,
@@ -280,7 +295,7 @@ impl Api {
         headers: &[(String, String)],
         rowtype: &[RowType],
         arrow_format: bool,
-    ) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    ) -> Result<Rows, SourceError> {
         let mut req = self.http.get(&chunk.url);
         for (k, v) in headers {
             req = req.header(k, v);
@@ -301,14 +316,15 @@ impl Api {
             .map_err(|e| query_error(format!("a result chunk did not download: {e}")))?;
         let bytes = gunzip(&bytes)?;
         if arrow_format {
-            return arrow::rows(&bytes, rowtype);
+            return arrow::Batches::read(&bytes, rowtype).map(Rows::Arrow);
         }
         let mut text = Vec::with_capacity(bytes.len() + 2);
         text.push(b'[');
         text.extend_from_slice(&bytes);
         text.push(b']');
-        serde_json::from_slice(&text)
-            .map_err(|e| query_error(format!("a JSON result chunk does not read: {e}")))
+        let rows: Vec<Vec<Option<String>>> = serde_json::from_slice(&text)
+            .map_err(|e| query_error(format!("a JSON result chunk does not read: {e}")))?;
+        Ok(Rows::Text(rows.into_iter()))
     }
 }
 
@@ -336,16 +352,18 @@ fn answer_of(mut answer: Value) -> Result<Answer, SourceError> {
             .and_then(Value::as_str)
             .unwrap_or("");
         if b64.is_empty() {
-            Vec::new()
+            Rows::Text(Vec::new().into_iter())
         } else {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|e| query_error(format!("an Arrow rowset is not base64: {e}")))?;
-            arrow::rows(&bytes, &rowtype)?
+            Rows::Arrow(arrow::Batches::read(&bytes, &rowtype)?)
         }
     } else {
-        serde_json::from_value(data.get("rowset").cloned().unwrap_or(json!([])))
-            .map_err(|e| query_error(format!("a JSON rowset not in the known shape: {e}")))?
+        let rows: Vec<Vec<Option<String>>> =
+            serde_json::from_value(data.get("rowset").cloned().unwrap_or(json!([])))
+                .map_err(|e| query_error(format!("a JSON rowset not in the known shape: {e}")))?;
+        Rows::Text(rows.into_iter())
     };
     let chunks: Vec<ChunkRef> =
         serde_json::from_value(data.get("chunks").cloned().unwrap_or(json!([])))
@@ -591,8 +609,15 @@ impl SnowflakeSource {
             let mut pending = chunks.into_iter();
             let mut rows = rows;
             loop {
-                let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(rows.len()));
-                for row in rows {
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                while let Some(row) = rows.next_row() {
+                    let row = match row {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
                     chunk.push(convert(row));
                     if chunk.len() == CHUNK_ROWS {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
