@@ -104,9 +104,13 @@ EOF
 # An RSA key in PKCS#8 (a service account's, for the OAuth test) and its public half (PKCS#1 DER).
 make_sa_key() {
   local d="$SALLYPORT_TEST_TLS_CERTS"
-  [ -s "$d/sa.pub.der" ] && return 0
+  [ -s "$d/sa.aes.p8" ] && return 0
+  # The same key encrypted as Snowflake's guide makes it (-v2 des3) and with AES, passphrase
+  # `sallyport-test`.
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$d/sa.key" 2>/dev/null \
     && openssl rsa -in "$d/sa.key" -RSAPublicKey_out -outform DER -out "$d/sa.pub.der" 2>/dev/null \
+    && openssl pkcs8 -topk8 -v2 des3 -in "$d/sa.key" -out "$d/sa.des3.p8" -passout pass:sallyport-test 2>/dev/null \
+    && openssl pkcs8 -topk8 -v2 aes-256-cbc -in "$d/sa.key" -out "$d/sa.aes.p8" -passout pass:sallyport-test 2>/dev/null \
     || die "openssl could not make the test's RSA key"
 }
 

@@ -725,6 +725,20 @@ async fn every_kind_of_warehouse_is_offered_saved_and_tested() {
     let mysql_url = sallyport_testkit::needs_service!("SALLYPORT_TEST_MYSQL_URL", "MariaDB");
     let s = Setup::new("").await;
     let r = s.start().await;
+    let snowflake =
+        sallyport_testkit::needs_service!("SALLYPORT_TEST_SNOWFLAKE_URL", "the Snowflake stand-in");
+    let bigquery = sallyport_testkit::needs_service!(
+        "SALLYPORT_TEST_BIGQUERY_ENDPOINT",
+        "the BigQuery stand-in"
+    );
+    let databricks = sallyport_testkit::needs_service!(
+        "SALLYPORT_TEST_DATABRICKS_HOST",
+        "the Databricks stand-in"
+    );
+    let databricks_warehouse = sallyport_testkit::needs_service!(
+        "SALLYPORT_TEST_DATABRICKS_WAREHOUSE",
+        "the Databricks stand-in's warehouse"
+    );
     for (name, body) in [
         (
             "my",
@@ -733,6 +747,20 @@ async fn every_kind_of_warehouse_is_offered_saved_and_tested() {
         (
             "rs",
             serde_json::json!({"name": "rs", "type": "redshift", "url": sallyport_testkit::pg_url()}),
+        ),
+        (
+            "sf",
+            serde_json::json!({"name": "sf", "type": "snowflake", "account": "test", "user": "u",
+                "password": "pw", "warehouse": "W", "database": "API", "url": snowflake}),
+        ),
+        (
+            "bq",
+            serde_json::json!({"name": "bq", "type": "bigquery", "project": "sallyport-test", "endpoint": bigquery}),
+        ),
+        (
+            "dbx",
+            serde_json::json!({"name": "dbx", "type": "databricks", "host": databricks,
+                "warehouse_id": databricks_warehouse, "token": "dapi-test"}),
         ),
     ] {
         let resp = s
@@ -780,9 +808,15 @@ async fn every_kind_of_warehouse_is_offered_saved_and_tested() {
         "PostgreSQL",
         "Amazon Redshift",
         "MySQL / MariaDB",
+        "Snowflake",
+        "Google BigQuery",
+        "Databricks SQL",
         "SQLite",
         "sslrootcert",
         "timezone",
+        "private_key_path",
+        "credentials_path",
+        "warehouse_id",
     ] {
         assert!(page.contains(label), "the form lacks {label}");
     }

@@ -243,3 +243,60 @@ async fn a_key_pair_signs_in_a_running_query_is_polled_and_its_chunks_read() {
         "{log:?}"
     );
 }
+
+#[tokio::test]
+async fn an_encrypted_key_opens_with_its_passphrase() {
+    let certs = sallyport_testkit::needs_service!("SALLYPORT_TEST_TLS_CERTS", "the test keys");
+    let r = Recorded {
+        log: Arc::default(),
+        public_key: Arc::new(std::fs::read(format!("{certs}/sa.pub.der")).unwrap()),
+        base: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/session/v1/login-request", post(login))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let settings = |key: &str, passphrase: Option<&str>| {
+        WarehouseSettings::Snowflake(snowflake::Settings {
+            account: "acme-xy12345".into(),
+            user: "sallyport".into(),
+            private_key_path: Some(format!("{certs}/{key}")),
+            private_key_passphrase: passphrase.map(|p| sallyport_core::Secret::new(p.to_string())),
+            password: None,
+            warehouse: "W".into(),
+            database: "D".into(),
+            schema: None,
+            role: None,
+            url: Some(base.clone()),
+        })
+    };
+    // As Snowflake's guide encrypts it (des3), and with AES.
+    for key in ["sa.des3.p8", "sa.aes.p8"] {
+        Source::open(&settings(key, Some("sallyport-test")))
+            .await
+            .unwrap();
+    }
+    let logins = r.log.lock().unwrap().clone();
+    assert_eq!(logins.len(), 2);
+    assert!(
+        logins
+            .iter()
+            .all(|l| l.starts_with("login SNOWFLAKE_JWT valid=true")),
+        "{logins:?}"
+    );
+    let wrong = match Source::open(&settings("sa.aes.p8", Some("nope"))).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a wrong passphrase opened the key"),
+    };
+    assert!(
+        wrong.contains("passphrase does not open the key"),
+        "{wrong}"
+    );
+    let missing = match Source::open(&settings("sa.aes.p8", None)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an encrypted key opened without a passphrase"),
+    };
+    assert!(missing.contains("give private_key_passphrase"), "{missing}");
+}

@@ -61,19 +61,43 @@ impl Credentials {
             (Some(path), _) => {
                 let pem = std::fs::read_to_string(path)
                     .map_err(|e| failed(format!("private_key_path {path}: cannot be read: {e}")))?;
-                if pem.contains("ENCRYPTED PRIVATE KEY") {
-                    return Err(failed(format!(
-                        "private_key_path {path}: the key is encrypted, and encrypted keys are not read yet: keep an unencrypted copy where only this service reads it (openssl pkcs8 -in {path} -nocrypt -out <file>)"
-                    )));
-                }
-                use rustls::pki_types::pem::PemObject;
-                let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-                    .map_err(|e| {
+                let der: Vec<u8> = if pem.contains("ENCRYPTED PRIVATE KEY") {
+                    // An encrypted PKCS#8 key (as Snowflake's guide makes it, `-v2 des3`, or
+                    // with AES): opened with the passphrase.
+                    let pass = s.private_key_passphrase.as_ref().ok_or_else(|| {
                         failed(format!(
-                            "private_key_path {path}: not a PKCS#8 PEM key: {e}"
+                            "private_key_path {path}: the key is encrypted: give private_key_passphrase"
                         ))
                     })?;
-                let key = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+                    let (_, doc) = pkcs8::SecretDocument::from_pem(&pem).map_err(|e| {
+                        failed(format!("private_key_path {path}: not a PEM key: {e}"))
+                    })?;
+                    let info =
+                        pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| {
+                            failed(format!(
+                                "private_key_path {path}: not an encrypted PKCS#8 key: {e}"
+                            ))
+                        })?;
+                    info.decrypt(pass.expose().as_bytes())
+                        .map_err(|_| {
+                            failed(format!(
+                                "private_key_path {path}: the passphrase does not open the key"
+                            ))
+                        })?
+                        .as_bytes()
+                        .to_vec()
+                } else {
+                    use rustls::pki_types::pem::PemObject;
+                    rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+                        .map_err(|e| {
+                            failed(format!(
+                                "private_key_path {path}: not a PKCS#8 PEM key: {e}"
+                            ))
+                        })?
+                        .secret_pkcs8_der()
+                        .to_vec()
+                };
+                let key = ring::signature::RsaKeyPair::from_pkcs8(&der)
                     .map_err(|e| failed(format!("private_key_path {path}: not an RSA key: {e}")))?;
                 let digest =
                     ring::digest::digest(&ring::digest::SHA256, &spki(key.public().as_ref()));
