@@ -46,6 +46,16 @@ async fn token(
     let claims: Value =
         serde_json::from_slice(&b64.decode(parts.get(1).unwrap_or(&"")).unwrap_or_default())
             .unwrap_or_default();
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        r.log.lock().unwrap().push(format!(
+            "token grant=refresh_token client={} refresh={}",
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("refresh_token").cloned().unwrap_or_default()
+        ));
+        return Json(
+            json!({"access_token": "ya29.user", "expires_in": 3599, "token_type": "Bearer"}),
+        );
+    }
     r.log.lock().unwrap().push(format!(
         "token grant={} valid={valid} iss={} scope={}",
         form.get("grant_type").cloned().unwrap_or_default(),
@@ -195,5 +205,47 @@ async fn a_service_account_signs_in_and_a_slow_query_is_polled_and_paged() {
     assert!(
         log.contains(&"results job_1 page=next-1 location=EU auth=Bearer ya29.test".to_string()),
         "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn gcloud_user_credentials_are_refreshed_into_a_token() {
+    let r = Recorded {
+        log: Arc::default(),
+        public_key: Arc::new(Vec::new()),
+    };
+    let app = Router::new()
+        .route("/token", post(token))
+        .route("/bigquery/v2/projects/p/queries", post(query))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // What `gcloud auth application-default login` writes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("application_default_credentials.json");
+    std::fs::write(
+        &file,
+        json!({"type": "authorized_user", "client_id": "cid.apps.googleusercontent.com",
+               "client_secret": "csecret", "refresh_token": "1//refresh",
+               "token_uri": format!("{base}/token")})
+        .to_string(),
+    )
+    .unwrap();
+    Source::open(&WarehouseSettings::Bigquery(bigquery::Settings {
+        project: "p".into(),
+        location: None,
+        credentials_path: Some(file.display().to_string()),
+        endpoint: Some(base),
+    }))
+    .await
+    .unwrap();
+    let log = r.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "token grant=refresh_token client=cid.apps.googleusercontent.com refresh=1//refresh",
+            "query SELECT 1 auth=Bearer ya29.user"
+        ]
     );
 }
