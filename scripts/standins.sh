@@ -16,8 +16,17 @@ venv() { # name pip-requirements...
     command -v python3 >/dev/null 2>&1 || die "the $name stand-in needs python3 (apt-get install python3 python3-venv)"
     say "installing the $name stand-in from PyPI into $dir (once)"
     rm -rf "$dir"
-    python3 -m venv "$dir" >/dev/null 2>&1 \
-      || die "python3 cannot make a virtual environment: install python3-venv (apt-get install python3-venv)"
+    if ! python3 -m venv "$dir" >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing python3-venv from Debian's packages (for the stand-ins)"
+        rm -rf "$dir"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+          || die "cannot install python3-venv with apt-get"
+        python3 -m venv "$dir" >/dev/null 2>&1 || die "python3 cannot make a virtual environment"
+      else
+        die "python3 cannot make a virtual environment: install python3-venv (apt-get install python3-venv)"
+      fi
+    fi
     "$dir/bin/pip" install -q "$@" >"$dir.pip.log" 2>&1 \
       || { tail -n 5 "$dir.pip.log" >&2; die "pip could not install $*"; }
     printf '%s' "$*" >"$dir/.installed"
