@@ -415,6 +415,15 @@ fn holder_name() -> String {
     )
 }
 
+impl Engine {
+    /// Who holds the run lock of `name`, when a live run holds it (in this process or another):
+    /// a run started now would only find it taken.
+    pub async fn run_holder(&self, name: &str) -> Result<Option<String>, RunError> {
+        let holder = self.state.lock_holder(&self.state_key(name)).await?;
+        Ok(holder.filter(|h| !holder_is_dead(h, &place())))
+    }
+}
+
 /// Whether a lock holder is proven dead: a process of this very place (same host, same boot,
 /// same PID namespace) that no longer exists. Then its lock is taken at once instead of waiting
 /// for its lease to run out. Anything less certain (another host, another container, an older

@@ -368,6 +368,7 @@ async fn run_now(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
+    s.refuse_if_held(&name).await?;
     let started = s.start_run(&name, "manual")?;
     Ok((
         StatusCode::ACCEPTED,

@@ -206,6 +206,12 @@ impl Server {
 
     /// The CSRF token of a live session, which this use keeps alive; an expired one is removed.
     pub(crate) fn session(&self, sid: &str) -> Option<String> {
+        self.session_used(sid, true)
+    }
+
+    /// The CSRF token of a live session; with `touch`, the use keeps it alive (a page's own
+    /// background polling does not: a tab left open still expires).
+    pub(crate) fn session_used(&self, sid: &str, touch: bool) -> Option<String> {
         let (absolute, idle) = *self
             .session_limits
             .lock()
@@ -217,7 +223,9 @@ impl Server {
         };
         match sessions.get_mut(sid) {
             Some(s) if live(s) => {
-                s.last_used = now;
+                if touch {
+                    s.last_used = now;
+                }
                 Some(s.csrf.clone())
             }
             Some(_) => {
@@ -408,6 +416,26 @@ impl Server {
             return false;
         };
         constant_time_eq(given.trim().as_bytes(), self.token.as_bytes())
+    }
+
+    /// Refuses (409) a run of `sync` that another process is running now: it would only find the
+    /// lock taken after the request had been answered.
+    pub(crate) async fn refuse_if_held(&self, sync: &str) -> Result<(), ApiError> {
+        let engine = self.engine();
+        if engine.config.syncs.get(sync).is_none() {
+            return Ok(());
+        }
+        match engine.run_holder(sync).await {
+            Ok(Some(holder)) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_running",
+                format!(
+                    "{sync} is already running (in {})",
+                    holder.split('|').next().unwrap_or("another process")
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Starts a run of `sync` in the background, unless one is going.

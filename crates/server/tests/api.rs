@@ -822,3 +822,39 @@ async fn every_kind_of_warehouse_is_offered_saved_and_tested() {
     }
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_another_process_holds_is_refused_with_409() {
+    sallyport_testkit::needs_postgres!();
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    // Another process (another host) holds the sync's run lock.
+    let path = s.dir.path().join("sallyport.yaml");
+    let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
+    assert!(engine
+        .state
+        .try_lock(
+            &engine.state_key("people"),
+            "worker-2|boot|ns/4242/abcdef",
+            std::time::Duration::from_secs(60)
+        )
+        .await
+        .unwrap());
+    let (status, body) = s
+        .call(&r, "post", "/api/v1/syncs/people/runs", Some(TOKEN))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already running (in worker-2)"), "{body}");
+    // Once it lets go, a run starts.
+    engine
+        .state
+        .unlock(&engine.state_key("people"), "worker-2|boot|ns/4242/abcdef")
+        .await
+        .unwrap();
+    let (status, body) = s
+        .call(&r, "post", "/api/v1/syncs/people/runs", Some(TOKEN))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.wait_idle(&r).await;
+    r.stop().await;
+}

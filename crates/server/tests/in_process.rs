@@ -671,3 +671,52 @@ async fn secrets_sealed_without_their_address_are_sealed_again_at_start() {
         .unwrap();
     assert!(err.contains("another entity or address"), "{err}");
 }
+
+#[tokio::test]
+async fn a_pages_background_polling_does_not_keep_its_session_alive() {
+    let (app, server, _dir) = app_and_server().await;
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::post("/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={TOKEN}")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_string();
+    server.set_session_limits(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_millis(400),
+    );
+    let get = |path: &'static str| {
+        let (app, session) = (app.clone(), session.clone());
+        async move {
+            app.oneshot(
+                Request::get(path)
+                    .header("cookie", session)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+        }
+    };
+    // A tab left open polls every 150 ms; the person does nothing.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let status = get("/syncs/people/live").await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SEE_OTHER,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        get("/syncs").await,
+        StatusCode::SEE_OTHER,
+        "idle past the limit despite the polling: back to /login"
+    );
+}

@@ -41,7 +41,10 @@ pub(super) async fn session(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(csrf) = csrf_of(&server, req.headers()) else {
+    // A page's background polling (`/live`) does not keep its session alive.
+    let polling = req.uri().path().ends_with("/live");
+    let csrf = session_id(req.headers()).and_then(|sid| server.session_used(&sid, !polling));
+    let Some(csrf) = csrf else {
         return Redirect::to("/login").into_response();
     };
     if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {

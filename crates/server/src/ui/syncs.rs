@@ -194,10 +194,13 @@ pub(super) async fn sync_action(
         return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
     }
     let result = match action {
-        "run" => server
-            .start_run(name, "manual")
-            .map(|_| ())
-            .map_err(|e| e.message),
+        "run" => match server.refuse_if_held(name).await {
+            Err(e) => Err(e.message),
+            Ok(()) => server
+                .start_run(name, "manual")
+                .map(|_| ())
+                .map_err(|e| e.message),
+        },
         "pause" => e
             .state
             .set_paused(name, true)
