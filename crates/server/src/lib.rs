@@ -422,7 +422,7 @@ impl Server {
     /// lock taken after the request had been answered.
     pub(crate) async fn refuse_if_held(&self, sync: &str) -> Result<(), ApiError> {
         let engine = self.engine();
-        if engine.config.syncs.get(sync).is_none() {
+        if !engine.config.syncs.contains_key(sync) {
             return Ok(());
         }
         match engine.run_holder(sync).await {
