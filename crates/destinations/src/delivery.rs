@@ -196,13 +196,15 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    /// The pace every run sending to `app` with `settings` shares.
+    /// The pace every run sending to the workspace `app` (a key naming it) with `settings`
+    /// shares. Paces no run holds any more are let go.
     pub fn pace(&self, app: &str, settings: &Delivery) -> Arc<Pace> {
         let key = format!(
             "{app}\u{0}{}\u{0}{}",
             settings.requests_per_second, settings.concurrency
         );
         let mut by_app = self.by_app.lock().unwrap_or_else(|p| p.into_inner());
+        by_app.retain(|k, p| *k == key || Arc::strong_count(p) > 1);
         by_app
             .entry(key)
             .or_insert_with(|| Arc::new(Pace::new(settings)))
@@ -427,6 +429,25 @@ fn describe_transport_error(e: &reqwest::Error) -> String {
         what.to_string()
     } else {
         format!("{what}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+
+    #[test]
+    fn paces_are_shared_while_held_and_let_go_after() {
+        let pacing = Pacing::default();
+        let d = Delivery::default();
+        let a = pacing.pace("w1", &d);
+        let b = pacing.pace("w1", &d);
+        assert!(Arc::ptr_eq(&a, &b), "one pace per workspace");
+        assert!(!Arc::ptr_eq(&a, &pacing.pace("w2", &d)));
+        drop((a, b));
+        let _c = pacing.pace("w3", &d);
+        let held = pacing.by_app.lock().unwrap().len();
+        assert_eq!(held, 1, "paces no run holds are let go");
     }
 }
 

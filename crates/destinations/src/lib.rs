@@ -367,7 +367,7 @@ impl Destination {
             AppSettings::Customerio(c) => Destination::CustomerIo(customerio::Workspace::new(
                 name,
                 c,
-                pacing.pace(name, &c.delivery),
+                pacing.pace(&c.pace_key(), &c.delivery),
             )),
         }
     }

@@ -80,6 +80,19 @@ impl CustomerIo {
     /// The fields that say where the secrets are sent.
     pub const ADDRESS: &'static [&'static str] = &["track_url", "region"];
 
+    /// What Customer.io's rate limit applies to: the workspace (its site id) at its address.
+    /// Every app connection to one workspace shares one pace, whatever it is named. A hash: the
+    /// site id itself never leaves the settings.
+    pub fn pace_key(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(self.site_id.expose().as_bytes());
+        h.update(&[0]);
+        h.update(self.track_url.as_deref().unwrap_or("").as_bytes());
+        h.update(&[0]);
+        h.update(format!("{:?}", self.region).as_bytes());
+        format!("customerio/{:016x}", h.digest())
+    }
+
     /// Expands `${NAME}` references.
     pub fn resolve(&mut self, r: &mut dyn Resolve) {
         self.site_id = Secret::new(r.expand("site_id", self.site_id.expose()));
@@ -194,5 +207,35 @@ mod tests {
             .unwrap();
             assert!(c.validate().is_empty(), "{ok}");
         }
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    fn app(site: &str, url: &str) -> CustomerIo {
+        serde_json::from_value(serde_json::json!({
+            "site_id": site, "api_key": "k", "track_url": url
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn connections_to_one_workspace_share_a_pace_key_that_hides_the_site_id() {
+        let a = app("site-123", "https://track.customer.io");
+        assert_eq!(
+            a.pace_key(),
+            app("site-123", "https://track.customer.io").pace_key()
+        );
+        assert_ne!(
+            a.pace_key(),
+            app("site-456", "https://track.customer.io").pace_key()
+        );
+        assert_ne!(
+            a.pace_key(),
+            app("site-123", "https://track-eu.customer.io").pace_key()
+        );
+        assert!(!a.pace_key().contains("site-123"));
     }
 }
