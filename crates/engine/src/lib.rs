@@ -208,7 +208,14 @@ pub struct Engine {
     pub lock_lease: std::time::Duration,
     /// The longest one warehouse statement may run in a check or a preview.
     pub check_timeout: std::time::Duration,
+    /// After a stop is asked for, how long batches already sent are given to settle (their
+    /// retries included); those still unsettled are abandoned uncommitted, and sent again by
+    /// the next run (people are upserted, events carry their dedup ids).
+    pub stop_grace: std::time::Duration,
 }
+
+/// How long a stopping run waits for its batches in flight unless the engine is told otherwise.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How long a check's or a preview's statement may run unless the engine is told otherwise.
 pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -226,6 +233,7 @@ impl Engine {
             pacing: Arc::default(),
             lock_lease: LOCK_LEASE,
             check_timeout: CHECK_TIMEOUT,
+            stop_grace: STOP_GRACE,
         })
     }
 

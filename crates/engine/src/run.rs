@@ -254,7 +254,19 @@ impl Engine {
     /// a run that started ends with a summary (status `failed` if it could not complete).
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
-        let p = self.prepare(name, true).await?;
+        // The app's check retries what is transient; a stop asked for meanwhile ends it.
+        let p = match opts.cancel.clone() {
+            Some(mut c) => tokio::select! {
+                biased;
+                _ = wait_true(&mut c) => return Err(RunError::App(
+                    sallyport_destinations::DestinationError::Unreachable(format!(
+                        "stopped while checking the app of `{name}`: the run did not start"
+                    )),
+                )),
+                p = self.prepare(name, true) => p?,
+            },
+            None => self.prepare(name, true).await?,
+        };
         let holder = holder_name();
         // State and lock go by the sync's state id; the run history by its name.
         let key = self.state_key(name);
@@ -595,7 +607,37 @@ impl Pipeline<'_> {
             self.dispatch(&mut inflight, full, Route::Batch, concurrency)
                 .await?;
         }
-        while let Some(done) = inflight.join_next().await {
+        // Batches in flight settle; once a stop is asked for (before or while they do), they
+        // get `stop_grace`, and those still unsettled then are abandoned uncommitted.
+        let mut grace = interrupted.then(|| tokio::time::Instant::now() + self.engine.stop_grace);
+        loop {
+            let done = match (grace, cancel.as_mut()) {
+                (Some(deadline), _) => {
+                    match tokio::time::timeout_at(deadline, inflight.join_next()).await {
+                        Ok(d) => d,
+                        Err(_) => {
+                            tracing::warn!(
+                                batches = inflight.len(),
+                                "stopping: batches still in flight (retrying) are abandoned; the next run sends them again"
+                            );
+                            inflight.abort_all();
+                            while inflight.join_next().await.is_some() {}
+                            break;
+                        }
+                    }
+                }
+                (None, Some(c)) => tokio::select! {
+                    biased;
+                    _ = wait_true(c) => {
+                        interrupted = true;
+                        grace = Some(tokio::time::Instant::now() + self.engine.stop_grace);
+                        continue;
+                    }
+                    d = inflight.join_next() => d,
+                },
+                (None, None) => inflight.join_next().await,
+            };
+            let Some(done) = done else { break };
             match done {
                 Ok(flight) => self.settle(flight).await?,
                 Err(e) => {

@@ -299,3 +299,43 @@ async fn duplicate_keys_in_one_chunk_fail_once_on_a_postgres_state_store() {
         "one failure for the duplicated key: {failures:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stop_does_not_wait_out_a_long_retry() {
+    sallyport_testkit::needs_postgres!();
+    let mut h = Harness::new(IdentifyBy::Id).await;
+    h.delivery = "{requests_per_second: 1000, max_attempts: 5}".into();
+    users(&h, 50).await;
+    let mut engine = h.engine(PEOPLE).await;
+    engine.stop_grace = Duration::from_millis(500);
+    // After the app's check, Customer.io answers every request with 429 and "come back in a
+    // minute".
+    h.faults(json!({"rate_429": 1.0, "retry_after": 60, "after_requests": 1}));
+    let (stop, cancel) = tokio::sync::watch::channel(false);
+    let started = std::time::Instant::now();
+    let run = engine.run(
+        "people",
+        sallyport_engine::RunOptions {
+            cancel: Some(cancel),
+            ..Default::default()
+        },
+    );
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.send(true).unwrap();
+    };
+    let (s, ()) = tokio::join!(run, stopper);
+    let s = s.unwrap();
+    assert_eq!(s.status, "interrupted", "{s:?}");
+    assert_eq!(s.rows_sent, 0, "nothing was delivered: {s:?}");
+    // The retry would have waited a minute; the stop gave it half a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing was committed: the next run (the app answering again) sends every row.
+    h.faults(json!({}));
+    let again = h.run(&engine, "people").await;
+    assert_eq!((again.rows_new, again.rows_sent), (50, 50), "{again:?}");
+}

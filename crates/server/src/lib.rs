@@ -402,6 +402,7 @@ impl Server {
             pacing: engine.pacing.clone(),
             lock_lease: engine.lock_lease,
             check_timeout: engine.check_timeout,
+            stop_grace: engine.stop_grace,
         });
         Ok(())
     }
