@@ -62,6 +62,25 @@ pub async fn resolve_reachable(
     Ok(kept)
 }
 
+/// Refuses `host` when any address it resolves to is link-local: for a driver that resolves the
+/// name again itself, where dropping those addresses here would not keep it from them.
+pub async fn refuse_link_local(host: &str, port: u16) -> std::io::Result<()> {
+    let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    match all
+        .iter()
+        .find(|a| address_kind(a.ip()) == AddressKind::LinkLocal)
+    {
+        Some(a) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "`{host}` resolves to a link-local address ({}): connections never go there",
+                a.ip()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +100,8 @@ mod tests {
     #[tokio::test]
     async fn a_name_for_a_link_local_address_is_refused() {
         let e = resolve_reachable("169.254.169.254", 80).await.unwrap_err();
+        assert!(refuse_link_local("169.254.169.254", 80).await.is_err());
+        assert!(refuse_link_local("localhost", 80).await.is_ok());
         assert!(e.to_string().contains("link-local"), "{e}");
         assert!(!resolve_reachable("localhost", 80).await.unwrap().is_empty());
     }

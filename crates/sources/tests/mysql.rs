@@ -213,6 +213,10 @@ async fn a_link_local_server_is_never_connected_to() {
         WarehouseSettings::Postgres(sallyport_sources::postgres::Settings::url(
             "postgres://u:p@169.254.169.254:5432/db",
         )),
+        // A harmless name, with the address to use given beside it.
+        WarehouseSettings::Postgres(sallyport_sources::postgres::Settings::url(
+            "host=localhost hostaddr=169.254.169.254 user=u dbname=db",
+        )),
     ] {
         let e = open_error(&w).await;
         assert!(e.contains("link-local"), "{e}");

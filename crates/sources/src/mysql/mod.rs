@@ -93,7 +93,11 @@ impl Warehouse for MySource {
                             "sslrootcert {path}: cannot be read"
                         )));
                     }
-                    ssl = ssl.with_root_certs(vec![std::path::PathBuf::from(path).into()]);
+                    // The file's roots only, as libpq reads `sslrootcert`: the driver's
+                    // built-in public roots would otherwise be trusted beside them.
+                    ssl = ssl
+                        .with_root_certs(vec![std::path::PathBuf::from(path).into()])
+                        .with_disable_built_in_roots(true);
                 }
                 let check_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull)
                     || (mode == SslMode::Require && roots.is_some());

@@ -229,13 +229,20 @@ impl Connector {
 
     /// Opens a connection; its driver task runs until the client is dropped.
     pub async fn connect(&self) -> Result<Client, SourceError> {
-        // A name that leads to a link-local address (a cloud metadata service) is never
-        // connected to.
+        // A host (or `hostaddr`) that leads to a link-local address (a cloud metadata service)
+        // is never connected to.
+        if let Some(a) = self.config.get_hostaddrs().iter().find(|a| {
+            sallyport_core::net::address_kind(**a) == sallyport_core::net::AddressKind::LinkLocal
+        }) {
+            return Err(SourceError::Connect(format!(
+                "hostaddr {a} is a link-local address: connections never go there"
+            )));
+        }
         let ports = self.config.get_ports();
         for (i, h) in self.config.get_hosts().iter().enumerate() {
             if let Host::Tcp(name) = h {
                 let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-                if let Err(e) = sallyport_core::net::resolve_reachable(name, port).await {
+                if let Err(e) = sallyport_core::net::refuse_link_local(name, port).await {
                     if e.kind() == std::io::ErrorKind::PermissionDenied {
                         return Err(SourceError::Connect(e.to_string()));
                     }
