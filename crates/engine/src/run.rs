@@ -621,7 +621,13 @@ impl Pipeline<'_> {
                                 "stopping: batches still in flight (retrying) are abandoned; the next run sends them again"
                             );
                             inflight.abort_all();
-                            while inflight.join_next().await.is_some() {}
+                            // A batch that finished before the abort took hold is settled:
+                            // what Customer.io acknowledged is committed.
+                            while let Some(done) = inflight.join_next().await {
+                                if let Ok(flight) = done {
+                                    self.settle(flight).await?;
+                                }
+                            }
                             break;
                         }
                     }

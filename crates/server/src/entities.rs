@@ -99,6 +99,18 @@ pub fn open(kind: &str, name: &str, mut body: Value, vault: &Vault) -> Result<Va
 /// without that binding (`enc:v1:`), all in one transaction; answers how many entities changed.
 /// A v1 secret is never used otherwise.
 pub async fn upgrade(state: &StateStore, vault: &Vault) -> Result<usize, String> {
+    // Once only, for a store an earlier version wrote: afterwards an `enc:v1:` value is never
+    // sealed again (one copied into an entity with another address would otherwise be bound to
+    // that address).
+    let marked = state
+        .entities(META)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|(name, _)| name == SEALED_V2);
+    if marked {
+        return Ok(0);
+    }
     let mut changed = Vec::new();
     for kind in [WAREHOUSE, APP, SYNC] {
         for (name, text) in state.entities(kind).await.map_err(|e| e.to_string())? {
@@ -124,14 +136,19 @@ pub async fn upgrade(state: &StateStore, vault: &Vault) -> Result<usize, String>
             changed.push((kind.to_string(), name, body.to_string()));
         }
     }
-    if !changed.is_empty() {
-        state
-            .put_entities(&changed)
-            .await
-            .map_err(|e| format!("the store was left as it was: {e}"))?;
-    }
-    Ok(changed.len())
+    let n = changed.len();
+    changed.push((META.to_string(), SEALED_V2.to_string(), "true".to_string()));
+    state
+        .put_entities(&changed)
+        .await
+        .map_err(|e| format!("the store was left as it was: {e}"))?;
+    Ok(n)
 }
+
+/// The store's own facts, beside its entities.
+const META: &str = "meta";
+/// Set once every secret of the store is sealed bound to its address.
+const SEALED_V2: &str = "secrets-sealed-v2";
 
 /// The stored entities of a kind, decrypted: name → body.
 pub async fn load(

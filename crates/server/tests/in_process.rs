@@ -622,7 +622,12 @@ async fn secrets_sealed_without_their_address_are_sealed_again_at_start() {
     let state = server.engine().state.clone();
     let key_file = dir.path().join("sallyport.key");
     let vault = sallyport_server::Vault::load(&key_file).unwrap();
-    // An app stored by an earlier version: its key sealed without entity or address.
+    // A store an earlier version wrote (its secrets not yet sealed again), holding an app
+    // whose key is sealed without entity or address.
+    assert!(state
+        .delete_entity("meta", "secrets-sealed-v2")
+        .await
+        .unwrap());
     let old = json!({"type": "customerio", "site_id": vault.encrypt_v1_for_tests("s-old"),
         "api_key": vault.encrypt_v1_for_tests("sk-old"), "track_url": "https://127.0.0.1:9"});
     state
@@ -670,6 +675,23 @@ async fn secrets_sealed_without_their_address_are_sealed_again_at_start() {
         .err()
         .unwrap();
     assert!(err.contains("another entity or address"), "{err}");
+    // Once the store is sealed, a v1 secret put in later (copied from a backup into an entity
+    // pointing elsewhere, say) is never sealed again: it does not open.
+    let vault = sallyport_server::Vault::load(&key_file).unwrap();
+    let planted = json!({"type": "customerio", "site_id": vault.encrypt_v1_for_tests("s-old"),
+        "api_key": vault.encrypt_v1_for_tests("sk-old"), "track_url": "https://elsewhere.example"});
+    state
+        .put_entity("app", "legacy", &planted.to_string())
+        .await
+        .unwrap();
+    let engine = Engine::open(Config::load(&dir.path().join("sallyport.yaml")).unwrap())
+        .await
+        .unwrap();
+    let err = Server::start(engine, TOKEN.into(), vault)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("earlier version"), "{err}");
 }
 
 #[tokio::test]

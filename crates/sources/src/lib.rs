@@ -277,6 +277,27 @@ pub fn spawn_reader<T: Send + 'static>(
     });
 }
 
+/// The base URL of a warehouse's HTTP API (`setting` names where it was given), refused when
+/// its credentials would travel unencrypted: `http://` only to this machine (a stand-in).
+#[cfg(any(feature = "snowflake", feature = "bigquery", feature = "databricks"))]
+pub(crate) fn api_base(url: &str, setting: &str) -> Result<String, SourceError> {
+    let base = url.trim().trim_end_matches('/');
+    let parsed = reqwest::Url::parse(base)
+        .map_err(|e| SourceError::Connect(format!("{setting} `{base}` is not a URL: {e}")))?;
+    let local = parsed.host_str().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if parsed.scheme() != "https" && !local {
+        return Err(SourceError::Connect(format!(
+            "{setting} `{base}`: the credentials would travel unencrypted; use https://"
+        )));
+    }
+    Ok(base.to_string())
+}
+
 /// Rows in a chunk sent down a stream.
 pub const CHUNK_ROWS: usize = 1000;
 

@@ -74,3 +74,45 @@ pub(crate) fn explain(message: &str, mode: SslMode) -> String {
     };
     format!("{hint} ({m})")
 }
+
+/// The `sslmode` a connection uses: the one given, or `prefer` for a server on this machine and
+/// `verify-full` for any other. As libpq, `sslrootcert=system` goes with `verify-full` only: a
+/// weaker mode would check nothing against the roots it names.
+pub(crate) fn mode_for(
+    given: Option<SslMode>,
+    rootcert: Option<&str>,
+    loopback: bool,
+) -> Result<SslMode, String> {
+    let system = rootcert == Some("system");
+    match given {
+        Some(m) if system && m != SslMode::VerifyFull && m != SslMode::Disable => Err(format!(
+            "sslrootcert=system checks the server against the system's roots, which only sslmode=verify-full does (not {})",
+            m.as_str()
+        )),
+        Some(m) => Ok(m),
+        None if system || !loopback => Ok(SslMode::VerifyFull),
+        None => Ok(SslMode::Prefer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_by_default_and_with_system_roots() {
+        assert_eq!(mode_for(None, None, true), Ok(SslMode::Prefer));
+        assert_eq!(mode_for(None, None, false), Ok(SslMode::VerifyFull));
+        assert_eq!(
+            mode_for(None, Some("system"), true),
+            Ok(SslMode::VerifyFull)
+        );
+        assert!(mode_for(Some(SslMode::Require), Some("system"), false)
+            .unwrap_err()
+            .contains("verify-full"));
+        assert_eq!(
+            mode_for(Some(SslMode::Require), Some("/ca.pem"), false),
+            Ok(SslMode::Require)
+        );
+    }
+}

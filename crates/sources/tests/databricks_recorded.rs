@@ -91,6 +91,7 @@ async fn chunk(State(r): State<Recorded>, Path((id, n)): Path<(String, u64)>) ->
         json!({"chunk_index": n, "row_offset": 2, "row_count": 1, "external_links": [
         {"chunk_index": n, "row_offset": 2, "row_count": 1,
          "external_link": format!("{base}/files/{n}?X-Amz-Signature=def"),
+         "http_headers": {"x-ms-encryption-key": "k3y"},
          "expiration": "2026-11-28T23:00:00Z"}]}),
     )
 }
@@ -100,6 +101,9 @@ async fn file(State(r): State<Recorded>, headers: HeaderMap, Path(n): Path<u64>)
         "file {n} auth={}",
         headers.contains_key("authorization")
     ));
+    if let Some(k) = headers.get("x-ms-encryption-key") {
+        r.note(format!("file {n} key={}", k.to_str().unwrap_or("")));
+    }
     Json(match n {
         0 => json!([
             ["1", "2024-01-02T03:04:05.000Z", "[\"a\",\"b\"]"],
@@ -180,6 +184,10 @@ async fn a_running_statement_is_polled_and_its_external_chunks_downloaded_withou
         log.contains(&"file 0 auth=false".to_string())
             && log.contains(&"file 1 auth=false".to_string()),
         "presigned links are fetched without the token: {log:?}"
+    );
+    assert!(
+        log.contains(&"file 1 key=k3y".to_string()),
+        "a link's own headers go with its download: {log:?}"
     );
 }
 

@@ -351,12 +351,13 @@ impl Warehouse for BigQuerySource {
     type Settings = Settings;
 
     async fn open(settings: &Settings, options: &crate::OpenOptions) -> Result<Self, SourceError> {
-        let base = settings
-            .endpoint
-            .as_deref()
-            .unwrap_or("https://bigquery.googleapis.com")
-            .trim_end_matches('/')
-            .to_string();
+        let base = crate::api_base(
+            settings
+                .endpoint
+                .as_deref()
+                .unwrap_or("https://bigquery.googleapis.com"),
+            "endpoint",
+        )?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))

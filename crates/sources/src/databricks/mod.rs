@@ -95,6 +95,9 @@ struct ExternalLink {
     external_link: String,
     #[serde(default)]
     next_chunk_index: Option<u64>,
+    /// Headers the download must carry (such as a decryption key); never logged.
+    #[serde(default)]
+    http_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// How a column's text is read.
@@ -185,20 +188,7 @@ fn failed(context: &str, e: impl std::fmt::Display) -> SourceError {
 
 impl Api {
     fn new(settings: &Settings, deadline: Option<Duration>) -> Result<Api, SourceError> {
-        let host = settings.host.trim().trim_end_matches('/');
-        let url = reqwest::Url::parse(host)
-            .map_err(|e| failed(&format!("host `{host}` is not a URL"), e))?;
-        if url.scheme() != "https"
-            && !url.host_str().is_some_and(|h| {
-                h == "localhost"
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            })
-        {
-            return Err(SourceError::Connect(format!(
-                "host `{host}`: the token would travel unencrypted; use https://"
-            )));
-        }
+        let host = crate::api_base(&settings.host, "host")?;
         let build = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -210,7 +200,7 @@ impl Api {
         Ok(Api {
             http: build()?,
             links: build()?,
-            base: host.to_string(),
+            base: host,
             settings: settings.clone(),
             inline_only: Default::default(),
             deadline,
@@ -338,9 +328,11 @@ impl Api {
         }
         let mut out = Vec::new();
         for link in chunk.external_links.take().unwrap_or_default() {
-            let resp = self
-                .links
-                .get(&link.external_link)
+            let mut req = self.links.get(&link.external_link);
+            for (k, v) in &link.http_headers {
+                req = req.header(k, v);
+            }
+            let resp = req
                 .send()
                 .await
                 .map_err(|e| SourceError::Query(format!("a result chunk did not download: {e}")))?;
@@ -354,7 +346,8 @@ impl Api {
                 SourceError::Query(format!("a result chunk is not a JSON array of rows: {e}"))
             })?;
             out.extend(rows);
-            if chunk.next_chunk_index.is_none() {
+            // The last link says which chunk comes next.
+            if link.next_chunk_index.is_some() {
                 chunk.next_chunk_index = link.next_chunk_index;
             }
         }

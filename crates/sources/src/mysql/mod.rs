@@ -77,11 +77,12 @@ impl Warehouse for MySource {
             SourceError::Connect(crate::postgres::redact_connect_error(&e.to_string(), url))
         })?;
         let offset = settings.utc_offset().map_err(SourceError::Connect)?;
-        let mode = tls.mode.unwrap_or(if is_loopback(base.ip_or_hostname()) {
-            SslMode::Prefer
-        } else {
-            SslMode::VerifyFull
-        });
+        let mode = crate::tls::mode_for(
+            tls.mode,
+            tls.rootcert.as_deref(),
+            is_loopback(base.ip_or_hostname()),
+        )
+        .map_err(SourceError::Connect)?;
         let ssl = match mode {
             SslMode::Disable => None,
             _ => {
@@ -467,8 +468,20 @@ fn certificate_name(e: &mysql_async::Error) -> Option<String> {
     if !text.contains("not valid for name") {
         return None;
     }
-    let rest = text.split("DnsName(\"").nth(1)?;
-    Some(rest.split('"').next()?.to_string())
+    // The first name the certificate carries; a wildcard stands for any one label.
+    let names: Vec<&str> = text
+        .split("DnsName(\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    let name = names
+        .iter()
+        .find(|n| !n.starts_with("*."))
+        .or(names.first())?;
+    Some(match name.strip_prefix("*.") {
+        Some(rest) => format!("sallyport.{rest}"),
+        None => name.to_string(),
+    })
 }
 
 fn query_error(e: mysql_async::Error) -> SourceError {

@@ -193,11 +193,8 @@ impl Connector {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mode = tls.mode.unwrap_or(if all_loopback(&config) {
-            SslMode::Prefer
-        } else {
-            SslMode::VerifyFull
-        });
+        let mode = crate::tls::mode_for(tls.mode, tls.rootcert.as_deref(), all_loopback(&config))
+            .map_err(SourceError::Connect)?;
         let client_tls = match mode {
             SslMode::Disable => {
                 config.ssl_mode(PgSslMode::Disable);

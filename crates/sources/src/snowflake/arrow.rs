@@ -191,8 +191,13 @@ fn cell(a: &ArrayRef, t: Option<&RowType>, i: usize) -> Result<Option<String>, S
                 else {
                     return Ok(None);
                 };
-                let fraction = field("fraction").and_then(|f| int_at(&f, i)).unwrap_or(0);
-                let mut text = format!("{epoch}.{fraction:09}");
+                // With a `fraction` field, `epoch` is whole seconds; without one (TIMESTAMP_TZ
+                // of a small scale), `epoch` is at the column's scale.
+                let mut text = match field("fraction").and_then(|f| int_at(&f, i)) {
+                    Some(fraction) => format!("{epoch}.{fraction:09}"),
+                    None if field("fraction").is_some() => format!("{epoch}.000000000"),
+                    None => epoch_text(epoch, scale),
+                };
                 if let Some(tz) = field("timezone").and_then(|z| int_at(&z, i)) {
                     text.push_str(&format!(" {tz}"));
                 }

@@ -407,9 +407,16 @@ pub(crate) fn convert(text: Option<&str>, t: &RowType) -> Result<Value, String> 
         return Ok(Value::Null);
     };
     let bad = |what: &str| format!("`{s}` is not {what}");
+    // Whole seconds, rounded down (`-0.5` is -1, as the Arrow path reads it).
     let seconds = |s: &str| -> Result<i64, String> {
-        let whole = s.split('.').next().unwrap_or(s);
-        whole.parse::<i64>().map_err(|_| bad("a time"))
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let whole = whole.parse::<i64>().map_err(|_| bad("a time"))?;
+        let below = whole < 0 || whole == 0 && s.starts_with('-');
+        Ok(if below && frac.bytes().any(|b| b != b'0') {
+            whole - 1
+        } else {
+            whole
+        })
     };
     Ok(match t.kind.as_str() {
         "fixed" => {
@@ -463,7 +470,7 @@ impl Warehouse for SnowflakeSource {
     type Settings = Settings;
 
     async fn open(settings: &Settings, options: &crate::OpenOptions) -> Result<Self, SourceError> {
-        let base = settings.base_url();
+        let base = crate::api_base(&settings.base_url(), "url")?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
@@ -709,6 +716,8 @@ mod tests {
             json!(1704164645)
         );
         assert_eq!(c("11045.000000000", "time", Some(9)), json!("03:04:05"));
+        assert_eq!(c("-0.500000000", "timestamp_ntz", Some(9)), json!(-1));
+        assert_eq!(c("-1.000000000", "timestamp_ntz", Some(9)), json!(-1));
         assert_eq!(
             c("{\"plan\":\"pro\"}", "variant", None),
             json!({"plan": "pro"})
