@@ -80,6 +80,34 @@ pub fn check_request(path: &str, method: &str, body: &Value) -> Result<(), Strin
     check(request_schema(path, method), body)
 }
 
+/// Validates `body` against an operation's request schema with a validator built once per
+/// operation (for servers that check every request).
+pub fn check_request_cached(path: &str, method: &str, body: &Value) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    type Validators = Mutex<HashMap<(String, String), Arc<jsonschema::Validator>>>;
+    static CACHE: OnceLock<Validators> = OnceLock::new();
+    let v = {
+        let mut cache = CACHE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry((path.to_string(), method.to_string()))
+            .or_insert_with(|| Arc::new(validator(request_schema(path, method))))
+            .clone()
+    };
+    let errors: Vec<String> = v
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Validates `body` against an operation's documented response for `status`. A status the
 /// document does not list is an error; one listed without a body schema accepts any body.
 pub fn check_response(path: &str, method: &str, status: u16, body: &Value) -> Result<(), String> {

@@ -174,7 +174,8 @@ pub struct Field {
     /// Whether a sync must have it (the object may still require it only in some cases, as
     /// [`Field::when`] says).
     pub required: bool,
-    /// Shown only when another setting has a value: `("event_type", "track")`.
+    /// Shown only when another setting has a value: `("event_type", "track")`, or one of
+    /// several: `("event_type", "track|screen")`.
     pub when: Option<(&'static str, &'static str)>,
     /// One line of help.
     pub help: &'static str,

@@ -5,6 +5,7 @@
 pub mod customerio;
 pub mod delivery;
 pub mod mapping;
+pub mod removals;
 
 use sallyport_core::{Field, Mapping, Resolve};
 use sallyport_sources::{Column, FingerprintSpec, Row};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use customerio::{redact_url, CustomerIo, Region};
 pub use delivery::Delivery;
 pub use mapping::SettingProblem;
+pub use removals::{MaxRemovals, Removals};
 
 /// The apps there are: one variant per app module, each with the settings its module owns
 /// (`type: customerio` reads [`CustomerIo`]).
@@ -131,6 +133,10 @@ macro_rules! objects {
 objects! {
     Person(customerio::person::Settings),
     Event(customerio::event::Settings),
+    Object(customerio::object::Settings),
+    Relationship(customerio::relationship::Settings),
+    Device(customerio::device::Settings),
+    SegmentMembership(customerio::segment::Settings),
 }
 
 /// [`Object`] without its constant, for dispatch.
@@ -253,6 +259,14 @@ pub enum Route {
     Batch,
     /// Sent alone (Customer.io: an anonymous event through `POST /api/v1/events`).
     Single,
+    /// Packed into a list of people added to (or removed from) a manual segment
+    /// (Customer.io: `POST /api/v1/segments/{id}/add_customers|remove_customers`); each op's
+    /// body is one identifier as a JSON string.
+    Segment {
+        segment: u64,
+        add: bool,
+        by_email: bool,
+    },
 }
 
 /// One row, ready to send.
@@ -260,11 +274,51 @@ pub enum Route {
 pub struct Op {
     /// The row's key (the person's identifier, the event's id).
     pub key: String,
-    /// A fingerprint of exactly what is sent: a row whose fingerprint is unchanged is not resent.
+    /// A fingerprint of what the row sends: a row whose fingerprint is unchanged is not resent.
     pub fingerprint: u64,
     /// The JSON body of the op.
     pub body: String,
     pub route: Route,
+    /// What the state keeps beside the key once the op is accepted (`Some("")` forgets an
+    /// earlier note): what a later run needs to know of what was sent.
+    pub note: Option<String>,
+    /// The op removes the key (it left the model): once accepted, the key leaves the state.
+    pub removal: bool,
+}
+
+impl Op {
+    /// An op that upserts or inserts `key`.
+    pub fn new(key: impl Into<String>, fingerprint: u64, body: String, route: Route) -> Op {
+        Op {
+            key: key.into(),
+            fingerprint,
+            body,
+            route,
+            note: None,
+            removal: false,
+        }
+    }
+}
+
+/// What the state knew of a row's key when it was mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Before<'a> {
+    /// Never delivered.
+    New,
+    /// Delivered, with the note kept then (if any).
+    Sent(Option<&'a str>),
+}
+
+/// How rows are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// By the key column's text, compared exactly.
+    Column,
+    /// By the key column's text, compared without regard to case (Customer.io's emails): the
+    /// state keeps it in lower case.
+    CaseInsensitive,
+    /// By several columns, made into one key by [`ObjectMapper::row_key`].
+    Composite,
 }
 
 /// Why a row cannot be sent: the column at fault (if one is) and the rule it breaks.
@@ -314,15 +368,35 @@ pub trait ObjectMapper: Send + Sync {
     /// What "changed" means for this object.
     fn policy(&self) -> ChangePolicy;
     /// Builds the op for a row with a non-empty key, or says why the row cannot be sent.
-    fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure>;
+    /// `before` is what the state knew of the key.
+    fn map(&self, key: &str, row: &Row, before: Before<'_>) -> Result<Op, RowFailure>;
+    /// How rows are keyed.
+    fn keying(&self) -> Keying {
+        Keying::Column
+    }
+    /// The key of a row made of several columns ([`Keying::Composite`]); `None` when one of
+    /// them is NULL.
+    fn row_key(&self, row: &Row) -> Option<String> {
+        let _ = row;
+        None
+    }
+    /// Whether (and how far) keys that left the model are removed from the app.
+    fn removals(&self) -> Option<Removals> {
+        None
+    }
+    /// The op that removes a key that left the model, given the note kept when it was sent.
+    fn removal(&self, key: &str, note: Option<&str>) -> Result<Op, RowFailure> {
+        let _ = (key, note);
+        Err(RowFailure::row("this sync does not remove rows"))
+    }
     /// Whether the op is built from the row's column at `index` (a value that cannot be read
     /// fails the row only where it is used).
     fn uses_column(&self, index: usize) -> bool {
         let _ = index;
         true
     }
-    /// The endpoint path an op of `route` goes to (for previews).
-    fn endpoint(&self, route: Route) -> &'static str;
+    /// The method and path an op of `route` goes to (for previews).
+    fn endpoint(&self, route: Route) -> String;
     /// What a warehouse-side fingerprint of a row must cover so that it changes exactly when the
     /// op would: `None` when the object does not compare payloads (insert-once).
     fn fingerprint_spec(&self) -> Option<FingerprintSpec> {
@@ -399,12 +473,16 @@ impl Destination {
         }
     }
 
-    /// The most a batch request may carry (Customer.io caps bytes, not records).
-    pub fn batch_limits(&self) -> BatchLimits {
+    /// The most a request of `route` may carry (Customer.io caps a batch's bytes, and a
+    /// segment request's people).
+    pub fn batch_limits(&self, route: Route) -> BatchLimits {
         match self {
             Destination::CustomerIo(c) => BatchLimits {
                 bytes: c.sender().settings().batch_bytes,
-                records: None,
+                records: match route {
+                    Route::Segment { .. } => Some(customerio::limits::SEGMENT_IDS),
+                    _ => None,
+                },
             },
         }
     }
@@ -430,10 +508,13 @@ impl Destination {
         }
     }
 
-    /// Bytes a batch of `ops` bodies takes, given the ops' own sizes.
-    pub fn batch_overhead(&self) -> (usize, usize) {
+    /// Bytes a request of `route` adds around its ops' bodies: once, and between two.
+    pub fn batch_overhead(&self, route: Route) -> (usize, usize) {
         match self {
-            Destination::CustomerIo(_) => customerio::BATCH_OVERHEAD,
+            Destination::CustomerIo(_) => match route {
+                Route::Segment { .. } => customerio::SEGMENT_OVERHEAD,
+                _ => customerio::BATCH_OVERHEAD,
+            },
         }
     }
 }

@@ -33,6 +33,56 @@ pub fn find_column(columns: &[Column], name: &str, path: &[&str]) -> Result<usiz
     })
 }
 
+/// The problem of a required column setting left out.
+pub fn missing(setting: &str) -> SettingProblem {
+    SettingProblem::new(&[setting], format!("missing `{setting}`"))
+}
+
+/// Finds the columns an object's settings name, collecting what is wrong.
+pub struct Lookup<'a> {
+    columns: &'a [Column],
+    pub problems: Vec<SettingProblem>,
+    /// The columns found: not sent as attributes.
+    pub used: Vec<usize>,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(columns: &'a [Column]) -> Self {
+        Self {
+            columns,
+            problems: Vec::new(),
+            used: Vec::new(),
+        }
+    }
+
+    /// The column named by `setting`, if the settings name one and the model has it.
+    pub fn column(&mut self, setting: &'static str, name: Option<&String>) -> Option<usize> {
+        let name = name?;
+        match find_column(self.columns, name, &[setting]) {
+            Ok(i) => {
+                self.used.push(i);
+                Some(i)
+            }
+            Err(p) => {
+                self.problems.push(p);
+                None
+            }
+        }
+    }
+
+    /// The mapped attributes (besides the used columns), and every problem found.
+    pub fn finish(mut self, mapping: &Mapping) -> Result<FieldMap, Vec<SettingProblem>> {
+        match resolve(mapping, self.columns, &self.used) {
+            Ok(f) if self.problems.is_empty() => Ok(f),
+            Ok(_) => Err(self.problems),
+            Err(p) => {
+                self.problems.extend(p);
+                Err(self.problems)
+            }
+        }
+    }
+}
+
 /// Resolves `mapping` against the model's columns. `used` are the columns the object's own
 /// settings consume (the person's key, the event's id, ...): auto-mapping leaves them out.
 pub fn resolve(

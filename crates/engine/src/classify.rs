@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sallyport_destinations::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+use sallyport_destinations::{Before, ChangePolicy, Keying, ObjectMapper, Op, Route, RowFailure};
 use sallyport_sources::Row;
 use sallyport_state::{RowCounts, StateStore};
 
@@ -16,6 +16,8 @@ pub enum Change {
     Changed,
     /// The key was delivered with these values (sent again only by a full resync).
     Unchanged,
+    /// The key left the model, and is removed from the app.
+    Removed,
 }
 
 impl Change {
@@ -24,6 +26,7 @@ impl Change {
             Change::New => "new",
             Change::Changed => "changed",
             Change::Unchanged => "unchanged",
+            Change::Removed => "removed",
         }
     }
 }
@@ -48,13 +51,47 @@ pub struct Classified {
 pub struct Mapped {
     pub key: Option<String>,
     pub op: Option<Result<Op, RowFailure>>,
+    /// For a duplicated key written more than one way (emails that differ in case): how.
+    pub spellings: Option<String>,
 }
 
-/// A chunk of mapped rows, with the state's fingerprints of their keys when they were already
-/// looked up.
+/// A chunk of mapped rows, with the state's fingerprints of their keys.
 pub struct MappedChunk {
     pub rows: Vec<Mapped>,
     pub known: Option<HashMap<String, u64>>,
+}
+
+/// The keys that more than one row of the model has, kept by the state store under `scope`;
+/// with the ways each was written, where it was written more than one way.
+#[derive(Debug, Default)]
+pub struct Duplicates {
+    pub scope: String,
+    pub spellings: HashMap<String, Vec<String>>,
+}
+
+/// Gives each row the key the state compares: the key column as it is, in lower case (emails),
+/// or made of several columns.
+pub fn key_rows(
+    mapper: &dyn ObjectMapper,
+    rows: &mut [Row],
+) -> Result<Vec<Option<String>>, crate::Stop> {
+    let mut written = Vec::with_capacity(rows.len());
+    for row in rows.iter_mut() {
+        match mapper.keying() {
+            Keying::Column => written.push(None),
+            Keying::CaseInsensitive => {
+                let raw = row.key.take();
+                row.key = raw.as_ref().map(|k| k.to_lowercase());
+                written.push(raw);
+            }
+            Keying::Composite => {
+                row.materialize().map_err(crate::Stop::Warehouse)?;
+                row.key = mapper.row_key(row);
+                written.push(None);
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// Maps a chunk of rows: the CPU-heavy part (building each op's JSON), done on its own task
@@ -64,60 +101,73 @@ pub async fn map_chunk(
     sync: &str,
     mapper: &dyn ObjectMapper,
     mut rows: Vec<Row>,
-    duplicates: Option<&str>,
+    duplicates: Option<&Duplicates>,
     state: &StateStore,
     full_resync: bool,
 ) -> Result<MappedChunk, crate::Stop> {
+    let written = key_rows(mapper, &mut rows)?;
     // Which of this chunk's keys are duplicates: asked of the state store, and only when the
     // model has any.
-    let duplicates: HashSet<String> = match duplicates {
+    let duplicated: HashSet<String> = match duplicates {
         None => HashSet::new(),
-        Some(scope) => {
+        Some(d) => {
             let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
             state
-                .duplicates_among(scope, &keys)
+                .duplicates_among(&d.scope, &keys)
                 .await?
                 .into_iter()
                 .collect()
         }
     };
-    let fingerprinted = rows.iter().any(|r| r.fingerprint.is_some());
-    let known = if fingerprinted {
+    let previous = {
         let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
-        Some(state.fingerprints(sync, &keys).await?)
-    } else {
-        None
+        state.previous(sync, &keys).await?
     };
     let mut out = Vec::with_capacity(rows.len());
-    for row in rows.iter_mut() {
+    for (row, written) in rows.iter_mut().zip(written) {
         let key = row.key.take();
+        let mut spellings = None;
         let op = match key.as_deref() {
             None => None,
-            Some(k) if duplicates.contains(k) => None,
+            Some(k) if duplicated.contains(k) => {
+                spellings = duplicates.and_then(|d| d.spellings.get(k)).map(|all| {
+                    all.iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+                None
+            }
             Some(k) => {
+                let before = previous.get(k);
                 let unchanged = !full_resync
                     && row.fingerprint.is_some()
-                    && known.as_ref().and_then(|m| m.get(k)).copied() == row.fingerprint;
+                    && before.map(|(fp, _)| *fp) == row.fingerprint;
                 if unchanged {
-                    Some(Ok(Op {
-                        key: k.to_string(),
-                        fingerprint: row.fingerprint.unwrap_or_default(),
-                        body: String::new(),
-                        route: Route::Batch,
-                    }))
+                    Some(Ok(Op::new(
+                        k,
+                        row.fingerprint.unwrap_or_default(),
+                        String::new(),
+                        Route::Batch,
+                    )))
                 } else {
                     row.materialize().map_err(crate::Stop::Warehouse)?;
                     let unreadable = row.unreadable.iter().find(|u| mapper.uses_column(u.index));
+                    let before = match before {
+                        None => Before::New,
+                        Some((_, note)) => Before::Sent(note.as_deref()),
+                    };
                     Some(
                         match unreadable {
                             Some(u) => Err(sallyport_destinations::RowFailure::column(
                                 &u.column, &u.reason,
                             )),
-                            None => mapper.map(k, row),
+                            None => mapper.map(written.as_deref().unwrap_or(k), row, before),
                         }
                         .map(|mut op| {
-                            // The warehouse row's fingerprint, when there is one, is what the state
-                            // keeps.
+                            // The state's key (an email in lower case), and the warehouse
+                            // row's fingerprint when there is one.
+                            op.key = k.to_string();
                             if let Some(fp) = row.fingerprint {
                                 op.fingerprint = fp;
                             }
@@ -127,9 +177,13 @@ pub async fn map_chunk(
                 }
             }
         };
-        out.push(Mapped { key, op });
+        out.push(Mapped { key, op, spellings });
     }
-    Ok(MappedChunk { rows: out, known })
+    let known = previous.into_iter().map(|(k, (fp, _))| (k, fp)).collect();
+    Ok(MappedChunk {
+        rows: out,
+        known: Some(known),
+    })
 }
 
 pub struct Classifier<'a> {
@@ -192,9 +246,14 @@ impl<'a> Classifier<'a> {
                     self.duplicate_in_state = true;
                 }
                 self.counts.rows_failed += 1;
-                let reason = format!(
-                    "row {key}: column `{key_column}`: the key `{key}` is in more than one row of the model; each must be unique, so none of them is sent"
-                );
+                let reason = match &row.spellings {
+                    Some(all) => format!(
+                        "row {key}: column `{key_column}`: {all} are one person to Customer.io (it matches emails without regard to case), in more than one row of the model; each must be unique, so none of them is sent"
+                    ),
+                    None => format!(
+                        "row {key}: column `{key_column}`: the key `{key}` is in more than one row of the model; each must be unique, so none of them is sent"
+                    ),
+                };
                 out.failed.push((key, reason));
                 continue;
             };
@@ -250,23 +309,19 @@ mod tests {
         fn policy(&self) -> ChangePolicy {
             self.0
         }
-        fn map(&self, _: &str, _: &Row) -> Result<Op, RowFailure> {
+        fn map(&self, _: &str, _: &Row, _: Before<'_>) -> Result<Op, RowFailure> {
             unreachable!("the test maps rows itself")
         }
-        fn endpoint(&self, _: Route) -> &'static str {
-            "POST /x"
+        fn endpoint(&self, _: Route) -> String {
+            "POST /x".into()
         }
     }
 
     fn op(key: &str, fingerprint: u64) -> Mapped {
         Mapped {
             key: Some(key.into()),
-            op: Some(Ok(Op {
-                key: key.into(),
-                fingerprint,
-                body: "{}".into(),
-                route: Route::Batch,
-            })),
+            op: Some(Ok(Op::new(key, fingerprint, "{}".into(), Route::Batch))),
+            spellings: None,
         }
     }
 
@@ -296,14 +351,17 @@ mod tests {
                 Mapped {
                     key: None,
                     op: None,
+                    spellings: None,
                 },
                 Mapped {
                     key: Some("d".into()),
                     op: None,
+                    spellings: None,
                 },
                 Mapped {
                     key: Some("e".into()),
                     op: Some(Err(RowFailure::column("bio", "too long"))),
+                    spellings: None,
                 },
             ],
             known: None,

@@ -70,6 +70,8 @@ pub enum ErrorKind {
     App,
     /// The state store failed.
     State,
+    /// More rows left the model than `max_removals` lets a run remove: nothing was removed.
+    RemovalGuard,
 }
 
 impl ErrorKind {
@@ -92,6 +94,7 @@ impl ErrorKind {
             ErrorKind::Config => 422,
             ErrorKind::Busy => 409,
             ErrorKind::State => 500,
+            ErrorKind::RemovalGuard => 409,
             ErrorKind::Warehouse | ErrorKind::Credentials | ErrorKind::App => 502,
         }
     }
@@ -105,6 +108,7 @@ impl ErrorKind {
             ErrorKind::Credentials => "credentials_rejected",
             ErrorKind::App => "app_error",
             ErrorKind::State => "state_error",
+            ErrorKind::RemovalGuard => "removal_guard",
         }
     }
 }
@@ -175,6 +179,9 @@ pub enum Stop {
     /// A delivery task failed: its batch's outcome is unknown.
     #[error("a delivery task failed: {0}")]
     Task(String),
+    /// More rows left the model than the sync's `max_removals` allows.
+    #[error("{0}")]
+    RemovalGuard(String),
 }
 
 impl From<SourceError> for Stop {
@@ -192,6 +199,7 @@ impl Stop {
             Stop::App(DestinationError::Credentials(_)) => ErrorKind::Credentials,
             Stop::App(_) | Stop::Outage(_) => ErrorKind::App,
             Stop::LockLost(_) | Stop::Task(_) => ErrorKind::State,
+            Stop::RemovalGuard(_) => ErrorKind::RemovalGuard,
         }
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sallyport_config::{ConfigError, Model};
-use sallyport_destinations::{Destination, DestinationError, ObjectMapper, Op, OpResults, Route};
-use sallyport_sources::{ReadSpec, Source};
+use sallyport_destinations::{
+    Destination, DestinationError, Keying, ObjectMapper, Op, OpResults, Route,
+};
+use sallyport_sources::{ReadSpec, Row, RowStream, Source};
 use sallyport_state::{Commit, RowCounts, RunRecord, RunStatus, StateStore};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -15,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 pub use crate::classify::Change;
-use crate::classify::{map_chunk, Classifier, MappedChunk};
+use crate::classify::{key_rows, map_chunk, Classifier, Duplicates, MappedChunk};
 use crate::{Engine, RunError, RunSummary, Stop};
 
 /// How many failure reasons a summary quotes.
@@ -35,6 +37,8 @@ pub struct RunOptions {
     /// commits what was acknowledged and ends `interrupted`.
     pub cancel: Option<watch::Receiver<bool>>,
     pub progress: Option<Arc<dyn Progress>>,
+    /// Lets this run remove more rows than the sync's `max_removals` allows (once).
+    pub allow_removals: bool,
 }
 
 /// An op as a preview shows it.
@@ -57,6 +61,12 @@ pub struct Preview {
     pub counts: RowCounts,
     pub ops: Vec<PreviewOp>,
     pub failures: Vec<String>,
+    /// Keys that left the model and that a run would remove (syncs that remove them).
+    pub rows_to_remove: u64,
+    /// The first of those removals, as they would be sent.
+    pub removals: Vec<PreviewOp>,
+    /// Why a run would stop before removing them (the runaway-removal guard), if it would.
+    pub removal_guard: Option<String>,
 }
 
 impl std::ops::Deref for Preview {
@@ -203,11 +213,19 @@ impl Engine {
         let key = p.mapper.key_column().to_string();
         let key_of_state = self.state_key(name);
         let scope = format!("{key_of_state}#preview-{:016x}", fastrand::u64(..));
-        let dups = duplicates(&self.state, &p.source, &p.model, &key, scope.clone()).await?;
+        let dups = duplicates(
+            &self.state,
+            &p.source,
+            &p.model,
+            p.mapper.as_ref(),
+            &key,
+            scope.clone(),
+        )
+        .await?;
         // Compared as a run compares, so that the preview tells what a run would send.
         let fingerprint = fingerprint_spec(&p.source, p.mapper.as_ref());
         let spec = ReadSpec {
-            key: Some(&key),
+            key: read_key(p.mapper.as_ref(), &key),
             fingerprint: fingerprint.as_ref(),
         };
         let mut stream = mapped_stream(
@@ -231,12 +249,7 @@ impl Engine {
             let out = classifier.chunk(chunk, &self.state).await?;
             for (op, change) in out.send.into_iter().zip(out.changes) {
                 if preview.ops.len() < limit {
-                    preview.ops.push(PreviewOp {
-                        change,
-                        endpoint: p.mapper.endpoint(op.route).to_string(),
-                        body: serde_json::from_str(&op.body).unwrap_or(serde_json::Value::Null),
-                        key: op.key,
-                    });
+                    preview.ops.push(preview_op(p.mapper.as_ref(), op, change));
                 }
             }
             for (_, reason) in out.failed {
@@ -247,6 +260,40 @@ impl Engine {
         }
         let _ = self.state.duplicates_reset(&scope).await;
         preview.counts = classifier.counts;
+        if let Some(r) = p.mapper.removals() {
+            // Which keys left the model, without touching the state.
+            let present = format!("{scope}-present");
+            collect_present(
+                &self.state,
+                &p.source,
+                &p.model,
+                p.mapper.as_ref(),
+                &key,
+                &present,
+            )
+            .await?;
+            let n = self.state.absent_count(&key_of_state, &present).await?;
+            let synced = self.state.count(&key_of_state).await?;
+            preview.rows_to_remove = n;
+            if n > r.max.allowed(synced) {
+                preview.removal_guard = Some(guard_message(name, r, n, synced));
+            }
+            for (k, note) in self
+                .state
+                .absent(&key_of_state, &present, "", limit)
+                .await?
+            {
+                match p.mapper.removal(&k, note.as_deref()) {
+                    Ok(op) => {
+                        preview
+                            .removals
+                            .push(preview_op(p.mapper.as_ref(), op, Change::Removed))
+                    }
+                    Err(f) => preview.failures.push(f.reason(&k)),
+                }
+            }
+            let _ = self.state.retain_begin(&present).await;
+        }
         Ok(preview)
     }
 
@@ -521,13 +568,21 @@ impl Pipeline<'_> {
         self.failures_on_record = state.has_failures(self.name).await?;
         let state_count = state.count(self.name).await?;
         let scope = format!("{}#run-{}", self.name, self.run_id);
-        let dups = duplicates(&self.engine.state, source, model, &key, scope).await?;
+        let dups = duplicates(
+            &self.engine.state,
+            source,
+            model,
+            mapper.as_ref(),
+            &key,
+            scope,
+        )
+        .await?;
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
         // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
         // state keeps those fingerprints, and unchanged rows are never decoded nor built.
         let fingerprint = fingerprint_spec(source, mapper.as_ref());
         let spec = ReadSpec {
-            key: Some(&key),
+            key: read_key(mapper.as_ref(), &key),
             fingerprint: fingerprint.as_ref(),
         };
         let mut stream = mapped_stream(
@@ -542,11 +597,8 @@ impl Pipeline<'_> {
         )
         .await?;
         let concurrency = self.destination.concurrency().max(1);
-        let limits = self.destination.batch_limits();
-        let (open, comma) = self.destination.batch_overhead();
         let mut inflight: JoinSet<Flight> = JoinSet::new();
-        let mut batch: Vec<Op> = Vec::new();
-        let mut batch_len = open;
+        let mut batches = Batches::default();
         let mut cancel = self.opts.cancel.clone();
         let mut interrupted = false;
         let mut fatal: Option<Stop> = None;
@@ -576,24 +628,9 @@ impl Pipeline<'_> {
             self.record_counts(&classifier);
             self.commit_failures(out.failed).await?;
             for op in out.send {
-                match op.route {
-                    Route::Single => {
-                        self.dispatch(&mut inflight, vec![op], Route::Single, concurrency)
-                            .await?;
-                    }
-                    Route::Batch => {
-                        let full_by_count = limits.records.is_some_and(|n| batch.len() >= n);
-                        if !batch.is_empty()
-                            && (full_by_count || batch_len + comma + op.body.len() > limits.bytes)
-                        {
-                            let full = std::mem::take(&mut batch);
-                            batch_len = open;
-                            self.dispatch(&mut inflight, full, Route::Batch, concurrency)
-                                .await?;
-                        }
-                        batch_len += op.body.len() + if batch.is_empty() { 0 } else { comma };
-                        batch.push(op);
-                    }
+                if let Some((route, full)) = batches.add(&self.destination, op) {
+                    self.dispatch(&mut inflight, full, route, concurrency)
+                        .await?;
                 }
                 if let Some(e) = self.fatal.take() {
                     fatal = Some(e);
@@ -602,10 +639,11 @@ impl Pipeline<'_> {
             }
             self.progress();
         }
-        if fatal.is_none() && !batch.is_empty() {
-            let full = std::mem::take(&mut batch);
-            self.dispatch(&mut inflight, full, Route::Batch, concurrency)
-                .await?;
+        if fatal.is_none() {
+            for (route, full) in batches.drain() {
+                self.dispatch(&mut inflight, full, route, concurrency)
+                    .await?;
+            }
         }
         // Batches in flight settle; once a stop is asked for (before or while they do), they
         // get `stop_grace`, and those still unsettled then are abandoned uncommitted.
@@ -678,30 +716,148 @@ impl Pipeline<'_> {
         if interrupted {
             return Ok(true);
         }
-        self.finish(source, model, &key, &classifier, state_count)
+        let interrupted = self
+            .finish(
+                source,
+                mapper.as_ref(),
+                model,
+                &key,
+                &classifier,
+                state_count,
+            )
             .await?;
-        Ok(false)
+        Ok(interrupted)
     }
 
-    /// The end of a run that read the whole model: keys that left it leave the state, and
-    /// failures not tried again are forgotten.
+    /// The end of a run that read the whole model: keys that left it are removed from the app
+    /// (syncs that remove them, within the guard) or leave the state, and failures not tried
+    /// again are forgotten. `Ok(true)` when a stop came while removals were being sent.
     async fn finish(
         &mut self,
         source: &Source,
+        mapper: &dyn ObjectMapper,
         model: &Model,
         key: &str,
         classifier: &Classifier<'_>,
         state_count: u64,
-    ) -> Result<(), Stop> {
+    ) -> Result<bool, Stop> {
         self.progress();
-        if classifier.matched < state_count || classifier.duplicate_in_state {
-            self.record.rows_removed = self.retain(source, model, key).await?;
+        let left = classifier.matched < state_count || classifier.duplicate_in_state;
+        match mapper.removals() {
+            None if left => {
+                self.record.rows_removed = self.retain(source, mapper, model, key).await?;
+            }
+            Some(r) if left => {
+                let state = &self.engine.state;
+                let present = format!("{}#present-{}", self.name, self.run_id);
+                collect_present(state, source, model, mapper, key, &present).await?;
+                let n = state.absent_count(self.name, &present).await?;
+                if n > r.max.allowed(state_count) && !self.opts.allow_removals {
+                    let _ = state.retain_begin(&present).await;
+                    return Err(Stop::RemovalGuard(guard_message(
+                        &self.record.sync,
+                        r,
+                        n,
+                        state_count,
+                    )));
+                }
+                let stopped = if n > 0 {
+                    tracing::info!(
+                        removals = n,
+                        action = r.action,
+                        "removing rows that left the model"
+                    );
+                    self.send_removals(mapper, &present).await?
+                } else {
+                    false
+                };
+                let _ = state.retain_begin(&present).await;
+                if stopped {
+                    return Ok(true);
+                }
+            }
+            _ => {}
         }
         self.engine
             .state
             .forget_stale_failures(self.name, self.run_id)
-            .await
-            .map_err(Stop::from)
+            .await?;
+        Ok(false)
+    }
+
+    /// Sends the removal of every key that left the model (those not under `present`), in
+    /// batches like any op; each accepted removal takes its key out of the state. `Ok(true)`
+    /// when a stop came first.
+    async fn send_removals(
+        &mut self,
+        mapper: &dyn ObjectMapper,
+        present: &str,
+    ) -> Result<bool, Stop> {
+        let concurrency = self.destination.concurrency().max(1);
+        let mut inflight: JoinSet<Flight> = JoinSet::new();
+        let mut batches = Batches::default();
+        let mut after = String::new();
+        let mut cancel = self.opts.cancel.clone();
+        let mut stopped = false;
+        loop {
+            if cancel.as_mut().is_some_and(|c| *c.borrow_and_update()) {
+                stopped = true;
+                break;
+            }
+            let page = self
+                .engine
+                .state
+                .absent(self.name, present, &after, 1000)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            let mut failed = Vec::new();
+            for (k, note) in page {
+                match mapper.removal(&k, note.as_deref()) {
+                    Ok(op) => {
+                        if let Some((route, full)) = batches.add(&self.destination, op) {
+                            self.dispatch(&mut inflight, full, route, concurrency)
+                                .await?;
+                        }
+                    }
+                    Err(f) => {
+                        let reason = f.reason(&k);
+                        failed.push((k, reason));
+                    }
+                }
+            }
+            self.delivery_failed += failed.len() as u64;
+            self.record.rows_failed = self.read_failed + self.delivery_failed;
+            self.commit_failures(failed).await?;
+            if let Some(e) = self.fatal.take() {
+                return Err(e);
+            }
+        }
+        if !stopped {
+            for (route, full) in batches.drain() {
+                self.dispatch(&mut inflight, full, route, concurrency)
+                    .await?;
+            }
+        }
+        while let Some(done) = inflight.join_next().await {
+            match done {
+                Ok(flight) => self.settle(flight).await?,
+                Err(e) => {
+                    self.fatal.get_or_insert(Stop::Task(e.to_string()));
+                }
+            }
+        }
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        if !self.held_back.is_empty() {
+            let held_back = std::mem::take(&mut self.held_back);
+            self.delivery_failed += held_back.len() as u64;
+            self.record.rows_failed = self.read_failed + self.delivery_failed;
+            self.commit_failures(held_back).await?;
+        }
+        self.progress();
+        Ok(stopped)
     }
 
     /// Records rows that failed before delivery.
@@ -826,10 +982,18 @@ impl Pipeline<'_> {
                 .next()
                 .unwrap_or_else(|| Err("the app's answer says nothing of this row".into()));
             match r {
+                Ok(()) if op.removal => {
+                    self.record.rows_removed += 1;
+                    commit.removed.push(op.key);
+                }
                 Ok(()) => {
                     if self.failures_on_record {
                         commit.cleared.push(op.key.clone());
                     }
+                    if let Some(note) = op.note {
+                        commit.noted.push((op.key.clone(), note));
+                    }
+                    self.record.rows_sent += 1;
                     commit.accepted.push((op.key, op.fingerprint));
                 }
                 Err(msg) => {
@@ -838,7 +1002,6 @@ impl Pipeline<'_> {
                 }
             }
         }
-        self.record.rows_sent += commit.accepted.len() as u64;
         self.delivery_failed += commit.failed.len() as u64;
         self.record.rows_failed = self.read_failed + self.delivery_failed;
         self.note_failures(commit.failed.iter().map(|(_, r)| r));
@@ -851,15 +1014,15 @@ impl Pipeline<'_> {
     }
 
     /// Drops the state of keys that left the model.
-    async fn retain(&self, source: &Source, model: &Model, key: &str) -> Result<u64, Stop> {
+    async fn retain(
+        &self,
+        source: &Source,
+        mapper: &dyn ObjectMapper,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, Stop> {
         let state = &self.engine.state;
-        state.retain_begin(self.name).await?;
-        let mut keys = source.keys(model, key).await?;
-        while let Some(chunk) = keys.recv().await {
-            let chunk = chunk?;
-            let present: Vec<String> = chunk.into_iter().filter_map(|r| r.key).collect();
-            state.retain_add(self.name, &present).await?;
-        }
+        collect_present(state, source, model, mapper, key, self.name).await?;
         state.retain_finish(self.name).await.map_err(Stop::from)
     }
 }
@@ -875,7 +1038,7 @@ async fn mapped_stream(
     source: &Source,
     model: &Model,
     mapper: Arc<dyn ObjectMapper>,
-    duplicates: Option<String>,
+    duplicates: Option<Arc<Duplicates>>,
     spec: &ReadSpec<'_>,
 ) -> Result<mpsc::Receiver<Result<MappedChunk, Stop>>, Stop> {
     let mut rows = source.read(model, spec).await?;
@@ -932,24 +1095,173 @@ fn fingerprint_spec(
     }
 }
 
-/// Finds the keys that more than one row of the model has (the warehouse finds them) and keeps
-/// them in the state store under `scope`, never all in memory: `Some(scope)` when there are any.
+/// Finds the keys that more than one row of the model has and keeps them in the state store
+/// under `scope`, never all in memory: `Some` when there are any. The warehouse finds them
+/// where a key is one column compared exactly; otherwise (emails without regard to case, keys
+/// of two columns) the state store does, from the model's keys.
 async fn duplicates(
     state: &StateStore,
     source: &Source,
     model: &Model,
+    mapper: &dyn ObjectMapper,
     key: &str,
     scope: String,
-) -> Result<Option<String>, Stop> {
+) -> Result<Option<Arc<Duplicates>>, Stop> {
     state.duplicates_reset(&scope).await?;
-    let mut stream = source.duplicate_keys(model, key).await?;
+    let mut spellings = std::collections::HashMap::new();
     let mut any = false;
-    while let Some(chunk) = stream.recv().await {
-        let keys: Vec<String> = chunk?.into_iter().filter_map(|r| r.key).collect();
-        any |= !keys.is_empty();
+    if mapper.keying() == Keying::Column {
+        let mut stream = source.duplicate_keys(model, key).await?;
+        while let Some(chunk) = stream.recv().await {
+            let keys: Vec<String> = chunk?.into_iter().filter_map(|r| r.key).collect();
+            any |= !keys.is_empty();
+            state.duplicates_add(&scope, &keys).await?;
+        }
+    } else {
+        state.seen_reset(&scope).await?;
+        let mut stream = key_stream(source, model, mapper, key).await?;
+        while let Some(chunk) = stream.recv().await {
+            state.seen_add(&scope, &chunk_keys(mapper, chunk?)?).await?;
+        }
+        let found = state.seen_duplicates(&scope).await?;
+        state.seen_reset(&scope).await?;
+        let keys: Vec<String> = found.iter().map(|(k, _)| k.clone()).collect();
+        any = !keys.is_empty();
         state.duplicates_add(&scope, &keys).await?;
+        for (k, mut written) in found {
+            written.dedup();
+            if written.len() > 1 {
+                spellings.insert(k, written);
+            }
+        }
     }
-    Ok(any.then_some(scope))
+    Ok(any.then(|| Arc::new(Duplicates { scope, spellings })))
+}
+
+/// The key to read with each row: the key column, unless keys are made of several columns.
+fn read_key<'k>(mapper: &dyn ObjectMapper, key: &'k str) -> Option<&'k str> {
+    (mapper.keying() != Keying::Composite).then_some(key)
+}
+
+/// Every row of the model with what its key is made of: the key column alone, or (for keys of
+/// several columns) the whole row.
+async fn key_stream(
+    source: &Source,
+    model: &Model,
+    mapper: &dyn ObjectMapper,
+    key: &str,
+) -> Result<RowStream, Stop> {
+    Ok(match mapper.keying() {
+        Keying::Composite => source.stream(model, None).await?,
+        _ => source.keys(model, key).await?,
+    })
+}
+
+/// A chunk's keys as `(compared, as written)`; rows without a key are left out.
+fn chunk_keys(
+    mapper: &dyn ObjectMapper,
+    mut rows: Vec<Row>,
+) -> Result<Vec<(String, String)>, Stop> {
+    let written = key_rows(mapper, &mut rows)?;
+    Ok(rows
+        .into_iter()
+        .zip(written)
+        .filter_map(|(r, w)| {
+            let k = r.key?;
+            let w = w.unwrap_or_else(|| k.clone());
+            Some((k, w))
+        })
+        .collect())
+}
+
+/// Adds every key of the model under `scope` (see [`StateStore::absent`]).
+async fn collect_present(
+    state: &StateStore,
+    source: &Source,
+    model: &Model,
+    mapper: &dyn ObjectMapper,
+    key: &str,
+    scope: &str,
+) -> Result<(), Stop> {
+    state.retain_begin(scope).await?;
+    let mut keys = key_stream(source, model, mapper, key).await?;
+    while let Some(chunk) = keys.recv().await {
+        let present: Vec<String> = chunk_keys(mapper, chunk?)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        state.retain_add(scope, &present).await?;
+    }
+    Ok(())
+}
+
+/// What the runaway-removal guard says when it stops a run.
+fn guard_message(sync: &str, r: sallyport_destinations::Removals, n: u64, synced: u64) -> String {
+    format!(
+        "{n} rows left the model since the last run and would be removed ({}), more than max_removals allows ({}): nothing was removed. Check the model; to let them through once, run `sallyport sync {sync} --allow-removals`",
+        r.action,
+        r.max.describe(synced)
+    )
+}
+
+/// An op as a preview shows it: a segment's op as the request it would be part of.
+fn preview_op(mapper: &dyn ObjectMapper, op: Op, change: Change) -> PreviewOp {
+    let body = serde_json::from_str(&op.body).unwrap_or(serde_json::Value::Null);
+    let body = match op.route {
+        Route::Segment { .. } => serde_json::json!({ "ids": [body] }),
+        _ => body,
+    };
+    PreviewOp {
+        change,
+        endpoint: mapper.endpoint(op.route),
+        body,
+        key: op.key,
+    }
+}
+
+/// Ops waiting to be sent, one open batch per route.
+#[derive(Default)]
+struct Batches {
+    open: Vec<(Route, Vec<Op>, usize)>,
+}
+
+impl Batches {
+    /// Adds an op; answers a batch to send first when the op does not fit in its route's open
+    /// one (an op that travels alone is answered at once).
+    fn add(&mut self, destination: &Destination, op: Op) -> Option<(Route, Vec<Op>)> {
+        let route = op.route;
+        if route == Route::Single {
+            return Some((route, vec![op]));
+        }
+        let limits = destination.batch_limits(route);
+        let (open, comma) = destination.batch_overhead(route);
+        let at = match self.open.iter().position(|(r, _, _)| *r == route) {
+            Some(i) => i,
+            None => {
+                self.open.push((route, Vec::new(), open));
+                self.open.len() - 1
+            }
+        };
+        let (_, batch, len) = &mut self.open[at];
+        let mut full = None;
+        let by_count = limits.records.is_some_and(|n| batch.len() >= n);
+        if !batch.is_empty() && (by_count || *len + comma + op.body.len() > limits.bytes) {
+            full = Some((route, std::mem::take(batch)));
+            *len = open;
+        }
+        *len += op.body.len() + if batch.is_empty() { 0 } else { comma };
+        batch.push(op);
+        full
+    }
+
+    /// The batches still open.
+    fn drain(&mut self) -> Vec<(Route, Vec<Op>)> {
+        self.open
+            .drain(..)
+            .filter(|(_, b, _)| !b.is_empty())
+            .map(|(r, b, _)| (r, b))
+            .collect()
+    }
 }
 
 async fn wait_true(rx: &mut watch::Receiver<bool>) {

@@ -79,6 +79,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             syncs,
             all,
             full_resync,
+            allow_removals,
             json,
         } => {
             with_engine(&cli.config, |e| async move {
@@ -87,7 +88,11 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 } else {
                     syncs
                 };
-                sync(&e, &names, full_resync, json).await
+                let how = RunHow {
+                    full_resync,
+                    allow_removals,
+                };
+                sync(&e, &names, how, json).await
             })
             .await
         }
@@ -264,6 +269,23 @@ async fn preview(engine: Engine, sync: String, limit: usize, full_resync: bool, 
                         serde_json::to_string_pretty(&op.body).expect("serializable")
                     );
                 }
+                if p.rows_to_remove > 0 {
+                    println!(
+                        "\nwould remove {} rows that left the model (first {}):",
+                        p.rows_to_remove,
+                        p.removals.len()
+                    );
+                    for op in &p.removals {
+                        println!("\n{} ({}) {}", op.key, op.change, op.endpoint);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&op.body).expect("serializable")
+                        );
+                    }
+                }
+                if let Some(why) = &p.removal_guard {
+                    println!("\na run would stop before removing anything: {why}");
+                }
                 if !p.failures.is_empty() {
                     println!("\nrows that would fail:");
                     for f in &p.failures {
@@ -315,13 +337,21 @@ fn stop_signal() -> watch::Receiver<bool> {
     rx
 }
 
-pub async fn sync(engine: &Engine, names: &[String], full_resync: bool, json: bool) -> u8 {
+/// How `sallyport sync` runs its syncs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunHow {
+    pub full_resync: bool,
+    pub allow_removals: bool,
+}
+
+pub async fn sync(engine: &Engine, names: &[String], how: RunHow, json: bool) -> u8 {
     let stop = stop_signal();
     let (mut failed, mut partial, mut interrupted) = (false, false, false);
     for name in names {
         let bar = if json { None } else { Bar::new(name) };
         let opts = RunOptions {
-            full_resync,
+            full_resync: how.full_resync,
+            allow_removals: how.allow_removals,
             cancel: Some(stop.clone()),
             progress: bar
                 .clone()

@@ -253,11 +253,11 @@ async fn demo(dir: Option<PathBuf>, keep_running: bool) -> Result<u8, Box<dyn st
         .to_vec();
 
     println!("── first run: everything is new ──");
-    let first = commands::sync(&engine, &names, false, false).await;
+    let first = commands::sync(&engine, &names, commands::RunHow::default(), false).await;
     println!("\n── changing the warehouse: 5 plans changed, 4 people added, 2 removed, 10 purchases and 6 page views added, 1 purchase edited ──");
     change_warehouse(&warehouse)?;
     println!("\n── second run: only the changes are sent ──");
-    let second = commands::sync(&engine, &names, false, false).await;
+    let second = commands::sync(&engine, &names, commands::RunHow::default(), false).await;
 
     let base = sandbox.url();
     let http = reqwest::Client::new();

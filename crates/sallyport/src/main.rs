@@ -43,7 +43,8 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes:
   0    everything synced (or the command succeeded)
-  1    the run could not complete: config, connection, credentials, already running
+  1    the run could not complete: config, connection, credentials, already running, or the
+       runaway-removal guard stopped it (more rows left the model than max_removals allows)
   2    the run completed, but some rows failed (see `sallyport failures SYNC`)
   130  interrupted (Ctrl-C / SIGTERM): what was acknowledged is committed";
 
@@ -81,6 +82,10 @@ pub enum Command {
         /// Send every row again, whatever was sent before.
         #[arg(long)]
         full_resync: bool,
+        /// Let this run remove more rows that left the model than the sync's `max_removals`
+        /// allows (once).
+        #[arg(long)]
+        allow_removals: bool,
         /// One JSON object per sync on stdout.
         #[arg(long)]
         json: bool,

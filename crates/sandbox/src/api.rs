@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::limits::{self, Violation};
-use crate::store::{Event, PersonRef, RawFindings, Store};
+use crate::store::{Device, Event, PersonRef, RawFindings, Store};
 use crate::Shared;
 
 pub fn routes(shared: Arc<Shared>) -> Router {
@@ -32,6 +32,14 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/v1/events", post(anonymous_event_v1))
         .route("/api/v2/entity", post(entity_v2))
         .route("/api/v2/batch", post(batch_v2))
+        .route(
+            "/api/v1/segments/{segment_id}/add_customers",
+            post(segment_add),
+        )
+        .route(
+            "/api/v1/segments/{segment_id}/remove_customers",
+            post(segment_remove),
+        )
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared)
 }
@@ -267,20 +275,266 @@ enum Action {
     IdentifyRaw(PersonRef, Box<RawValue>, RawFindings),
     Delete(PersonRef),
     Track(Event),
-    /// A valid operation of a kind the sandbox acknowledges but does not model (objects,
-    /// deliveries, devices, relationships, suppression, merges).
+    Suppress(PersonRef),
+    Unsuppress(PersonRef),
+    AddDevice(Device),
+    DeleteDevice(String, String),
+    IdentifyObject(String, String, Map<String, Value>),
+    DeleteObject(String, String),
+    /// (object type, object id, person, relationship attributes)
+    Relate(Vec<(String, String, String, Map<String, Value>)>),
+    Unrelate(Vec<(String, String, String)>),
+    Several(Vec<Action>),
+    /// A valid operation of a kind the sandbox acknowledges but does not model (deliveries,
+    /// merges, anonymous objects).
     Acknowledge,
 }
 
-const OTHER_PERSON_ACTIONS: &[&str] = &[
-    "add_relationships",
-    "delete_relationships",
-    "add_device",
-    "delete_device",
-    "merge",
-    "suppress",
-    "unsuppress",
-];
+const OTHER_PERSON_ACTIONS: &[&str] = &["merge"];
+
+/// Checks an operation against the official document's v2 operation schema.
+fn check_document(op: &Map<String, Value>) -> Result<(), Violation> {
+    sallyport_contract::check_request_cached("/api/v2/entity", "post", &Value::Object(op.clone()))
+        .map_err(|e| {
+            let e: String = e.chars().take(600).collect();
+            Violation::new(
+                "invalid",
+                "",
+                format!("the operation does not match Customer.io's Track API document: {e}"),
+            )
+        })
+}
+
+/// An object's identifiers: its type id and id, within Customer.io's limits.
+fn object_ids(ids: Option<&Value>, at: &str) -> Result<(String, String), Violation> {
+    let text = |k: &str| -> Result<String, Violation> {
+        match ids.and_then(|i| i.get(k)) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(Violation::new(
+                "required",
+                format!("{at}.{k}"),
+                format!("{at}.{k} must be present"),
+            )),
+        }
+    };
+    let type_id = text("object_type_id")?;
+    let id = text("object_id")?;
+    if id.trim().is_empty() {
+        return Err(Violation::new(
+            "required",
+            format!("{at}.object_id"),
+            "object_id must not be blank",
+        ));
+    }
+    if id.len() > limits::MAX_ID_BYTES {
+        return Err(Violation::new(
+            "too_long",
+            format!("{at}.object_id"),
+            format!(
+                "object_id cannot be longer than {} bytes",
+                limits::MAX_ID_BYTES
+            ),
+        ));
+    }
+    Ok((type_id, id))
+}
+
+fn attributes_of(v: Option<Value>, field: &str) -> Result<Map<String, Value>, Violation> {
+    let m = match v {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(Violation::new(
+                "invalid",
+                field,
+                format!("{field} must be an object"),
+            ))
+        }
+    };
+    limits::check_attributes(&m).map_err(|mut v| {
+        v.field = format!("{field}.{}", v.field);
+        v
+    })?;
+    Ok(m)
+}
+
+fn relationships(op: &mut Map<String, Value>) -> Vec<Map<String, Value>> {
+    match op.remove("cio_relationships") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|i| match i {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A person related to an object, with the relationship's attributes.
+type Related = (String, Map<String, Value>);
+/// An object (type id, id) related to a person, with the relationship's attributes.
+type RelatedObject = (String, String, Map<String, Value>);
+
+/// A `type: object` operation.
+fn prepare_object(mut op: Map<String, Value>) -> Result<Action, Violation> {
+    check_document(&op)?;
+    let action = op
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if action == "identify_anonymous" {
+        return Ok(Action::Acknowledge);
+    }
+    let (type_id, id) = object_ids(op.get("identifiers"), "identifiers")?;
+    let people = |op: &mut Map<String, Value>| -> Result<Vec<Related>, Violation> {
+        relationships(op)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut r)| {
+                let mut holder = Map::new();
+                holder.insert(
+                    "identifiers".into(),
+                    r.remove("identifiers").unwrap_or(Value::Null),
+                );
+                let person = v2_person_ref(&holder).map_err(|mut v| {
+                    v.field = format!("cio_relationships[{n}].{}", v.field);
+                    v
+                })?;
+                let attrs = attributes_of(
+                    r.remove("relationship_attributes"),
+                    &format!("cio_relationships[{n}].relationship_attributes"),
+                )?;
+                Ok((person.text(), attrs))
+            })
+            .collect()
+    };
+    match action.as_str() {
+        "identify" => {
+            let attrs = attributes_of(op.remove("attributes"), "attributes")?;
+            let related = people(&mut op)?;
+            let mut all = vec![Action::IdentifyObject(type_id.clone(), id.clone(), attrs)];
+            if !related.is_empty() {
+                all.push(Action::Relate(
+                    related
+                        .into_iter()
+                        .map(|(p, a)| (type_id.clone(), id.clone(), p, a))
+                        .collect(),
+                ));
+            }
+            Ok(Action::Several(all))
+        }
+        "delete" => Ok(Action::DeleteObject(type_id, id)),
+        "add_relationships" => Ok(Action::Relate(
+            people(&mut op)?
+                .into_iter()
+                .map(|(p, a)| (type_id.clone(), id.clone(), p, a))
+                .collect(),
+        )),
+        "delete_relationships" => Ok(Action::Unrelate(
+            people(&mut op)?
+                .into_iter()
+                .map(|(p, _)| (type_id.clone(), id.clone(), p))
+                .collect(),
+        )),
+        other => Err(Violation::new(
+            "invalid",
+            "action",
+            format!("unknown object action `{other}`"),
+        )),
+    }
+}
+
+/// The person actions beyond identify, delete and events.
+fn prepare_person_other(
+    mut op: Map<String, Value>,
+    person: PersonRef,
+    action: &str,
+) -> Result<Action, Violation> {
+    check_document(&op)?;
+    let objects = |op: &mut Map<String, Value>| -> Result<Vec<RelatedObject>, Violation> {
+        relationships(op)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut r)| {
+                let at = format!("cio_relationships[{n}]");
+                let (t, id) = object_ids(r.get("identifiers"), &format!("{at}.identifiers"))?;
+                let attrs = attributes_of(
+                    r.remove("relationship_attributes"),
+                    &format!("{at}.relationship_attributes"),
+                )?;
+                Ok((t, id, attrs))
+            })
+            .collect()
+    };
+    let token = |op: &Map<String, Value>| -> Result<String, Violation> {
+        let t = op
+            .get("device")
+            .and_then(|d| d.get("token"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if t.trim().is_empty() {
+            return Err(Violation::new(
+                "required",
+                "device.token",
+                "device.token must be present",
+            ));
+        }
+        if t.len() > limits::MAX_DEVICE_TOKEN_BYTES {
+            return Err(Violation::new(
+                "too_long",
+                "device.token",
+                format!(
+                    "device.token cannot be longer than {} bytes",
+                    limits::MAX_DEVICE_TOKEN_BYTES
+                ),
+            ));
+        }
+        Ok(t.to_string())
+    };
+    let who = person.text();
+    match action {
+        "suppress" => Ok(Action::Suppress(person)),
+        "unsuppress" => Ok(Action::Unsuppress(person)),
+        "add_device" => {
+            let token = token(&op)?;
+            let mut device = match op.remove("device") {
+                Some(Value::Object(d)) => d,
+                _ => Map::new(),
+            };
+            let platform = device
+                .get("platform")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let last_used = device.get("last_used").and_then(Value::as_i64);
+            let attributes = attributes_of(device.remove("attributes"), "device.attributes")?;
+            Ok(Action::AddDevice(Device {
+                token,
+                person: who,
+                platform,
+                last_used,
+                attributes,
+            }))
+        }
+        "delete_device" => Ok(Action::DeleteDevice(who, token(&op)?)),
+        "add_relationships" => Ok(Action::Relate(
+            objects(&mut op)?
+                .into_iter()
+                .map(|(t, id, a)| (t, id, who.clone(), a))
+                .collect(),
+        )),
+        "delete_relationships" => Ok(Action::Unrelate(
+            objects(&mut op)?
+                .into_iter()
+                .map(|(t, id, _)| (t, id, who.clone()))
+                .collect(),
+        )),
+        _ => Ok(Action::Acknowledge),
+    }
+}
 
 fn v2_person_ref(op: &Map<String, Value>) -> Result<PersonRef, Violation> {
     let ids = match op.get("identifiers") {
@@ -357,6 +611,7 @@ fn prepare_v2(op: Value) -> Result<Action, Violation> {
     let action = op.get("action").and_then(Value::as_str);
     match kind {
         Some("person") => {}
+        Some("object") if action.is_some() => return prepare_object(op),
         Some("object") | Some("delivery") => {
             return match action {
                 Some(_) => Ok(Action::Acknowledge),
@@ -420,6 +675,17 @@ fn prepare_v2(op: Value) -> Result<Action, Violation> {
                 customer_id: Some(customer_id),
                 anonymous_id: None,
             }))
+        }
+        Some(
+            a @ ("suppress"
+            | "unsuppress"
+            | "add_device"
+            | "delete_device"
+            | "add_relationships"
+            | "delete_relationships"),
+        ) => {
+            let a = a.to_string();
+            prepare_person_other(op, person, &a)
         }
         Some(a) if OTHER_PERSON_ACTIONS.contains(&a) => Ok(Action::Acknowledge),
         Some(a) => Err(Violation::new(
@@ -502,7 +768,124 @@ fn apply(store: &mut Store, action: Action) {
         Action::Track(e) => {
             store.track(e);
         }
+        Action::Suppress(p) => store.suppress(&p),
+        Action::Unsuppress(p) => store.unsuppress(&p),
+        Action::AddDevice(d) => store.add_device(d),
+        Action::DeleteDevice(p, t) => store.delete_device(&p, &t),
+        Action::IdentifyObject(t, id, attrs) => store.identify_object(&t, &id, attrs),
+        Action::DeleteObject(t, id) => store.delete_object(&t, &id),
+        Action::Relate(all) => {
+            for (t, id, p, attrs) in all {
+                store.relate(&t, &id, &p, attrs);
+            }
+        }
+        Action::Unrelate(all) => {
+            for (t, id, p) in all {
+                store.unrelate(&t, &id, &p);
+            }
+        }
+        Action::Several(all) => {
+            for a in all {
+                apply(store, a);
+            }
+            store.stats.ops -= 1;
+        }
         Action::Acknowledge => {}
+    }
+}
+
+#[derive(Deserialize)]
+struct SegmentQuery {
+    id_type: Option<String>,
+}
+
+async fn segment_add(
+    State(shared): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SegmentQuery>,
+    body: Bytes,
+) -> Response {
+    segment_change(shared, segment, q, body, true)
+}
+
+async fn segment_remove(
+    State(shared): State<Arc<Shared>>,
+    Path(segment): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SegmentQuery>,
+    body: Bytes,
+) -> Response {
+    segment_change(shared, segment, q, body, false)
+}
+
+/// `POST /api/v1/segments/{segment_id}/add_customers|remove_customers`: up to 1000 ids of the
+/// `id_type` (`id` by default, `email`, `cio_id`); ids of another kind are ignored.
+fn segment_change(
+    shared: Arc<Shared>,
+    segment: String,
+    q: SegmentQuery,
+    body: Bytes,
+    add: bool,
+) -> Response {
+    let path = if add {
+        "/api/v1/segments/{segment_id}/add_customers"
+    } else {
+        "/api/v1/segments/{segment_id}/remove_customers"
+    };
+    let prepared = (|| {
+        let segment: u64 = segment
+            .parse()
+            .map_err(|_| Violation::new("invalid", "segment_id", "segment_id must be a number"))?;
+        let id_type = q.id_type.unwrap_or_else(|| "id".into());
+        if !["id", "email", "cio_id"].contains(&id_type.as_str()) {
+            return Err(Violation::new(
+                "invalid",
+                "id_type",
+                format!("id_type must be id, email or cio_id, not `{id_type}`"),
+            ));
+        }
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| Violation::new("invalid", "", format!("malformed JSON: {e}")))?;
+        sallyport_contract::check_request_cached(path, "post", &value).map_err(|e| {
+            Violation::new(
+                "invalid",
+                "ids",
+                format!("the request does not match Customer.io's Track API document: {e}"),
+            )
+        })?;
+        let ids: Vec<String> = value["ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ids = ids
+            .into_iter()
+            .filter(|i| match id_type.as_str() {
+                "email" => limits::is_email(i),
+                _ => !i.trim().is_empty(),
+            })
+            .map(|i| match id_type.as_str() {
+                "email" => i.to_lowercase(),
+                "cio_id" => format!("cio_{i}"),
+                _ => i,
+            })
+            .collect::<Vec<_>>();
+        Ok((segment, ids))
+    })();
+    let mut store = shared.store.lock().expect("store lock");
+    match prepared {
+        Ok((segment, ids)) => {
+            store.segment(segment, ids, add);
+            drop(store);
+            ok()
+        }
+        Err(v) => {
+            store.stats.rejected_requests += 1;
+            drop(store);
+            v1_error(StatusCode::BAD_REQUEST, v.message)
+        }
     }
 }
 

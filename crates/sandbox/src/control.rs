@@ -20,6 +20,13 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/_sandbox/people", get(people))
         .route("/_sandbox/people/{identifier}", get(person))
         .route("/_sandbox/events", get(events))
+        .route("/_sandbox/objects", get(objects))
+        .route("/_sandbox/relationships", get(relationships))
+        .route("/_sandbox/devices", get(devices))
+        .route("/_sandbox/segments", get(segments))
+        .route("/_sandbox/segments/{segment_id}", get(segment))
+        .route("/_sandbox/suppressed", get(suppressed))
+        .route("/_sandbox/deleted", get(deleted))
         .route("/_sandbox/reset", post(reset))
         .route("/_sandbox/faults", put(set_faults).get(get_faults))
         .with_state(shared)
@@ -68,6 +75,49 @@ async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventQuery>) 
         q.limit.unwrap_or(1000),
     );
     Json(json!({ "events": events })).into_response()
+}
+
+async fn objects(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    let all: Vec<_> = store.objects.values().collect();
+    Json(json!({ "objects": all })).into_response()
+}
+
+async fn relationships(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    let all: Vec<_> = store.relationships.values().collect();
+    Json(json!({ "relationships": all })).into_response()
+}
+
+async fn devices(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    let all: Vec<_> = store.devices.values().collect();
+    Json(json!({ "devices": all })).into_response()
+}
+
+async fn segments(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    Json(json!({ "segments": store.segments })).into_response()
+}
+
+async fn segment(State(shared): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    let members: Vec<&String> = store
+        .segments
+        .get(&id)
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    Json(json!({ "segment_id": id, "members": members })).into_response()
+}
+
+async fn suppressed(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    Json(json!({ "suppressed": store.suppressed })).into_response()
+}
+
+async fn deleted(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.lock().expect("store lock");
+    Json(json!({ "deleted": store.deleted })).into_response()
 }
 
 async fn reset(State(shared): State<Arc<Shared>>) -> Response {

@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub const MAX_ID_BYTES: usize = 150;
+/// A device token (not a documented limit: the sandbox's own, to catch runaway values).
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 1000;
 pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 150;
 pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1000;
 pub const MAX_ATTRIBUTES: usize = 300;

@@ -1,5 +1,7 @@
 //! The sandbox's in-memory workspace: people, events and counters.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use foldhash::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -42,6 +44,8 @@ impl Attributes {
         for k in ["id", "email", "_update"] {
             m.remove(k);
         }
+        // An empty string or a null removes an attribute, as in Customer.io.
+        m.retain(|_, v| !is_removal(v));
         m
     }
 }
@@ -50,6 +54,51 @@ impl Serialize for Attributes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_map().serialize(s)
     }
+}
+
+/// Whether an attribute value removes the attribute (`""` or `null`).
+pub fn is_removal(v: &Value) -> bool {
+    matches!(v, Value::Null) || v.as_str() == Some("")
+}
+
+/// Merges `new` attributes into `into`: `""` and `null` remove one.
+pub fn merge_attributes(into: &mut Map<String, Value>, new: Map<String, Value>) {
+    for (k, v) in new {
+        if is_removal(&v) {
+            into.remove(&k);
+        } else {
+            into.insert(k, v);
+        }
+    }
+}
+
+/// A stored device.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub token: String,
+    /// The person it belongs to (id, email in lower case, or `cio_<id>`).
+    pub person: String,
+    pub platform: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<i64>,
+    pub attributes: Map<String, Value>,
+}
+
+/// A stored custom object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Object {
+    pub object_type_id: String,
+    pub object_id: String,
+    pub attributes: Map<String, Value>,
+}
+
+/// A stored relationship between an object and a person.
+#[derive(Debug, Clone, Serialize)]
+pub struct Relationship {
+    pub object_type_id: String,
+    pub object_id: String,
+    pub person: String,
+    pub attributes: Map<String, Value>,
 }
 
 /// What a check of attributes still in their JSON text found, for `identify_raw`.
@@ -92,6 +141,11 @@ pub struct Stats {
     pub unauthorized: u64,
     pub faults_injected: u64,
     pub deleted_people: u64,
+    pub suppressed_people: u64,
+    pub objects: usize,
+    pub relationships: usize,
+    pub devices: usize,
+    pub segment_members: usize,
     /// The most Track API requests received within any one-second window.
     pub peak_requests_per_second: u64,
     /// The most Track API requests being answered at one time.
@@ -118,6 +172,16 @@ impl PersonRef {
         }
         Self::Id(identifier.to_string())
     }
+
+    /// How stores of other data name the person: the id, the email in lower case, or
+    /// `cio_<id>`.
+    pub fn text(&self) -> String {
+        match self {
+            PersonRef::Id(v) => v.clone(),
+            PersonRef::Email(e) => e.to_lowercase(),
+            PersonRef::CioId(c) => format!("cio_{c}"),
+        }
+    }
 }
 
 /// The first cio id, less one.
@@ -133,6 +197,18 @@ pub struct Store {
     by_email: HashMap<String, u64>,
     events: Vec<Event>,
     event_ids: HashSet<String>,
+    /// Custom objects by (type id, object id).
+    pub objects: BTreeMap<(String, String), Object>,
+    /// Relationships by (type id, object id, person).
+    pub relationships: BTreeMap<(String, String, String), Relationship>,
+    /// Devices by token.
+    pub devices: BTreeMap<String, Device>,
+    /// Manual segments' members (ids, or emails in lower case, as added).
+    pub segments: BTreeMap<u64, BTreeSet<String>>,
+    /// Suppressed people's identifiers.
+    pub suppressed: BTreeSet<String>,
+    /// Deleted people's identifiers, in the order they were deleted.
+    pub deleted: Vec<String>,
     pub stats: Stats,
 }
 
@@ -233,11 +309,10 @@ impl Store {
         attrs.remove("id");
         attrs.remove("email");
         match &mut person.attributes {
-            Attributes::Map(m) if m.is_empty() => *m = attrs,
-            Attributes::Map(m) => m.extend(attrs),
+            Attributes::Map(m) => merge_attributes(m, attrs),
             Attributes::Raw(_) => {
                 let mut m = person.attributes.to_map();
-                m.extend(attrs);
+                merge_attributes(&mut m, attrs);
                 person.attributes = Attributes::Map(m);
             }
         }
@@ -273,6 +348,11 @@ impl Store {
             .and_then(Option::take);
         if let Some(p) = taken {
             self.live -= 1;
+            self.deleted.push(
+                p.id.clone()
+                    .or_else(|| p.email.clone())
+                    .unwrap_or_else(|| format!("cio_{:x}", p.cio_id)),
+            );
             // An index entry is removed only if it still names this person.
             if let Some(id) = p.id {
                 if self.by_id.get(&id) == Some(&key) {
@@ -332,6 +412,102 @@ impl Store {
             .filter(|e| anonymous_id.is_none_or(|a| e.anonymous_id.as_deref() == Some(a)))
             .take(limit)
             .collect()
+    }
+
+    /// Suppresses a person: deleted, and their identifier kept as suppressed.
+    pub fn suppress(&mut self, r: &PersonRef) {
+        self.delete(r);
+        if self.suppressed.insert(r.text()) {
+            self.stats.suppressed_people += 1;
+        }
+    }
+
+    pub fn unsuppress(&mut self, r: &PersonRef) {
+        if self.suppressed.remove(&r.text()) {
+            self.stats.suppressed_people -= 1;
+        }
+    }
+
+    /// Creates or updates an object, merging its attributes.
+    pub fn identify_object(&mut self, type_id: &str, id: &str, attrs: Map<String, Value>) {
+        let o = self
+            .objects
+            .entry((type_id.to_string(), id.to_string()))
+            .or_insert_with(|| Object {
+                object_type_id: type_id.to_string(),
+                object_id: id.to_string(),
+                attributes: Map::new(),
+            });
+        merge_attributes(&mut o.attributes, attrs);
+        self.count();
+    }
+
+    /// Deletes an object and its relationships.
+    pub fn delete_object(&mut self, type_id: &str, id: &str) {
+        self.objects.remove(&(type_id.to_string(), id.to_string()));
+        self.relationships
+            .retain(|(t, o, _), _| !(t == type_id && o == id));
+        self.count();
+    }
+
+    /// Relates a person to an object (creating the object if needed), merging the
+    /// relationship's attributes.
+    pub fn relate(&mut self, type_id: &str, id: &str, person: &str, attrs: Map<String, Value>) {
+        let key = (type_id.to_string(), id.to_string());
+        if !self.objects.contains_key(&key) {
+            self.identify_object(type_id, id, Map::new());
+        }
+        let r = self
+            .relationships
+            .entry((type_id.to_string(), id.to_string(), person.to_string()))
+            .or_insert_with(|| Relationship {
+                object_type_id: type_id.to_string(),
+                object_id: id.to_string(),
+                person: person.to_string(),
+                attributes: Map::new(),
+            });
+        merge_attributes(&mut r.attributes, attrs);
+        self.count();
+    }
+
+    pub fn unrelate(&mut self, type_id: &str, id: &str, person: &str) {
+        self.relationships
+            .remove(&(type_id.to_string(), id.to_string(), person.to_string()));
+        self.count();
+    }
+
+    /// Adds (or moves, or updates) a device.
+    pub fn add_device(&mut self, device: Device) {
+        self.devices.insert(device.token.clone(), device);
+        self.count();
+    }
+
+    /// Deletes a person's device.
+    pub fn delete_device(&mut self, person: &str, token: &str) {
+        if self.devices.get(token).is_some_and(|d| d.person == person) {
+            self.devices.remove(token);
+        }
+        self.count();
+    }
+
+    /// Adds people to, or removes them from, a manual segment.
+    pub fn segment(&mut self, segment: u64, ids: Vec<String>, add: bool) {
+        let members = self.segments.entry(segment).or_default();
+        for id in ids {
+            if add {
+                members.insert(id);
+            } else {
+                members.remove(&id);
+            }
+        }
+        self.count();
+    }
+
+    fn count(&mut self) {
+        self.stats.objects = self.objects.len();
+        self.stats.relationships = self.relationships.len();
+        self.stats.devices = self.devices.len();
+        self.stats.segment_members = self.segments.values().map(BTreeSet::len).sum();
     }
 
     /// Forgets everything, counters included.

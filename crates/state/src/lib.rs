@@ -130,6 +130,21 @@ pub struct Commit {
     pub cleared: Vec<String>,
     /// Keys that failed, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Notes kept beside accepted keys: what a later run needs to know of what was sent (the
+    /// person a device was added to, which attributes had values).
+    pub noted: Vec<(String, String)>,
+    /// Keys whose removal the app accepted: they leave the state (and their failures).
+    pub removed: Vec<String>,
+}
+
+impl Commit {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+            && self.failed.is_empty()
+            && self.cleared.is_empty()
+            && self.noted.is_empty()
+            && self.removed.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,10 +275,60 @@ impl StateStore {
         each!(self, s => s.fingerprints(sync, keys).await)
     }
 
+    /// The last accepted fingerprints and notes of those of `keys` the state knows.
+    pub async fn previous(
+        &self,
+        sync: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (u64, Option<String>)>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        each!(self, s => s.previous(sync, keys).await)
+    }
+
+    /// Keys of `sync` in the state that are not among the keys added under `scope` (with
+    /// [`StateStore::retain_add`]): rows that left the model. Up to `limit` after `after`, in
+    /// key order, each with its note.
+    pub async fn absent(
+        &self,
+        sync: &str,
+        scope: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        each!(self, s => s.absent(sync, scope, after, limit as i64).await)
+    }
+
+    /// How many keys [`StateStore::absent`] would list in all.
+    pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
+        each!(self, s => s.absent_count(sync, scope).await)
+    }
+
+    /// Forgets the keys seen under `scope` (see [`StateStore::seen_add`]).
+    pub async fn seen_reset(&self, scope: &str) -> Result<()> {
+        each!(self, s => s.seen_reset(scope).await)
+    }
+
+    /// Records keys of the model as `(compared, as written)`: keys that compare equal (emails
+    /// without regard to case, pairs of columns) are found by [`StateStore::seen_duplicates`]
+    /// without holding them all in memory.
+    pub async fn seen_add(&self, scope: &str, keys: &[(String, String)]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        each!(self, s => s.seen_add(scope, keys).await)
+    }
+
+    /// The compared keys seen more than once under `scope`, each with how it was written.
+    pub async fn seen_duplicates(&self, scope: &str) -> Result<Vec<(String, Vec<String>)>> {
+        each!(self, s => s.seen_duplicates(scope).await)
+    }
+
     /// Writes one acknowledged batch's outcome (taken by value: the SQLite store writes it on
     /// a blocking thread without copying it).
     pub async fn commit(&self, sync: &str, run_id: i64, mut commit: Commit) -> Result<()> {
-        if commit.accepted.is_empty() && commit.failed.is_empty() && commit.cleared.is_empty() {
+        if commit.is_empty() {
             return Ok(());
         }
         // One failure per key (the last): a duplicated key fails once per row, and PostgreSQL's
@@ -308,7 +373,8 @@ impl StateStore {
         each!(self, s => s.duplicates_among(sync, keys).await)
     }
 
-    /// Starts collecting the model's keys for [`StateStore::retain_finish`].
+    /// Starts collecting the model's keys for [`StateStore::retain_finish`] (or, under another
+    /// scope, for [`StateStore::absent`]); also forgets a scope's keys once used.
     pub async fn retain_begin(&self, sync: &str) -> Result<()> {
         each!(self, s => s.retain_begin(sync).await)
     }
@@ -406,6 +472,18 @@ impl StateStore {
     }
 }
 
+/// Rows `(compared key, as written)` in key order, grouped by compared key.
+fn group_seen(rows: Vec<(String, String)>) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (norm, raw) in rows {
+        match out.last_mut() {
+            Some((n, raws)) if *n == norm => raws.push(raw),
+            _ => out.push((norm, vec![raw])),
+        }
+    }
+    out
+}
+
 /// What the app last accepted for each key of each sync. (SQLite stores it `WITHOUT ROWID`, so
 /// that a lookup is one B-tree search.)
 const SYNC_ROWS: &str = "
@@ -414,6 +492,7 @@ CREATE TABLE IF NOT EXISTS sync_rows (
     key TEXT NOT NULL,
     fingerprint BIGINT NOT NULL,
     run_id BIGINT NOT NULL,
+    note TEXT,
     PRIMARY KEY (sync, key)
 )";
 

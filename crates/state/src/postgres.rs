@@ -44,6 +44,10 @@ impl PgState {
             .await
             .map_err(|e| StateError::Postgres(format!("the PostgreSQL state store: {e}")))?;
         client.batch_execute(SYNC_ROWS).await?;
+        // Stores made before notes were kept gain the column.
+        client
+            .batch_execute("ALTER TABLE sync_rows ADD COLUMN IF NOT EXISTS note TEXT")
+            .await?;
         client.batch_execute(SCHEMA).await?;
         client
             .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
@@ -53,7 +57,10 @@ impl PgState {
                 "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
                     PRIMARY KEY (sync, key));
                  CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
-                    PRIMARY KEY (sync, key));",
+                    PRIMARY KEY (sync, key));
+                 CREATE TEMP TABLE IF NOT EXISTS seen_keys (scope TEXT NOT NULL, norm TEXT NOT NULL,
+                    raw TEXT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS seen_keys_norm ON seen_keys (scope, norm);",
             )
             .await?;
         Ok(Self {
@@ -278,8 +285,130 @@ impl PgState {
             )
             .await?;
         }
+        if !c.noted.is_empty() {
+            let keys: Vec<&str> = c.noted.iter().map(|(k, _)| k.as_str()).collect();
+            let notes: Vec<&str> = c.noted.iter().map(|(_, n)| n.as_str()).collect();
+            tx.execute(
+                "UPDATE sync_rows s SET note = t.n FROM unnest($2::text[], $3::text[]) AS t(k, n)
+                 WHERE s.sync = $1 AND s.key = t.k",
+                &[&sync, &keys, &notes],
+            )
+            .await?;
+        }
+        if !c.removed.is_empty() {
+            tx.execute(
+                "DELETE FROM sync_rows WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &c.removed],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM failures WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &c.removed],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub async fn previous(
+        &self,
+        sync: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (u64, Option<String>)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, fingerprint, note FROM sync_rows WHERE sync = $1 AND key = ANY($2)",
+                &[&sync, &keys],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    (r.get::<_, i64>(1) as u64, r.get::<_, Option<String>>(2)),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn absent(
+        &self,
+        sync: &str,
+        scope: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, note FROM sync_rows s WHERE s.sync = $1 AND s.key COLLATE \"C\" > $3
+                 AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.sync = $2 AND p.key = s.key)
+                 ORDER BY s.key COLLATE \"C\" LIMIT $4",
+                &[&sync, &scope, &after, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
+        let row = self
+            .client
+            .lock()
+            .await
+            .query_one(
+                "SELECT count(*) FROM sync_rows s WHERE s.sync = $1
+                 AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.sync = $2 AND p.key = s.key)",
+                &[&sync, &scope],
+            )
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub async fn seen_reset(&self, scope: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute("DELETE FROM seen_keys WHERE scope = $1", &[&scope])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn seen_add(&self, scope: &str, keys: &[(String, String)]) -> Result<()> {
+        let norms: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+        let raws: Vec<&str> = keys.iter().map(|(_, r)| r.as_str()).collect();
+        self.client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO seen_keys SELECT $1, n, r FROM unnest($2::text[], $3::text[]) AS t(n, r)",
+                &[&scope, &norms, &raws],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn seen_duplicates(&self, scope: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT norm, raw FROM seen_keys WHERE scope = $1 AND norm IN
+                    (SELECT norm FROM seen_keys WHERE scope = $1 GROUP BY norm HAVING count(*) > 1)
+                 ORDER BY norm COLLATE \"C\", raw COLLATE \"C\"",
+                &[&scope],
+            )
+            .await?;
+        Ok(crate::group_seen(
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        ))
     }
 
     pub async fn retain_begin(&self, sync: &str) -> Result<()> {

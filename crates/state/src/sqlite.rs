@@ -51,13 +51,23 @@ impl SqliteState {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(&format!("{SYNC_ROWS} WITHOUT ROWID;"))?;
+        // Stores made before notes were kept gain the column.
+        let has_note: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('sync_rows') WHERE name = 'note'")?
+            .exists([])?;
+        if !has_note {
+            conn.execute_batch("ALTER TABLE sync_rows ADD COLUMN note TEXT")?;
+        }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
                 PRIMARY KEY (sync, key)) WITHOUT ROWID;
              CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
-                PRIMARY KEY (sync, key)) WITHOUT ROWID;",
+                PRIMARY KEY (sync, key)) WITHOUT ROWID;
+             CREATE TEMP TABLE IF NOT EXISTS seen_keys (scope TEXT NOT NULL, norm TEXT NOT NULL,
+                raw TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS temp.seen_keys_norm ON seen_keys (scope, norm);",
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -303,9 +313,136 @@ impl SqliteState {
                 for (k, reason) in &c.failed {
                     fail.execute(params![sync, k, reason, run_id, now])?;
                 }
+                if !c.noted.is_empty() {
+                    let mut note = tx.prepare_cached(
+                        "UPDATE sync_rows SET note = ?3 WHERE sync = ?1 AND key = ?2",
+                    )?;
+                    for (k, n) in &c.noted {
+                        note.execute(params![sync, k, n])?;
+                    }
+                }
+                if !c.removed.is_empty() {
+                    let mut gone =
+                        tx.prepare_cached("DELETE FROM sync_rows WHERE sync = ?1 AND key = ?2")?;
+                    let mut clear =
+                        tx.prepare_cached("DELETE FROM failures WHERE sync = ?1 AND key = ?2")?;
+                    for k in &c.removed {
+                        gone.execute(params![sync, k])?;
+                        clear.execute(params![sync, k])?;
+                    }
+                }
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn previous(
+        &self,
+        sync: &str,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (u64, Option<String>)>> {
+        let sync = sync.to_string();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT fingerprint, note FROM sync_rows WHERE sync = ?1 AND key = ?2",
+            )?;
+            let mut out = HashMap::with_capacity(keys.len());
+            for k in keys {
+                if let Some((fp, note)) = stmt
+                    .query_row(params![sync, k], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+                    })
+                    .optional()?
+                {
+                    out.insert(k, (fp as u64, note));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn absent(
+        &self,
+        sync: &str,
+        scope: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let (sync, scope, after) = (sync.to_string(), scope.to_string(), after.to_string());
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, note FROM sync_rows s WHERE s.sync = ?1 AND s.key > ?3
+                 AND NOT EXISTS (SELECT 1 FROM temp.present_keys p WHERE p.sync = ?2 AND p.key = s.key)
+                 ORDER BY s.key LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(params![sync, scope, after, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
+        let (sync, scope) = (sync.to_string(), scope.to_string());
+        self.call(move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM sync_rows s WHERE s.sync = ?1
+                 AND NOT EXISTS (SELECT 1 FROM temp.present_keys p WHERE p.sync = ?2 AND p.key = s.key)",
+                params![sync, scope],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub async fn seen_reset(&self, scope: &str) -> Result<()> {
+        let scope = scope.to_string();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM temp.seen_keys WHERE scope = ?1", [&scope])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn seen_add(&self, scope: &str, keys: &[(String, String)]) -> Result<()> {
+        let scope = scope.to_string();
+        let keys = keys.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO temp.seen_keys (scope, norm, raw) VALUES (?1, ?2, ?3)",
+                )?;
+                for (n, r) in &keys {
+                    ins.execute(params![scope, n, r])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn seen_duplicates(&self, scope: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let scope = scope.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT norm, raw FROM temp.seen_keys WHERE scope = ?1 AND norm IN
+                    (SELECT norm FROM temp.seen_keys WHERE scope = ?1 GROUP BY norm HAVING count(*) > 1)
+                 ORDER BY norm, raw",
+            )?;
+            let rows = stmt
+                .query_map([&scope], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::group_seen(rows))
         })
         .await
     }

@@ -42,6 +42,7 @@ async fn exercise(store: StateStore) {
                 accepted: vec![("1".into(), 11), ("2".into(), 22), ("3".into(), u64::MAX)],
                 cleared: vec![],
                 failed: vec![("4".into(), "id is too long".into())],
+                ..Default::default()
             },
         )
         .await
@@ -154,6 +155,82 @@ async fn exercise(store: StateStore) {
     assert!(store.delete_entity("app", "cio").await.unwrap());
     assert!(!store.delete_entity("app", "cio").await.unwrap());
     assert!(store.entities("app").await.unwrap().is_empty());
+
+    removals(&store).await;
+}
+
+/// Notes beside keys, keys that left the model, removals, and keys compared after folding.
+async fn removals(store: &StateStore) {
+    let run = store.begin_run("devices", false).await.unwrap();
+    let accepted: Vec<(String, u64)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| (k.to_string(), 1))
+        .collect();
+    store
+        .commit(
+            "devices",
+            run,
+            Commit {
+                accepted,
+                noted: vec![("b".into(), "person-7".into())],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let prev = store.previous("devices", &["a", "b", "z"]).await.unwrap();
+    assert_eq!(prev.len(), 2);
+    assert_eq!(prev["a"], (1, None));
+    assert_eq!(prev["b"], (1, Some("person-7".to_string())));
+
+    // The model now has a and c: b and d left it, listed in key order, in pages.
+    store.retain_begin("devices#p").await.unwrap();
+    store
+        .retain_add("devices#p", &["a".into(), "c".into()])
+        .await
+        .unwrap();
+    assert_eq!(store.absent_count("devices", "devices#p").await.unwrap(), 2);
+    let first = store.absent("devices", "devices#p", "", 1).await.unwrap();
+    assert_eq!(first, vec![("b".to_string(), Some("person-7".to_string()))]);
+    let next = store.absent("devices", "devices#p", "b", 10).await.unwrap();
+    assert_eq!(next, vec![("d".to_string(), None)]);
+
+    // b's removal is accepted; d's failed (and stays, to be tried again).
+    store
+        .commit(
+            "devices",
+            run,
+            Commit {
+                removed: vec!["b".into()],
+                failed: vec![("d".into(), "refused".into())],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.count("devices").await.unwrap(), 3);
+    assert_eq!(store.absent_count("devices", "devices#p").await.unwrap(), 1);
+
+    // Keys that compare equal (emails in any case) are found with how each was written.
+    store.seen_reset("s").await.unwrap();
+    store
+        .seen_add(
+            "s",
+            &[
+                ("jane@x.com".into(), "Jane@X.com".into()),
+                ("bob@x.com".into(), "bob@x.com".into()),
+                ("jane@x.com".into(), "jane@x.com".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.seen_duplicates("s").await.unwrap(),
+        vec![(
+            "jane@x.com".to_string(),
+            vec!["Jane@X.com".to_string(), "jane@x.com".to_string()]
+        )]
+    );
 }
 
 #[tokio::test]

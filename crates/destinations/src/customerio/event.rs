@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::{limits, JsonBuf};
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
-use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+use crate::{Before, ChangePolicy, ObjectMapper, Op, Route, RowFailure};
 
 /// `object: event`: a row is an event, sent once: a Track Event or a Track Page View.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -58,10 +58,10 @@ pub const FIELDS: &[Field] = &[
     Field {
         name: "event_type",
         label: "Event type",
-        kind: FieldKind::Choice(&["track", "page_view"]),
+        kind: FieldKind::Choice(&["track", "page_view", "screen"]),
         required: true,
         when: None,
-        help: "`track` (Track Event) or `page_view` (Track Page View)",
+        help: "`track` (Track Event), `page_view` (Track Page View) or `screen` (Track Screen View, mobile)",
     },
     Field {
         name: "event_id",
@@ -97,11 +97,11 @@ pub const FIELDS: &[Field] = &[
     },
     Field {
         name: "event_name",
-        label: "Event name column (track)",
+        label: "Event (or screen) name column",
         kind: FieldKind::Column,
         required: true,
-        when: Some(("event_type", "track")),
-        help: "track events: the column with the event's name",
+        when: Some(("event_type", "track|screen")),
+        help: "track events: the column with the event's name; screen views: the screen's name",
     },
     Field {
         name: "page_url",
@@ -129,19 +129,23 @@ impl Settings {
         match self.event_type.as_deref() {
             None => p.push(SettingProblem::new(
                 &["event_type"],
-                "missing `event_type`: track or page_view",
+                "missing `event_type`: track, page_view or screen",
             )),
-            Some("track") => {
+            Some(t @ ("track" | "screen")) => {
                 if self.event_name.is_none() {
                     p.push(SettingProblem::new(
                         &["event_name"],
-                        "a track event needs `event_name`: the column with the event's name",
+                        if t == "track" {
+                            "a track event needs `event_name`: the column with the event's name"
+                        } else {
+                            "a screen view needs `event_name`: the column with the screen's name"
+                        },
                     ));
                 }
                 if self.page_url.is_some() {
                     p.push(SettingProblem::new(
                         &["page_url"],
-                        "`page_url` belongs to page_view events, not to track events",
+                        format!("`page_url` belongs to page_view events, not to {t} events"),
                     ));
                 }
             }
@@ -161,7 +165,7 @@ impl Settings {
             }
             Some(other) => p.push(SettingProblem::new(
                 &["event_type"],
-                format!("event_type must be `track` or `page_view`, not `{other}`"),
+                format!("event_type must be `track`, `page_view` or `screen`, not `{other}`"),
             )),
         }
         p
@@ -193,6 +197,8 @@ pub enum EventType {
     Track,
     /// Track Page View: a page URL.
     PageView,
+    /// Track Screen View (mobile): a screen's name.
+    Screen,
 }
 
 use EventType as Kind;
@@ -202,6 +208,7 @@ impl Settings {
     pub fn event_type(&self) -> EventType {
         match self.event_type.as_deref() {
             Some("page_view") => EventType::PageView,
+            Some("screen") => EventType::Screen,
             _ => EventType::Track,
         }
     }
@@ -239,7 +246,7 @@ impl EventMapper {
         let kind = sync.event_type();
         let key = col("event_id", sync.event_id.as_ref());
         let name = match kind {
-            Kind::Track => col("event_name", sync.event_name.as_ref()),
+            Kind::Track | Kind::Screen => col("event_name", sync.event_name.as_ref()),
             Kind::PageView => col("page_url", sync.page_url.as_ref()),
         };
         let customer_id = col("customer_id", sync.customer_id.as_ref());
@@ -363,18 +370,20 @@ impl ObjectMapper for EventMapper {
         ChangePolicy::InsertOnce
     }
 
-    fn endpoint(&self, route: Route) -> &'static str {
+    fn endpoint(&self, route: Route) -> String {
         match route {
             Route::Batch => "POST /api/v2/batch",
-            Route::Single => "POST /api/v1/events",
+            _ => "POST /api/v1/events",
         }
+        .into()
     }
 
-    fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure> {
+    fn map(&self, key: &str, row: &Row, _before: Before<'_>) -> Result<Op, RowFailure> {
         let (name_col, name_column) = &self.name;
         let what = match self.kind {
             Kind::Track => "event name",
             Kind::PageView => "page URL",
+            Kind::Screen => "screen name",
         };
         let name = text_of(&row.values[*name_col])
             .filter(|n| !n.trim().is_empty())
@@ -439,6 +448,7 @@ impl ObjectMapper for EventMapper {
         let kind = match self.kind {
             Kind::Track => "event",
             Kind::PageView => "page",
+            Kind::Screen => "screen",
         };
         let mut body = JsonBuf::with_capacity(data.len() + name.len() + 160);
         let route = match customer {
@@ -499,12 +509,7 @@ impl ObjectMapper for EventMapper {
             }
         };
         let body = body.into_string();
-        Ok(Op {
-            key: key.to_string(),
-            fingerprint: xxh3_64(body.as_bytes()),
-            body,
-            route,
-        })
+        Ok(Op::new(key, xxh3_64(body.as_bytes()), body, route))
     }
 }
 

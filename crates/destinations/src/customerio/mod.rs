@@ -1,8 +1,13 @@
 //! Customer.io, through its Track API: people are identified (upserted) and events tracked
 //! through `POST /api/v2/batch`; anonymous events through `POST /api/v1/events`.
 
+pub mod attributes;
+pub mod device;
 pub mod event;
+pub mod object;
 pub mod person;
+pub mod relationship;
+pub mod segment;
 mod settings;
 
 use base64::Engine;
@@ -33,10 +38,15 @@ pub mod limits {
     pub const EVENT_DATA_BYTES: usize = 100_000;
     /// One op of a batch (Customer.io: 32 KB; taken as 32,000 bytes to be safe).
     pub const OP_BYTES: usize = 32_000;
+    /// People added to or removed from a manual segment in one request.
+    pub const SEGMENT_IDS: usize = 1000;
 }
 
 /// The bytes a batch adds around its ops: `{"batch":[` and `]}`, and a comma between two.
 pub const BATCH_OVERHEAD: (usize, usize) = (12, 1);
+
+/// The bytes a segment request adds around its ids: `{"ids":[` and `]}`, and a comma.
+pub const SEGMENT_OVERHEAD: (usize, usize) = (10, 1);
 
 /// A Customer.io workspace.
 pub struct Workspace {
@@ -154,6 +164,36 @@ impl Workspace {
             Route::Single => {
                 assert_eq!(ops.len(), 1, "a single-route delivery carries one op");
                 (format!("{}/api/v1/events", self.base), ops[0].body.clone())
+            }
+            Route::Segment {
+                segment,
+                add,
+                by_email,
+            } => {
+                let mut body = String::with_capacity(
+                    ops.iter().map(|o| o.body.len() + 1).sum::<usize>() + SEGMENT_OVERHEAD.0,
+                );
+                body.push_str("{\"ids\":[");
+                for (i, op) in ops.iter().enumerate() {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    body.push_str(&op.body);
+                }
+                body.push_str("]}");
+                (
+                    format!(
+                        "{}/api/v1/segments/{segment}/{}?id_type={}",
+                        self.base,
+                        if add {
+                            "add_customers"
+                        } else {
+                            "remove_customers"
+                        },
+                        if by_email { "email" } else { "id" }
+                    ),
+                    body,
+                )
             }
         };
         let body = bytes::Bytes::from(body);
@@ -401,6 +441,9 @@ mod properties {
             mode: super::person::PersonMode::Upsert,
             primary_key: Some("id".into()),
             identifier: None,
+            on_removal: None,
+            max_removals: None,
+            nulls: None,
         };
         let mapping = Mapping {
             exclude: vec!["secret".into()],
@@ -440,9 +483,9 @@ mod properties {
             let row = |name: &str, secret: i64| {
                 Row::new(Some("7".into()), vec![json!("7"), json!(name), json!(score), json!(secret)])
             };
-            let one = m.map("7", &row(&a, secret)).unwrap();
-            let same = m.map("7", &row(&a, secret.wrapping_add(1))).unwrap();
-            let other = m.map("7", &row(&b, secret)).unwrap();
+            let one = m.map("7", &row(&a, secret), crate::Before::New).unwrap();
+            let same = m.map("7", &row(&a, secret.wrapping_add(1)), crate::Before::New).unwrap();
+            let other = m.map("7", &row(&b, secret), crate::Before::New).unwrap();
             prop_assert_eq!(one.fingerprint, same.fingerprint, "an excluded column changes nothing");
             prop_assert_eq!(one.fingerprint == other.fingerprint, a == b);
             let body: Value = serde_json::from_str(&one.body).unwrap();

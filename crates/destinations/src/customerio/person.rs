@@ -3,12 +3,13 @@
 use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, FingerprintSpec, Row};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use xxhash_rust::xxh3::xxh3_64;
 
-use super::{limits, JsonBuf};
+use super::attributes::{check_id, Attributes, Nulls, NULLS_CHOICE};
+use super::JsonBuf;
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
-use crate::{ChangePolicy, ObjectMapper, Op, Route, RowFailure};
+use crate::{
+    Before, ChangePolicy, Keying, MaxRemovals, ObjectMapper, Op, Removals, Route, RowFailure,
+};
 
 /// `object: person`: a row is a person, upserted (identified) by `id` or `email`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -21,6 +22,29 @@ pub struct Settings {
     /// How Customer.io matches the person: `id` (default) or `email`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
+    /// What happens to a person whose row left the model: `keep` (default), `delete` or
+    /// `suppress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_removal: Option<OnRemoval>,
+    /// The most removals one run may send (default `10%` of the synced people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_removals: Option<MaxRemovals>,
+    /// What a NULL becomes: `skip` (default) or `send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<Nulls>,
+}
+
+/// What happens to a person whose row left the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRemoval {
+    /// Nothing is sent: the person stays in Customer.io.
+    #[default]
+    Keep,
+    /// The v2 `delete` action.
+    Delete,
+    /// The v2 `suppress` action (deleted, and their identifiers can never come back).
+    Suppress,
 }
 
 /// How a person sync writes: `upsert` (identify: create or update).
@@ -54,7 +78,37 @@ pub const FIELDS: &[Field] = &[
         when: None,
         help: "`id` or `email`: how Customer.io matches the person",
     },
+    Field {
+        name: "on_removal",
+        label: "When a person's row leaves the model",
+        kind: FieldKind::Choice(&["keep", "delete", "suppress"]),
+        required: false,
+        when: None,
+        help: "`keep` them in Customer.io (default), `delete` them, or `suppress` them (deleted, and never added back)",
+    },
+    MAX_REMOVALS,
+    NULLS,
 ];
+
+/// The runaway-removal guard, as forms describe it.
+pub const MAX_REMOVALS: Field = Field {
+    name: "max_removals",
+    label: "Most removals in one run",
+    kind: FieldKind::Text,
+    required: false,
+    when: None,
+    help: "a count (`100`) or a percentage of the synced rows (`10%`, the default): a run that would remove more stops before removing any, until run once with --allow-removals",
+};
+
+/// NULL handling, as forms describe it.
+pub const NULLS: Field = Field {
+    name: "nulls",
+    label: "NULL values",
+    kind: FieldKind::Choice(NULLS_CHOICE),
+    required: false,
+    when: None,
+    help: "`skip` (default): left out, but a value that becomes NULL is cleared; `send`: every NULL clears the attribute",
+};
 
 /// How Customer.io matches a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +142,14 @@ impl Settings {
                 "missing `primary_key`: the column that uniquely identifies the person",
             ));
         }
+        if let Some(m) = &self.max_removals {
+            if self.on_removal.unwrap_or_default() == OnRemoval::Keep {
+                problems.push(SettingProblem::new(
+                    &["max_removals"],
+                    format!("max_removals ({m}) guards removals, but on_removal is `keep`: set on_removal to delete or suppress, or leave max_removals out"),
+                ));
+            }
+        }
         if let Some(i) = &self.identifier {
             if i != "id" && i != "email" {
                 problems.push(SettingProblem::new(
@@ -110,6 +172,9 @@ pub struct PersonMapper {
     by_email: bool,
     fields: FieldMap,
     columns: Vec<String>,
+    nulls: Nulls,
+    on_removal: OnRemoval,
+    max_removals: MaxRemovals,
 }
 
 impl PersonMapper {
@@ -141,6 +206,9 @@ impl PersonMapper {
                 by_email: settings.identifier() == Identifier::Email,
                 fields,
                 columns: columns.iter().map(|c| c.name.clone()).collect(),
+                nulls: settings.nulls.unwrap_or_default(),
+                on_removal: settings.on_removal.unwrap_or_default(),
+                max_removals: settings.max_removals.unwrap_or_default(),
             }),
             _ => Err(problems),
         }
@@ -160,8 +228,8 @@ impl ObjectMapper for PersonMapper {
         ChangePolicy::Upsert
     }
 
-    fn endpoint(&self, _route: Route) -> &'static str {
-        "POST /api/v2/batch"
+    fn endpoint(&self, _route: Route) -> String {
+        "POST /api/v2/batch".into()
     }
 
     fn fingerprint_spec(&self) -> Option<FingerprintSpec> {
@@ -181,21 +249,43 @@ impl ObjectMapper for PersonMapper {
         })
     }
 
-    fn map(&self, key: &str, row: &Row) -> Result<Op, RowFailure> {
+    fn keying(&self) -> Keying {
+        if self.by_email {
+            Keying::CaseInsensitive
+        } else {
+            Keying::Column
+        }
+    }
+
+    fn removals(&self) -> Option<Removals> {
+        let action = match self.on_removal {
+            OnRemoval::Keep => return None,
+            OnRemoval::Delete => "delete",
+            OnRemoval::Suppress => "suppress",
+        };
+        Some(Removals {
+            action,
+            max: self.max_removals,
+        })
+    }
+
+    fn removal(&self, key: &str, _note: Option<&str>) -> Result<Op, RowFailure> {
+        let action = self.removals().map_or("delete", |r| r.action);
+        let mut body = JsonBuf::with_capacity(80 + key.len());
+        body.raw(self.identifiers_head());
+        body.str(key);
+        body.raw("},\"action\":\"");
+        body.raw(action);
+        body.raw("\"}");
+        Ok(Op {
+            removal: true,
+            ..Op::new(key, 0, body.into_string(), Route::Batch)
+        })
+    }
+
+    fn map(&self, key: &str, row: &Row, before: Before<'_>) -> Result<Op, RowFailure> {
         let kc = &self.key_column;
-        if key.trim().is_empty() {
-            return Err(RowFailure::column(kc, "the identifier is empty"));
-        }
-        if key.len() > limits::ID_BYTES {
-            return Err(RowFailure::column(
-                kc,
-                format!(
-                    "the identifier is {} bytes; Customer.io allows at most {} bytes",
-                    key.len(),
-                    limits::ID_BYTES
-                ),
-            ));
-        }
+        check_id(kc, "identifier", key)?;
         if self.by_email && !key.contains('@') {
             return Err(RowFailure::column(
                 kc,
@@ -204,71 +294,31 @@ impl ObjectMapper for PersonMapper {
                 ),
             ));
         }
-        if self.fields.fields.len() > limits::ATTRIBUTES {
-            return Err(RowFailure::row(format!(
-                "{} attributes; Customer.io allows at most {} per person",
-                self.fields.fields.len(),
-                limits::ATTRIBUTES
-            )));
+        let mut head = JsonBuf::with_capacity(64 + key.len());
+        head.raw(self.identifiers_head());
+        head.str(key);
+        head.raw("},\"action\":\"identify\",\"attributes\":{");
+        let written = Attributes {
+            fields: &self.fields,
+            columns: &self.columns,
+            nulls: self.nulls,
+            what: "person",
         }
-        // Written straight into the body; each value is measured as it is written: a string by
-        // its UTF-8 length, anything else by its JSON text.
-        let mut body = JsonBuf::with_capacity(128 + 24 * self.fields.fields.len());
-        body.raw(if self.by_email {
+        .write(&head.into_string(), "}}", row, before)?;
+        Ok(Op {
+            note: written.note,
+            ..Op::new(key, written.fingerprint, written.body, Route::Batch)
+        })
+    }
+}
+
+impl PersonMapper {
+    fn identifiers_head(&self) -> &'static str {
+        if self.by_email {
             "{\"type\":\"person\",\"identifiers\":{\"email\":"
         } else {
             "{\"type\":\"person\",\"identifiers\":{\"id\":"
-        });
-        body.str(key);
-        body.raw("},\"action\":\"identify\",\"attributes\":{");
-        for (n, (i, name)) in self.fields.fields.iter().enumerate() {
-            if name.len() > limits::ATTRIBUTE_NAME_BYTES {
-                return Err(RowFailure::column(
-                    &self.columns[*i],
-                    format!(
-                        "the attribute name is {} bytes; Customer.io allows at most {} bytes",
-                        name.len(),
-                        limits::ATTRIBUTE_NAME_BYTES
-                    ),
-                ));
-            }
-            if n > 0 {
-                body.raw(",");
-            }
-            body.str(name);
-            body.raw(":");
-            let v: &Value = &row.values[*i];
-            let start = body.len();
-            body.value(v);
-            let size = match v {
-                Value::String(s) => s.len(),
-                _ => body.len() - start,
-            };
-            if size > limits::ATTRIBUTE_VALUE_BYTES {
-                return Err(RowFailure::column(
-                    &self.columns[*i],
-                    format!(
-                        "the value is {size} bytes; Customer.io allows at most {} bytes per attribute value",
-                        limits::ATTRIBUTE_VALUE_BYTES
-                    ),
-                ));
-            }
         }
-        body.raw("}}");
-        if body.len() > limits::OP_BYTES {
-            return Err(RowFailure::row(format!(
-                "the operation is {} bytes; Customer.io allows at most {} bytes per operation",
-                body.len(),
-                limits::OP_BYTES
-            )));
-        }
-        let body = body.into_string();
-        Ok(Op {
-            key: key.to_string(),
-            fingerprint: xxh3_64(body.as_bytes()),
-            body,
-            route: Route::Batch,
-        })
     }
 }
 

@@ -255,7 +255,8 @@ pub(super) async fn new_sync_submit(
     // value of a setting (`event_name` for track events) is left out otherwise.
     for f in kind.fields {
         if let Some((k, v)) = f.when {
-            if get(k).as_deref() != Some(v) {
+            let chosen = get(k);
+            if !v.split('|').any(|v| chosen.as_deref() == Some(v)) {
                 continue;
             }
         }
