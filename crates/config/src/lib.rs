@@ -483,19 +483,45 @@ impl Validator<'_> {
                 map.insert("mode".into(), kind.modes[0].into());
             }
         }
-        match serde_yaml_ng::from_value::<Sync>(serde_yaml_ng::Value::Mapping(map)) {
+        match serde_yaml_ng::from_value::<Sync>(serde_yaml_ng::Value::Mapping(map.clone())) {
             Ok(s) => Some(s),
             Err(e) => {
                 let message = e.to_string();
-                let at = message
+                let named = message
                     .split('`')
                     .nth(1)
-                    .filter(|_| message.starts_with("missing field") || message.contains("unknown"))
+                    .filter(|k| {
+                        message.starts_with("missing field")
+                            || (message.contains("unknown field") && map.contains_key(*k))
+                    })
                     .map(str::to_string);
+                // A value that cannot be read (`max_removals: lots`) is the setting without
+                // which the error changes.
+                let at = named.or_else(|| {
+                    map.keys().filter_map(|k| k.as_str()).find_map(|k| {
+                        let mut without = map.clone();
+                        without.remove(k);
+                        let other = serde_yaml_ng::from_value::<Sync>(
+                            serde_yaml_ng::Value::Mapping(without),
+                        )
+                        .err()
+                        .map(|e| e.to_string());
+                        let missing = format!("missing field `{k}`");
+                        let changed = match other.as_deref() {
+                            None => true,
+                            Some(o) => o != message && !o.starts_with(&missing),
+                        };
+                        changed.then(|| k.to_string())
+                    })
+                });
                 let mut path = vec!["syncs", name];
                 if let Some(k) = at.as_deref() {
                     path.push(k);
                 }
+                let message = match at.as_deref() {
+                    Some(k) if !message.contains(k) => format!("`{k}`: {message}"),
+                    _ => message,
+                };
                 self.problem(&path, format!("sync `{name}`: {message}"));
                 None
             }

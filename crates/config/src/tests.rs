@@ -309,3 +309,98 @@ fn a_dbt_model_reads_its_relation_from_the_manifest() {
         "{e}"
     );
 }
+
+/// The head of a config (apps and warehouses), then syncs: line 14 is the first sync's first
+/// setting.
+const HEAD: &str = r#"state: sallyport.db
+warehouses:
+  analytics: {type: postgres, url: "${WAREHOUSE_URL}"}
+  local: {type: sqlite, path: warehouse.db}
+apps:
+  customerio:
+    type: customerio
+    site_id: "${CIO_SITE_ID}"
+    api_key: "${CIO_API_KEY}"
+    region: auto
+    track_url: http://127.0.0.1:8091/
+syncs:
+  s:
+"#;
+
+fn sync(settings: &str) -> String {
+    let mut text = HEAD.to_string();
+    text.push_str("    warehouse: analytics\n    model: {table: t}\n    app: customerio\n");
+    for line in settings.lines() {
+        text.push_str("    ");
+        text.push_str(line.trim());
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn every_object_of_the_issue_reads_with_its_settings() {
+    for settings in [
+        "object: object\nmode: upsert\nobject_type_id: \"1\"\nobject_id: account_id",
+        "object: object\nmode: mirror\nobject_type_id: 1\nobject_id: account_id\nmax_removals: 5%\nnulls: send",
+        "object: relationship\nmode: mirror\nobject_type_id: \"1\"\nobject_id: account_id\nperson_id: user_id\nidentifier: id",
+        "object: device\nmode: upsert\nperson_id: user_id\nidentifier: id\ndevice_id: token\nplatform: platform\nlast_used: last_seen_at",
+        "object: segment_membership\nmode: mirror\nsegment_id: 42\nperson_id: user_id\nidentifier: id\nmax_removals: 100",
+        "object: person\nmode: upsert\nprimary_key: id\non_removal: suppress\nmax_removals: 10%\nnulls: skip",
+        "object: event\nmode: insert\nevent_type: screen\nevent_id: id\nevent_name: screen",
+    ] {
+        parse(&sync(settings)).unwrap_or_else(|e| panic!("{settings}: {e}"));
+    }
+}
+
+#[test]
+fn object_settings_are_checked_at_their_line() {
+    let cases = [
+        // (settings, line of the problem, words in its message)
+        (
+            "object: object\nmode: upsert\nobject_type_id: accounts\nobject_id: account_id",
+            19,
+            "object_type_id must be a whole number from 1",
+        ),
+        (
+            "object: device\nmode: upsert\nperson_id: u\ndevice_id: t",
+            13,
+            "missing `platform`",
+        ),
+        (
+            "object: segment_membership\nmode: upsert\nsegment_id: vip\nperson_id: u",
+            19,
+            "segment_id must be a manual segment's number",
+        ),
+        (
+            "object: relationship\nmode: delete\nobject_type_id: 1\nobject_id: a\nperson_id: u",
+            18,
+            "mode `delete` is not supported by a relationship; supported: upsert, mirror",
+        ),
+        (
+            "object: person\nmode: upsert\nprimary_key: id\nmax_removals: lots",
+            20,
+            "max_removals must be a count (`100`) or a percentage (`10%`), not `lots`",
+        ),
+        (
+            "object: object\nmode: upsert\nobject_type_id: 1\nobject_id: a\nmax_removals: 5",
+            21,
+            "guards removals, but this sync removes nothing",
+        ),
+        (
+            "object: device\nmode: upsert\nperson_id: u\ndevice_id: t\nplatform: p\nsegment_id: 4",
+            22,
+            "`segment_id` belongs to segment_membership syncs, not to a device sync",
+        ),
+        (
+            "object: person\nmode: upsert\nprimary_key: id\non_removal: forget",
+            20,
+            "on_removal",
+        ),
+    ];
+    for (settings, line, words) in cases {
+        let p = only_problem(&sync(settings));
+        assert!(p.message.contains(words), "{settings}: {p}");
+        assert_eq!(p.line, Some(line), "{settings}: {p}");
+    }
+}

@@ -45,6 +45,9 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// The first few failure reasons.
     pub failures: Vec<String>,
+    /// What `rows_removed` counts: `removed` (the app accepted their removal: mirror syncs,
+    /// people with `on_removal`), or `forgotten` (the state forgot them; the app keeps them).
+    pub removals: &'static str,
 }
 
 impl std::ops::Deref for RunSummary {

@@ -443,6 +443,11 @@ impl Engine {
             request_ms: stats.request_ms.load(Ordering::Relaxed),
             error,
             failures,
+            removals: if p.mapper.removals().is_some() {
+                "removed"
+            } else {
+                "forgotten"
+            },
         })
     }
 }

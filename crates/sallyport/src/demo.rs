@@ -78,6 +78,23 @@ syncs:
     anonymous_id: anon_id
     timestamp: viewed_at
     page_url: url
+  companies:
+    warehouse: local
+    model: {{table: companies}}
+    app: customerio
+    object: object
+    mode: mirror          # a company whose row leaves the model is deleted
+    object_type_id: "1"
+    object_id: company_id
+  enterprise:
+    warehouse: local
+    model: {{sql: "select user_id from users where plan = 'enterprise'"}}
+    app: customerio
+    object: segment_membership
+    mode: mirror          # people who leave the model leave the manual segment
+    segment_id: 1
+    person_id: user_id
+    max_removals: 25%     # the runaway-removal guard (default 10%)
 "#,
         listen = track_url.trim_start_matches("http://"),
     )
@@ -87,6 +104,8 @@ fn make_warehouse(path: &Path) -> rusqlite::Result<()> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
         "DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS purchases; DROP TABLE IF EXISTS page_views;
+         DROP TABLE IF EXISTS companies;
+         CREATE TABLE companies (company_id TEXT PRIMARY KEY, name TEXT, industry TEXT, seats INTEGER);
          CREATE TABLE users (user_id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, last_name TEXT,
             plan TEXT, signed_up_at DATETIME, lifetime_value REAL, is_active BOOLEAN, country TEXT,
             internal_notes TEXT);
@@ -106,7 +125,28 @@ fn make_warehouse(path: &Path) -> rusqlite::Result<()> {
     for n in 1..=PAGE_VIEWS {
         insert_page_view(&tx, &mut rng, n)?;
     }
+    for n in 1..=COMPANIES {
+        insert_company(&tx, &mut rng, n)?;
+    }
     tx.commit()
+}
+
+const COMPANIES: i64 = 12;
+
+fn insert_company(c: &Connection, rng: &mut fastrand::Rng, n: i64) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO companies VALUES (?1, ?2, ?3, ?4)",
+        params![
+            format!("co-{n:03}"),
+            format!(
+                "{} {}",
+                LAST[rng.usize(..LAST.len())],
+                ["Labs", "Group", "Works"][rng.usize(..3)]
+            ),
+            ["retail", "software", "media", "finance"][rng.usize(..4)],
+            rng.i64(5..500),
+        ],
+    )
 }
 
 fn insert_person(c: &Connection, rng: &mut fastrand::Rng, id: i64) -> rusqlite::Result<usize> {
@@ -195,6 +235,12 @@ fn change_warehouse(path: &Path) -> rusqlite::Result<()> {
     for n in PAGE_VIEWS + 1..=PAGE_VIEWS + 6 {
         insert_page_view(&tx, &mut rng, n)?;
     }
+    tx.execute(
+        "UPDATE companies SET seats = seats + 10 WHERE company_id = 'co-002'",
+        [],
+    )?;
+    tx.execute("DELETE FROM companies WHERE company_id = 'co-012'", [])?;
+    insert_company(&tx, &mut rng, COMPANIES + 1)?;
     tx.commit()
 }
 
@@ -248,13 +294,19 @@ async fn demo(dir: Option<PathBuf>, keep_running: bool) -> Result<u8, Box<dyn st
 
     let config = Config::load(&config_path)?;
     let engine = Engine::open(config).await?;
-    let names: Vec<String> = ["people", "purchases", "page_views"]
-        .map(String::from)
-        .to_vec();
+    let names: Vec<String> = [
+        "people",
+        "purchases",
+        "page_views",
+        "companies",
+        "enterprise",
+    ]
+    .map(String::from)
+    .to_vec();
 
     println!("── first run: everything is new ──");
     let first = commands::sync(&engine, &names, commands::RunHow::default(), false).await;
-    println!("\n── changing the warehouse: 5 plans changed, 4 people added, 2 removed, 10 purchases and 6 page views added, 1 purchase edited ──");
+    println!("\n── changing the warehouse: 5 plans changed, 4 people added, 2 removed, 10 purchases and 6 page views added, 1 purchase edited, 1 company changed, 1 added and 1 removed ──");
     change_warehouse(&warehouse)?;
     println!("\n── second run: only the changes are sent ──");
     let second = commands::sync(&engine, &names, commands::RunHow::default(), false).await;
@@ -273,6 +325,12 @@ async fn demo(dir: Option<PathBuf>, keep_running: bool) -> Result<u8, Box<dyn st
         .await?
         .json()
         .await?;
+    let segment: serde_json::Value = http
+        .get(format!("{base}/_sandbox/segments/1"))
+        .send()
+        .await?
+        .json()
+        .await?;
     println!("\n── what Customer.io (the sandbox) holds ──");
     println!("person 3: {}", serde_json::to_string_pretty(&person)?);
     println!(
@@ -282,6 +340,11 @@ async fn demo(dir: Option<PathBuf>, keep_running: bool) -> Result<u8, Box<dyn st
         stats["page_views"],
         stats["anonymous_events"],
         stats["requests"]
+    );
+    println!(
+        "companies (custom objects) {} · enterprise segment members {}",
+        stats["objects"],
+        segment["members"].as_array().map_or(0, Vec::len)
     );
     println!("\nLook further:");
     println!("  sallyport --config {} runs", config_path.display());

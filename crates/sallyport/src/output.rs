@@ -73,7 +73,11 @@ pub fn summary(s: &RunSummary) -> String {
         s.rows_failed
     );
     if s.rows_removed > 0 {
-        out.push_str(&format!(" · left the model {}", s.rows_removed));
+        if s.removals == "removed" {
+            out.push_str(&format!(" · removed {}", s.rows_removed));
+        } else {
+            out.push_str(&format!(" · left the model {}", s.rows_removed));
+        }
     }
     if s.retries > 0 {
         out.push_str(&format!(

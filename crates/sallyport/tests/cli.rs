@@ -303,7 +303,23 @@ fn the_demo_runs_offline_and_the_second_run_sends_only_changes() {
         second.contains("read 156 · new 6 · changed 0 · unchanged 150 · sent 6"),
         "{t}"
     );
+    // A custom object sync (mirror) and a manual segment membership sync (mirror).
+    assert!(
+        second
+            .contains("read 12 · new 1 · changed 1 · unchanged 10 · sent 2 · failed 0 · removed 1"),
+        "{t}"
+    );
+    assert!(
+        second.contains(
+            "read 113 · new 5 · changed 0 · unchanged 108 · sent 5 · failed 0 · removed 2"
+        ),
+        "{t}"
+    );
     assert!(t.contains("people 304 · events 366"), "{t}");
+    assert!(
+        t.contains("companies (custom objects) 12 · enterprise segment members 113"),
+        "{t}"
+    );
     assert!(dir.path().join("sallyport.yaml").exists());
 }
 

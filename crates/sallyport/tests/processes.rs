@@ -286,3 +286,139 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     let _ = &s.pg;
 }
+
+/// The same for every other object: custom objects, relationships, devices and segment
+/// memberships synced in mirror mode, with SIGKILLs at random moments both while they are
+/// added and while rows that left the model are removed. Customer.io ends holding exactly the
+/// model, and a further run sends and removes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_every_object_sync_loses_and_doubles_nothing() {
+    sallyport_testkit::needs_postgres!();
+    const N: i64 = 20_000;
+    let tables = format!(
+        "CREATE TABLE {{s}}.accounts AS
+            SELECT 'acc-' || g AS account_id, 'Account ' || g AS name, g % 9 AS tier FROM generate_series(1, {N}) g;
+         CREATE TABLE {{s}}.members AS
+            SELECT 'acc-' || (g % 500 + 1) AS account_id, 'u' || g AS user_id, 'role' || (g % 3) AS role FROM generate_series(1, {N}) g;
+         CREATE TABLE {{s}}.devices AS
+            SELECT 'tok-' || g AS token, 'u' || g AS user_id, CASE WHEN g % 2 = 0 THEN 'ios' ELSE 'android' END AS platform
+            FROM generate_series(1, {N}) g;
+         CREATE TABLE {{s}}.vip AS SELECT 'u' || g AS user_id FROM generate_series(1, {N}) g;"
+    );
+    let syncs = "  accounts: {warehouse: pg, model: {table: \"{s}.accounts\"}, app: cio, object: object, mode: mirror, object_type_id: \"1\", object_id: account_id}
+  members: {warehouse: pg, model: {table: \"{s}.members\"}, app: cio, object: relationship, mode: mirror, object_type_id: \"2\", object_id: account_id, person_id: user_id}
+  devices: {warehouse: pg, model: {table: \"{s}.devices\"}, app: cio, object: device, mode: mirror, person_id: user_id, device_id: token, platform: platform}
+  vip: {warehouse: pg, model: {table: \"{s}.vip\"}, app: cio, object: segment_membership, mode: mirror, segment_id: 7, person_id: user_id}
+";
+    let s = Setup::new(
+        &tables,
+        syncs,
+        "{requests_per_second: 5000, concurrency: 4, batch_bytes: 50KB}",
+    )
+    .await;
+    s.faults(Faults {
+        latency_ms: 3,
+        ..Default::default()
+    });
+    let all = ["accounts", "members", "devices", "vip"];
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut kill_runs = |s: &Setup, target: u32| {
+        let (mut kills, mut attempts) = (0, 0);
+        while kills < target {
+            attempts += 1;
+            assert!(
+                attempts < 60,
+                "only {kills} kills landed while a run was going"
+            );
+            let mut order = all.to_vec();
+            rng.shuffle(&mut order);
+            let mut args = vec!["sync"];
+            args.extend(order);
+            let mut child = s.spawn(&args);
+            std::thread::sleep(Duration::from_millis(rng.u64(20..1500)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+            }
+            let _ = child.wait();
+        }
+        (kills, attempts)
+    };
+    let (kills, attempts) = kill_runs(&s, 8);
+    s.faults(Faults::default());
+    let mut args = vec!["sync"];
+    args.extend(all);
+    let (code, out) = finish(s.spawn(&args));
+    assert_eq!(code, Some(0), "{out}");
+
+    let count = |v: &Value, what: &str| v[what].as_array().unwrap().len() as i64;
+    let objects = s.get("/_sandbox/objects").await;
+    assert_eq!(count(&objects, "objects"), N);
+    let o = objects["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["object_id"] == "acc-77")
+        .unwrap();
+    assert_eq!(
+        o["attributes"],
+        serde_json::json!({"name": "Account 77", "tier": 77 % 9})
+    );
+    assert_eq!(
+        count(&s.get("/_sandbox/relationships").await, "relationships"),
+        N
+    );
+    assert_eq!(count(&s.get("/_sandbox/devices").await, "devices"), N);
+    assert_eq!(count(&s.get("/_sandbox/segments/7").await, "members"), N);
+    println!("{kills} kills in {attempts} runs while adding");
+
+    // 5% of each model leaves it (within the 10% guard); kills land while removals go out.
+    s.pg.batch_execute(
+        &"DELETE FROM {s}.accounts WHERE right(account_id, 2) IN ('00', '20', '40', '60', '80');
+         DELETE FROM {s}.members WHERE right(user_id, 2) IN ('00', '20', '40', '60', '80');
+         DELETE FROM {s}.devices WHERE right(token, 2) IN ('00', '20', '40', '60', '80');
+         DELETE FROM {s}.vip WHERE right(user_id, 2) IN ('00', '20', '40', '60', '80');"
+            .replace("{s}", &s._schema),
+    )
+    .await
+    .unwrap();
+    s.faults(Faults {
+        latency_ms: 20,
+        ..Default::default()
+    });
+    let (kills, attempts) = kill_runs(&s, 4);
+    s.faults(Faults::default());
+    let (code, out) = finish(s.spawn(&args));
+    assert_eq!(code, Some(0), "{out}");
+    let left = N - N / 20;
+    assert_eq!(count(&s.get("/_sandbox/objects").await, "objects"), left);
+    assert_eq!(
+        count(&s.get("/_sandbox/relationships").await, "relationships"),
+        left
+    );
+    assert_eq!(count(&s.get("/_sandbox/devices").await, "devices"), left);
+    let members = s.get("/_sandbox/segments/7").await;
+    assert_eq!(count(&members, "members"), left);
+    assert!(!members["members"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("u100")));
+    println!("{kills} kills in {attempts} runs while removing");
+
+    // A further run sends and removes nothing.
+    args.push("--json");
+    let (code, out) = finish(s.spawn(&args));
+    assert_eq!(code, Some(0), "{out}");
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let j: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (&j["rows_sent"], &j["rows_removed"], &j["rows_failed"]),
+            (
+                &serde_json::json!(0),
+                &serde_json::json!(0),
+                &serde_json::json!(0)
+            ),
+            "{line}"
+        );
+    }
+}

@@ -450,13 +450,8 @@ impl Store {
         self.count();
     }
 
-    /// Relates a person to an object (creating the object if needed), merging the
-    /// relationship's attributes.
+    /// Relates a person to an object, merging the relationship's attributes.
     pub fn relate(&mut self, type_id: &str, id: &str, person: &str, attrs: Map<String, Value>) {
-        let key = (type_id.to_string(), id.to_string());
-        if !self.objects.contains_key(&key) {
-            self.identify_object(type_id, id, Map::new());
-        }
         let r = self
             .relationships
             .entry((type_id.to_string(), id.to_string(), person.to_string()))

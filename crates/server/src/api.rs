@@ -364,12 +364,21 @@ async fn runs(
     Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
+/// `POST /api/v1/syncs/{name}/runs?allow_removals=true` lets the run remove more rows than
+/// the sync's `max_removals` allows (once).
+#[derive(Deserialize, Default)]
+struct RunQuery {
+    #[serde(default)]
+    allow_removals: bool,
+}
+
 async fn run_now(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
+    Query(q): Query<RunQuery>,
 ) -> Result<Response, ApiError> {
     s.refuse_if_held(&name).await?;
-    let started = s.start_run(&name, "manual")?;
+    let started = s.start_run_with(&name, "manual", q.allow_removals)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"sync": name, "running": started})),

@@ -445,6 +445,17 @@ impl Server {
         sync: &str,
         trigger: &'static str,
     ) -> Result<Running, ApiError> {
+        self.start_run_with(sync, trigger, false)
+    }
+
+    /// [`Server::start_run`], letting the run remove more rows than the sync's `max_removals`
+    /// allows when `allow_removals`.
+    pub fn start_run_with(
+        self: &Arc<Self>,
+        sync: &str,
+        trigger: &'static str,
+        allow_removals: bool,
+    ) -> Result<Running, ApiError> {
         let engine = self.engine();
         engine
             .sync(sync)
@@ -488,6 +499,7 @@ impl Server {
             let _free = Release(server.clone(), name.clone());
             let options = RunOptions {
                 cancel: Some(server.stop.subscribe()),
+                allow_removals,
                 ..Default::default()
             };
             let result = engine.run(&name, options).await;

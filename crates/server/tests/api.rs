@@ -631,6 +631,7 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
         "/syncs/new/model",
         "/syncs/people/preview",
         "/syncs/people/run",
+        "/syncs/people/run-allowing-removals",
         "/syncs/people/resume",
         "/logout",
     ] {
@@ -643,6 +644,51 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 403, "POST {path} without the token");
     }
+    // The New sync form offers every object with its own settings, people with their removal
+    // choice and guard.
+    let model = format!("{}.users", s._schema.to_string());
+    let form = http
+        .post(format!("{}/syncs/new/model", r.base))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("warehouse", "pg"),
+            ("model_kind", "table"),
+            ("model", model.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for object in [
+        "person",
+        "event",
+        "object",
+        "relationship",
+        "device",
+        "segment_membership",
+    ] {
+        assert!(
+            form.contains(&format!(r#"data-object="{object}""#)),
+            "{object}"
+        );
+    }
+    for setting in [
+        "on_removal",
+        "max_removals",
+        "nulls",
+        "object_type_id",
+        "segment_id",
+        "device_id",
+        "platform",
+        "last_used",
+        "person_id",
+    ] {
+        assert!(form.contains(&format!(r#"name="{setting}""#)), "{setting}");
+    }
+    assert!(form.contains(r#"value="suppress""#));
     let ok = http
         .post(format!("{}/syncs/people/pause", r.base))
         .header("cookie", &session)
@@ -856,5 +902,101 @@ async fn a_run_another_process_holds_is_refused_with_409() {
         .await;
     assert_eq!(status, 202, "{body}");
     s.wait_idle(&r).await;
+    r.stop().await;
+}
+
+/// A segment membership sync made through the API, mirrored: the guard stops a runaway
+/// removal, a run with `allow_removals=true` lets it through; the New sync form offers every
+/// object with its own settings, and people's removal choice and guard.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_object_is_offered_and_the_removal_guard_is_kept_by_the_api() {
+    sallyport_testkit::needs_postgres!();
+    let s = Setup::new("").await;
+    let r = s.start().await;
+    let schema = s._schema.to_string();
+    let sync = serde_json::json!({
+        "name": "vip", "warehouse": "pg", "model": {"table": format!("{schema}.users")}, "app": "cio",
+        "object": "segment_membership", "mode": "mirror", "segment_id": "42", "person_id": "user_id",
+        "max_removals": "20%"
+    });
+    let resp = s
+        .http
+        .post(format!("{}/api/v1/syncs", r.base))
+        .bearer_auth(TOKEN)
+        .json(&sync)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let shown = s.json(&r, "get", "/api/v1/syncs/vip").await;
+    assert_eq!(shown["settings"]["max_removals"], "20%", "{shown}");
+
+    let run_and_wait = |query: &'static str| {
+        let (s, r) = (&s, &r);
+        async move {
+            s.json(r, "post", &format!("/api/v1/syncs/vip/runs{query}"))
+                .await;
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let v = s.json(r, "get", "/api/v1/syncs/vip").await;
+                if v["running"].is_null() {
+                    let runs = s.json(r, "get", "/api/v1/syncs/vip/runs").await;
+                    if runs["runs"].as_array().is_some_and(|a| !a.is_empty()) {
+                        return runs["runs"][0].clone();
+                    }
+                }
+                assert!(start.elapsed() < Duration::from_secs(30));
+            }
+        }
+    };
+    let first = run_and_wait("").await;
+    assert_eq!(
+        (first["status"].as_str(), first["rows_sent"].as_u64()),
+        (Some("succeeded"), Some(25)),
+        "{first}"
+    );
+    let pg = sallyport_testkit::connect(&sallyport_testkit::pg_url()).await;
+    pg.batch_execute(&format!("DELETE FROM {schema}.users WHERE user_id <= 10"))
+        .await
+        .unwrap();
+    let preview = s.json(&r, "post", "/api/v1/syncs/vip/preview").await;
+    assert_eq!(preview["rows_to_remove"], 10, "{preview}");
+    assert!(preview["removal_guard"]
+        .as_str()
+        .unwrap()
+        .contains("20% of 25 synced = 5"));
+    let stopped = run_and_wait("").await;
+    assert_eq!(stopped["status"], "failed", "{stopped}");
+    assert!(stopped["error"]
+        .as_str()
+        .unwrap()
+        .contains("--allow-removals"));
+    let members = |v: Value| v["members"].as_array().unwrap().len();
+    let seg = s
+        .http
+        .get(format!("{}/_sandbox/segments/42", s.sandbox.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(members(seg.json().await.unwrap()), 25);
+    let allowed = run_and_wait("?allow_removals=true").await;
+    assert_eq!(
+        (allowed["status"].as_str(), allowed["rows_removed"].as_u64()),
+        (Some("succeeded"), Some(10)),
+        "{allowed}"
+    );
+    let seg = s
+        .http
+        .get(format!("{}/_sandbox/segments/42", s.sandbox.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(members(seg.json().await.unwrap()), 15);
     r.stop().await;
 }

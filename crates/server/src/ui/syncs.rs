@@ -136,8 +136,18 @@ pub(super) async fn sync_page(
         .unwrap_or_else(|p| p.into_inner())
         .contains_key(&name);
     let pause_action = if paused { "resume" } else { "pause" };
+    // The runaway-removal guard stopped the last run: say why, and offer to let it through.
+    let guard = match runs.first().and_then(|r| r.error.as_deref()) {
+        Some(why) if why.contains("--allow-removals") => format!(
+            r#"{}<form method="post" action="/syncs/{n}/run-allowing-removals" class="inline">{c}<button>Run once, allowing these removals</button></form>"#,
+            banner("error", why),
+            n = esc(&name),
+            c = hidden_csrf(&csrf),
+        ),
+        _ => String::new(),
+    };
     let body = format!(
-        r#"<p id="state" data-live="/syncs/{n}/live">{state}</p>
+        r#"<p id="state" data-live="/syncs/{n}/live">{state}</p>{guard}
 <p class="actions"><form method="post" action="/syncs/{n}/run" class="inline">{c}<button>Run now</button></form>
 <form method="post" action="/syncs/{n}/{pause_action}" class="inline">{c}<button>{pause_label}</button></form>
 <form method="post" action="/syncs/{n}/preview" class="inline">{c}<button>Preview</button></form></p>
@@ -194,10 +204,10 @@ pub(super) async fn sync_action(
         return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
     }
     let result = match action {
-        "run" => match server.refuse_if_held(name).await {
+        "run" | "run-allowing-removals" => match server.refuse_if_held(name).await {
             Err(e) => Err(e.message),
             Ok(()) => server
-                .start_run(name, "manual")
+                .start_run_with(name, "manual", action == "run-allowing-removals")
                 .map(|_| ())
                 .map_err(|e| e.message),
         },
@@ -237,7 +247,10 @@ pub(super) async fn sync_action_route(
     h: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if !matches!(action.as_str(), "run" | "pause" | "resume") {
+    if !matches!(
+        action.as_str(),
+        "run" | "run-allowing-removals" | "pause" | "resume"
+    ) {
         return (StatusCode::NOT_FOUND, "no such action").into_response();
     }
     sync_action(&s, &h, &name, &action).await
@@ -267,9 +280,34 @@ pub(super) async fn sync_preview(
                 .iter()
                 .map(|f| format!("<li>{}</li>", esc(f)))
                 .collect();
+            // Removals are listed apart, with the guard's verdict.
+            let mut removals = String::new();
+            if p.rows_to_remove > 0 {
+                let _ = write!(
+                    removals,
+                    "<h2>Would remove {} rows that left the model</h2>",
+                    p.rows_to_remove
+                );
+                if let Some(why) = &p.removal_guard {
+                    removals.push_str(&banner(
+                        "error",
+                        &format!("A run would stop before removing anything: {why}"),
+                    ));
+                }
+                for op in &p.removals {
+                    let _ = write!(
+                        removals,
+                        "<h3>{} ({}) {}</h3><pre>{}</pre>",
+                        esc(&op.key),
+                        esc(op.change.as_str()),
+                        esc(&op.endpoint),
+                        esc(&serde_json::to_string_pretty(&op.body).unwrap_or_default())
+                    );
+                }
+            }
             format!(
-                "<p>Would send new {} · changed {} · unchanged {} · failed {} (of {} read).</p>{ops}<h2>Rows that would fail</h2><ul>{fails}</ul><p><a href=\"/syncs/{}\">Back</a></p>",
-                p.rows_new, p.rows_changed, p.rows_unchanged, p.rows_failed, p.rows_read, esc(&name)
+                "<p>Would send new {} · changed {} · unchanged {} · failed {} (of {} read) · remove {}.</p>{ops}{removals}<h2>Rows that would fail</h2><ul>{fails}</ul><p><a href=\"/syncs/{}\">Back</a></p>",
+                p.rows_new, p.rows_changed, p.rows_unchanged, p.rows_failed, p.rows_read, p.rows_to_remove, esc(&name)
             )
         }
         Err(e) => banner("error", &e.to_string()),

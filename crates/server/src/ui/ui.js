@@ -46,6 +46,23 @@
   }
   if (object) { object.addEventListener('change', showObject); showObject(); }
 
+  // A setting shown only for some values of another (`event_name` for track and screen
+  // events): hidden and not sent otherwise.
+  function showWhen() {
+    document.querySelectorAll('label[data-when]').forEach(function (l) {
+      const [name, values] = l.dataset.when.split('=');
+      const scope = l.closest('fieldset') || document;
+      const other = scope.querySelector('[name="' + name + '"]');
+      const shown = !other || values.split('|').includes(other.value);
+      l.hidden = !shown;
+      l.querySelectorAll('input, select').forEach(function (i) { i.disabled = !shown; });
+    });
+  }
+  document.querySelectorAll('fieldset[data-object] select').forEach(function (s) {
+    s.addEventListener('change', showWhen);
+  });
+  showWhen();
+
   // A new warehouse: only the chosen kind's settings are shown and sent.
   const kind = document.querySelector('#new-warehouse select[name="type"]');
   function showKind() {
