@@ -404,3 +404,23 @@ fn object_settings_are_checked_at_their_line() {
         assert_eq!(p.line, Some(line), "{settings}: {p}");
     }
 }
+
+/// Every sync example of the README (the YAML blocks that are one sync) reads as it stands.
+#[test]
+fn the_readme_examples_of_each_object_read() {
+    let readme = include_str!("../../../README.md");
+    let mut checked = Vec::new();
+    for block in readme.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        // One sync: `  name:` then its settings.
+        if !block.starts_with("  ") || block.starts_with("   ") {
+            continue;
+        }
+        let text = format!("{}{}", HEAD.trim_end_matches("  s:\n"), block);
+        let config = parse(&text).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        checked.extend(config.syncs.values().map(|s| s.object.name()));
+    }
+    for object in ["person", "object", "relationship", "device", "segment_membership"] {
+        assert!(checked.contains(&object), "no README example of {object}: {checked:?}");
+    }
+}
