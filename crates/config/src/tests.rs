@@ -420,7 +420,16 @@ fn the_readme_examples_of_each_object_read() {
         let config = parse(&text).unwrap_or_else(|e| panic!("{e}\n{block}"));
         checked.extend(config.syncs.values().map(|s| s.object.name()));
     }
-    for object in ["person", "object", "relationship", "device", "segment_membership"] {
-        assert!(checked.contains(&object), "no README example of {object}: {checked:?}");
+    for object in [
+        "person",
+        "object",
+        "relationship",
+        "device",
+        "segment_membership",
+    ] {
+        assert!(
+            checked.contains(&object),
+            "no README example of {object}: {checked:?}"
+        );
     }
 }

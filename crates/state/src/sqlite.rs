@@ -346,20 +346,25 @@ impl SqliteState {
         let sync = sync.to_string();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT fingerprint, note FROM sync_rows WHERE sync = ?1 AND key = ?2",
-            )?;
+            // One read transaction for the whole chunk, as for fingerprints.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
             let mut out = HashMap::with_capacity(keys.len());
-            for k in keys {
-                if let Some((fp, note)) = stmt
-                    .query_row(params![sync, k], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
-                    })
-                    .optional()?
-                {
-                    out.insert(k, (fp as u64, note));
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT fingerprint, note FROM sync_rows WHERE sync = ?1 AND key = ?2",
+                )?;
+                for k in keys {
+                    if let Some((fp, note)) = stmt
+                        .query_row(params![sync, k], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+                        })
+                        .optional()?
+                    {
+                        out.insert(k, (fp as u64, note));
+                    }
                 }
             }
+            tx.commit()?;
             Ok(out)
         })
         .await
