@@ -646,7 +646,7 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
     }
     // The New sync form offers every object with its own settings, people with their removal
     // choice and guard.
-    let model = format!("{}.users", s._schema.to_string());
+    let model = format!("{}.users", s._schema);
     let form = http
         .post(format!("{}/syncs/new/model", r.base))
         .header("cookie", &session)
