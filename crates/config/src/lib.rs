@@ -556,6 +556,20 @@ impl Validator<'_> {
                 ),
             );
         }
+        if s.change_detection == model::ChangeDetection::Warehouse {
+            if let Some(w) = warehouses.get(&s.warehouse) {
+                if w.sallyport_schema().is_none() {
+                    self.problem(
+                        &at("change_detection"),
+                        format!(
+                            "sync `{name}`: change_detection: warehouse is available on postgres warehouses for now; `{}` is a {} warehouse: use change_detection: local",
+                            s.warehouse,
+                            w.kind()
+                        ),
+                    );
+                }
+            }
+        }
         if !apps.contains_key(&s.app) {
             self.problem(
                 &at("app"),

@@ -58,6 +58,26 @@ pub struct Sync {
     /// (UTC); none for manual runs only.
     #[serde(default)]
     pub schedule: Option<crate::ScheduleSpec>,
+    /// Where what changed is worked out: `local` (the default: the model is read and compared
+    /// with the state store) or `warehouse` (compared with a snapshot table in the warehouse's
+    /// `sallyport_schema`; only changed rows leave it).
+    #[serde(default, skip_serializing_if = "ChangeDetection::is_local")]
+    pub change_detection: ChangeDetection,
+}
+
+/// Where a sync's changes are worked out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeDetection {
+    #[default]
+    Local,
+    Warehouse,
+}
+
+impl ChangeDetection {
+    pub fn is_local(&self) -> bool {
+        *self == ChangeDetection::Local
+    }
 }
 
 /// The keys a sync has whatever its object.
@@ -70,6 +90,7 @@ pub const SYNC_KEYS: &[&str] = &[
     "mode",
     "mapping",
     "schedule",
+    "change_detection",
 ];
 
 pub use sallyport_destinations::{object_kind, ObjectKind, ObjectSettings, OBJECTS};

@@ -284,6 +284,9 @@ pub struct Op {
     pub note: Option<String>,
     /// The op removes the key (it left the model): once accepted, the key leaves the state.
     pub removal: bool,
+    /// The warehouse's fingerprint of the row, with change detection in the warehouse: what
+    /// its snapshot keeps once the op is accepted.
+    pub snapshot: Option<i64>,
 }
 
 impl Op {
@@ -296,6 +299,7 @@ impl Op {
             route,
             note: None,
             removal: false,
+            snapshot: None,
         }
     }
 }

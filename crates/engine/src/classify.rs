@@ -44,6 +44,9 @@ pub struct Classified {
     /// For each op to send: `new`, `changed`, or `unchanged` (sent again by a full resync).
     pub changes: Vec<Change>,
     pub failed: Vec<(String, String)>,
+    /// With change detection in the warehouse: rows read out that turn out unchanged, whose
+    /// warehouse fingerprint the snapshot should keep.
+    pub refresh: Vec<sallyport_sources::SnapshotRow>,
 }
 
 /// A row after mapping: its key, and its op or why it cannot be sent. Rows with no key or with
@@ -119,7 +122,14 @@ pub async fn map_chunk(
                 .collect()
         }
     };
-    let previous = {
+    // What was delivered: from the snapshot, when the warehouse compared the rows; else from
+    // the state store.
+    let from_warehouse = rows.iter().any(|r| r.diff.is_some());
+    let previous = if from_warehouse {
+        rows.iter()
+            .filter_map(|r| Some((r.key.clone()?, r.diff.as_ref()?.previous.clone()?)))
+            .collect()
+    } else {
         let keys: Vec<&str> = rows.iter().filter_map(|r| r.key.as_deref()).collect();
         state.previous(sync, &keys).await?
     };
@@ -139,17 +149,21 @@ pub async fn map_chunk(
                 None
             }
             Some(k) => {
+                let warehouse_fingerprint = row.diff.as_ref().map(|d| d.warehouse_fingerprint);
                 let before = previous.get(k);
                 let unchanged = !full_resync
                     && row.fingerprint.is_some()
                     && before.map(|(fp, _)| *fp) == row.fingerprint;
                 if unchanged {
-                    Some(Ok(Op::new(
-                        k,
-                        row.fingerprint.unwrap_or_default(),
-                        String::new(),
-                        Route::Batch,
-                    )))
+                    Some(Ok(Op {
+                        snapshot: warehouse_fingerprint,
+                        ..Op::new(
+                            k,
+                            row.fingerprint.unwrap_or_default(),
+                            String::new(),
+                            Route::Batch,
+                        )
+                    }))
                 } else {
                     row.materialize().map_err(crate::Stop::Warehouse)?;
                     let unreadable = row.unreadable.iter().find(|u| mapper.uses_column(u.index));
@@ -171,6 +185,7 @@ pub async fn map_chunk(
                             if let Some(fp) = row.fingerprint {
                                 op.fingerprint = fp;
                             }
+                            op.snapshot = warehouse_fingerprint;
                             op
                         }),
                     )
@@ -283,6 +298,16 @@ impl<'a> Classifier<'a> {
                     (self.full_resync, Change::Unchanged)
                 }
             };
+            if !send {
+                if let Some(wfp) = op.snapshot {
+                    out.refresh.push(sallyport_sources::SnapshotRow {
+                        key: op.key.clone(),
+                        warehouse_fingerprint: Some(wfp),
+                        fingerprint: op.fingerprint,
+                        note: None,
+                    });
+                }
+            }
             if send {
                 out.send.push(op);
                 out.changes.push(change);

@@ -9,7 +9,7 @@ use sallyport_config::{ConfigError, Model};
 use sallyport_destinations::{
     Destination, DestinationError, Keying, ObjectMapper, Op, OpResults, Route,
 };
-use sallyport_sources::{ReadSpec, Row, RowStream, Source};
+use sallyport_sources::{DiffSpec, ReadSpec, Row, RowStream, Snapshot, SnapshotRow, Source};
 use sallyport_state::{Commit, RowCounts, RunRecord, RunStatus, StateStore};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -82,6 +82,11 @@ struct Prepared {
     destination: Destination,
     mapper: Arc<dyn ObjectMapper>,
     model: Model,
+    /// Where the sync's snapshot table is (or would be), on warehouses that host change
+    /// detection.
+    snapshot_home: Option<Snapshot>,
+    /// `change_detection: warehouse`.
+    in_warehouse: bool,
 }
 
 impl Engine {
@@ -128,6 +133,23 @@ impl Engine {
                         .collect(),
                 })
             })?;
+        let snapshot_home = warehouse.sallyport_schema().map(|schema| Snapshot {
+            schema,
+            sync: sync.state_id(name).to_string(),
+        });
+        let in_warehouse = sync.change_detection == sallyport_config::ChangeDetection::Warehouse;
+        if in_warehouse {
+            let why = if mapper.keying() != Keying::Column {
+                Some("change_detection: warehouse works with syncs keyed by one column compared exactly; relationships and people or memberships matched by email use change_detection: local for now".to_string())
+            } else {
+                source.snapshots().err().map(|e| e.to_string())
+            };
+            if let Some(why) = why {
+                return Err(RunError::Config(ConfigError {
+                    problems: vec![self.sync_problem(name, &["change_detection".into()], &why)],
+                }));
+            }
+        }
         if check_app {
             destination.check().await.map_err(|e| match e {
                 DestinationError::Credentials(_) => RunError::Credentials(e),
@@ -139,6 +161,8 @@ impl Engine {
             destination,
             mapper: Arc::from(mapper),
             model: sync.model.clone(),
+            snapshot_home,
+            in_warehouse,
         })
     }
 
@@ -195,10 +219,24 @@ impl Engine {
                 context: format!("sync `{name}`: the model"),
                 source,
             })?;
+        if let (true, Some(home)) = (p.in_warehouse, &p.snapshot_home) {
+            p.source
+                .snapshot_check(&home.schema)
+                .await
+                .map_err(|source| RunError::Warehouse {
+                    context: format!("sync `{name}`: change detection in the warehouse"),
+                    source,
+                })?;
+        }
         Ok(format!(
-            "model has {} columns; key column `{}`",
+            "model has {} columns; key column `{}`{}",
             columns.len(),
-            p.mapper.key_column()
+            p.mapper.key_column(),
+            if p.in_warehouse {
+                "; change detection in the warehouse: the schema's grants are in place"
+            } else {
+                ""
+            }
         ))
     }
 
@@ -222,11 +260,29 @@ impl Engine {
             scope.clone(),
         )
         .await?;
-        // Compared as a run compares, so that the preview tells what a run would send.
+        // Compared as a run compares, so that the preview tells what a run would send: in the
+        // warehouse once its snapshot is there (until then, the first run carries the state
+        // over and compares here).
         let fingerprint = fingerprint_spec(&p.source, p.mapper.as_ref());
+        let snapshot = match (&p.snapshot_home, p.in_warehouse) {
+            (Some(home), true) => p
+                .source
+                .snapshot_count(home)
+                .await
+                .map_err(Stop::Warehouse)?
+                .map(|_| home.clone()),
+            _ => None,
+        };
+        let warehouse_fingerprint = p.mapper.fingerprint_spec();
+        let diff = snapshot.as_ref().map(|s| DiffSpec {
+            snapshot: s,
+            fingerprint: warehouse_fingerprint.as_ref(),
+            all: full_resync,
+        });
         let spec = ReadSpec {
             key: read_key(p.mapper.as_ref(), &key),
             fingerprint: fingerprint.as_ref(),
+            diff: diff.as_ref(),
         };
         let mut stream = mapped_stream(
             self.state.clone(),
@@ -260,7 +316,46 @@ impl Engine {
         }
         let _ = self.state.duplicates_reset(&scope).await;
         preview.counts = classifier.counts;
-        if let Some(r) = p.mapper.removals() {
+        if let (Some(snap), Some(r)) = (&snapshot, p.mapper.removals()) {
+            // The snapshot's keys that left the model, as the warehouse finds them.
+            let n = p
+                .source
+                .snapshot_absent_count(snap, &p.model, &key)
+                .await
+                .map_err(Stop::Warehouse)?;
+            let synced = p
+                .source
+                .snapshot_count(snap)
+                .await
+                .map_err(Stop::Warehouse)?
+                .unwrap_or(0);
+            preview.rows_to_remove = n;
+            if n > r.max.allowed(synced) {
+                preview.removal_guard = Some(guard_message(name, r, n, synced));
+            }
+            let mut absent = p
+                .source
+                .snapshot_absent(snap, &p.model, &key)
+                .await
+                .map_err(Stop::Warehouse)?;
+            'pages: while let Some(chunk) = absent.recv().await {
+                for row in chunk.map_err(Stop::Warehouse)? {
+                    if preview.removals.len() >= limit {
+                        break 'pages;
+                    }
+                    let k = row.key.unwrap_or_default();
+                    let note = row.values.first().and_then(|v| v.as_str());
+                    match p.mapper.removal(&k, note) {
+                        Ok(op) => preview.removals.push(preview_op(
+                            p.mapper.as_ref(),
+                            op,
+                            Change::Removed,
+                        )),
+                        Err(f) => preview.failures.push(f.reason(&k)),
+                    }
+                }
+            }
+        } else if let Some(r) = p.mapper.removals() {
             // Which keys left the model, without touching the state.
             let present = format!("{scope}-present");
             collect_present(
@@ -404,6 +499,9 @@ impl Engine {
             held_back: Vec::new(),
             outage: None,
             lock_lost,
+            source: &p.source,
+            snapshot: p.in_warehouse.then(|| p.snapshot_home.clone()).flatten(),
+            home: p.snapshot_home.clone(),
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
@@ -541,6 +639,12 @@ struct Pipeline<'a> {
     outage: Option<String>,
     /// Set when another run took this run's lock.
     lock_lost: Arc<std::sync::OnceLock<String>>,
+    source: &'a Source,
+    /// The snapshot table, with change detection in the warehouse.
+    snapshot: Option<Snapshot>,
+    /// Where a snapshot table would be (a sync switched back to local change detection
+    /// carries it over).
+    home: Option<Snapshot>,
 }
 
 impl Pipeline<'_> {
@@ -571,7 +675,15 @@ impl Pipeline<'_> {
         // Accepted keys clear their failures on record; only asked for when there are any, and
         // never loaded whole (they may be many).
         self.failures_on_record = state.has_failures(self.name).await?;
-        let state_count = state.count(self.name).await?;
+        // What was delivered moves with the sync between local change detection and the
+        // warehouse's: the state store's rows into the snapshot table, or back.
+        let state_count = match self.snapshot.clone() {
+            Some(snap) => self.carry_over(&snap).await?,
+            None => {
+                self.carry_back().await?;
+                state.count(self.name).await?
+            }
+        };
         let scope = format!("{}#run-{}", self.name, self.run_id);
         let dups = duplicates(
             &self.engine.state,
@@ -586,9 +698,16 @@ impl Pipeline<'_> {
         // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
         // state keeps those fingerprints, and unchanged rows are never decoded nor built.
         let fingerprint = fingerprint_spec(source, mapper.as_ref());
+        let warehouse_fingerprint = mapper.fingerprint_spec();
+        let diff = self.snapshot.as_ref().map(|s| DiffSpec {
+            snapshot: s,
+            fingerprint: warehouse_fingerprint.as_ref(),
+            all: self.opts.full_resync,
+        });
         let spec = ReadSpec {
             key: read_key(mapper.as_ref(), &key),
             fingerprint: fingerprint.as_ref(),
+            diff: diff.as_ref(),
         };
         let mut stream = mapped_stream(
             self.engine.state.clone(),
@@ -632,6 +751,14 @@ impl Pipeline<'_> {
             let out = classifier.chunk(chunk, state).await?;
             self.record_counts(&classifier);
             self.commit_failures(out.failed).await?;
+            if let Some(snap) = &self.snapshot {
+                // Rows the warehouse read out that turn out unchanged (carried over from local
+                // change detection): their warehouse fingerprints join the snapshot.
+                self.source
+                    .snapshot_write(snap, &out.refresh, &[])
+                    .await
+                    .map_err(Stop::Warehouse)?;
+            }
             for op in out.send {
                 if let Some((route, full)) = batches.add(&self.destination, op) {
                     self.dispatch(&mut inflight, full, route, concurrency)
@@ -747,6 +874,11 @@ impl Pipeline<'_> {
         state_count: u64,
     ) -> Result<bool, Stop> {
         self.progress();
+        if let Some(snap) = self.snapshot.clone() {
+            return self
+                .finish_in_warehouse(&snap, mapper, model, key, state_count)
+                .await;
+        }
         let left = classifier.matched < state_count || classifier.duplicate_in_state;
         match mapper.removals() {
             None if left => {
@@ -772,7 +904,11 @@ impl Pipeline<'_> {
                         action = r.action,
                         "removing rows that left the model"
                     );
-                    self.send_removals(mapper, &present).await?
+                    let pages = Absent::State {
+                        present: present.clone(),
+                        after: String::new(),
+                    };
+                    self.send_removals(mapper, pages).await?
                 } else {
                     false
                 };
@@ -790,18 +926,85 @@ impl Pipeline<'_> {
         Ok(false)
     }
 
-    /// Sends the removal of every key that left the model (those not under `present`), in
-    /// batches like any op; each accepted removal takes its key out of the state. `Ok(true)`
-    /// when a stop came first.
+    /// [`Pipeline::finish`] with change detection in the warehouse: the snapshot's keys that
+    /// left the model are found by the warehouse, and removed from the app (within the guard)
+    /// or from the snapshot.
+    async fn finish_in_warehouse(
+        &mut self,
+        snap: &Snapshot,
+        mapper: &dyn ObjectMapper,
+        model: &Model,
+        key: &str,
+        synced: u64,
+    ) -> Result<bool, Stop> {
+        let source = self.source;
+        let n = source
+            .snapshot_absent_count(snap, model, key)
+            .await
+            .map_err(Stop::Warehouse)?;
+        if n > 0 {
+            match mapper.removals() {
+                None => {
+                    let mut absent = source
+                        .snapshot_absent(snap, model, key)
+                        .await
+                        .map_err(Stop::Warehouse)?;
+                    while let Some(chunk) = absent.recv().await {
+                        let keys: Vec<String> = chunk
+                            .map_err(Stop::Warehouse)?
+                            .into_iter()
+                            .filter_map(|r| r.key)
+                            .collect();
+                        self.record.rows_removed += keys.len() as u64;
+                        source
+                            .snapshot_write(snap, &[], &keys)
+                            .await
+                            .map_err(Stop::Warehouse)?;
+                    }
+                }
+                Some(r) => {
+                    if n > r.max.allowed(synced) && !self.opts.allow_removals {
+                        return Err(Stop::RemovalGuard(guard_message(
+                            &self.record.sync,
+                            r,
+                            n,
+                            synced,
+                        )));
+                    }
+                    tracing::info!(
+                        removals = n,
+                        action = r.action,
+                        "removing rows that left the model"
+                    );
+                    let pages = Absent::Warehouse(
+                        source
+                            .snapshot_absent(snap, model, key)
+                            .await
+                            .map_err(Stop::Warehouse)?,
+                    );
+                    if self.send_removals(mapper, pages).await? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        self.engine
+            .state
+            .forget_stale_failures(self.name, self.run_id)
+            .await?;
+        Ok(false)
+    }
+
+    /// Sends the removal of every key that left the model, in batches like any op; each
+    /// accepted removal takes its key out of the state. `Ok(true)` when a stop came first.
     async fn send_removals(
         &mut self,
         mapper: &dyn ObjectMapper,
-        present: &str,
+        mut pages: Absent,
     ) -> Result<bool, Stop> {
         let concurrency = self.destination.concurrency().max(1);
         let mut inflight: JoinSet<Flight> = JoinSet::new();
         let mut batches = Batches::default();
-        let mut after = String::new();
         let mut cancel = self.opts.cancel.clone();
         let mut stopped = false;
         loop {
@@ -809,13 +1012,9 @@ impl Pipeline<'_> {
                 stopped = true;
                 break;
             }
-            let page = self
-                .engine
-                .state
-                .absent(self.name, present, &after, 1000)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = last.clone();
+            let Some(page) = pages.next(&self.engine.state, self.name).await? else {
+                break;
+            };
             let mut failed = Vec::new();
             for (k, note) in page {
                 match mapper.removal(&k, note.as_deref()) {
@@ -917,7 +1116,7 @@ impl Pipeline<'_> {
         ops: Vec<Op>,
         route: Route,
         concurrency: usize,
-    ) -> Result<(), sallyport_state::StateError> {
+    ) -> Result<(), Stop> {
         if let Some(why) = self.lock_lost.get() {
             // Another run may hold the sync now: nothing more is sent.
             self.fatal.get_or_insert(Stop::LockLost(why.clone()));
@@ -944,7 +1143,7 @@ impl Pipeline<'_> {
     }
 
     /// Commits what the app answered for one batch.
-    async fn settle(&mut self, (ops, result): Flight) -> Result<(), sallyport_state::StateError> {
+    async fn settle(&mut self, (ops, result): Flight) -> Result<(), Stop> {
         let results = match result {
             Ok(r) => r,
             Err(DestinationError::GaveUp(last)) => {
@@ -977,6 +1176,8 @@ impl Pipeline<'_> {
             }
         };
         let mut commit = Commit::default();
+        let warehouse = self.snapshot.is_some();
+        let (mut snap_rows, mut snap_removed) = (Vec::new(), Vec::new());
         // The app answered: the batches it gave up on before were not an outage.
         self.gave_up_in_a_row = 0;
         commit.failed.append(&mut self.held_back);
@@ -989,16 +1190,29 @@ impl Pipeline<'_> {
             match r {
                 Ok(()) if op.removal => {
                     self.record.rows_removed += 1;
-                    commit.removed.push(op.key);
+                    if warehouse {
+                        snap_removed.push(op.key);
+                    } else {
+                        commit.removed.push(op.key);
+                    }
                 }
                 Ok(()) => {
                     if self.failures_on_record {
                         commit.cleared.push(op.key.clone());
                     }
+                    self.record.rows_sent += 1;
+                    if warehouse {
+                        snap_rows.push(SnapshotRow {
+                            key: op.key,
+                            warehouse_fingerprint: op.snapshot,
+                            fingerprint: op.fingerprint,
+                            note: op.note,
+                        });
+                        continue;
+                    }
                     if let Some(note) = op.note {
                         commit.noted.push((op.key.clone(), note));
                     }
-                    self.record.rows_sent += 1;
                     commit.accepted.push((op.key, op.fingerprint));
                 }
                 Err(msg) => {
@@ -1010,11 +1224,118 @@ impl Pipeline<'_> {
         self.delivery_failed += commit.failed.len() as u64;
         self.record.rows_failed = self.read_failed + self.delivery_failed;
         self.note_failures(commit.failed.iter().map(|(_, r)| r));
+        if let Some(snap) = &self.snapshot {
+            // With change detection in the warehouse, what was delivered goes to its snapshot
+            // (first: a crash between the two writes only leaves failures on record).
+            self.source
+                .snapshot_write(snap, &snap_rows, &snap_removed)
+                .await
+                .map_err(Stop::Warehouse)?;
+        }
         self.engine
             .state
             .commit(self.name, self.run_id, commit)
             .await?;
         self.progress();
+        Ok(())
+    }
+
+    /// Change detection in the warehouse: makes the snapshot table when missing, and moves
+    /// what the state store held for the sync into it (the warehouse fingerprints follow as the
+    /// rows are next read); the keys it holds.
+    async fn carry_over(&mut self, snap: &Snapshot) -> Result<u64, Stop> {
+        let state = &self.engine.state;
+        self.source
+            .snapshot_prepare(snap)
+            .await
+            .map_err(Stop::Warehouse)?;
+        let mut after = String::new();
+        let mut moved = 0u64;
+        loop {
+            let page = state.rows(self.name, &after, 5000).await?;
+            let Some((last, _, _)) = page.last() else {
+                break;
+            };
+            after = last.clone();
+            moved += page.len() as u64;
+            let rows: Vec<SnapshotRow> = page
+                .into_iter()
+                .map(|(key, fingerprint, note)| SnapshotRow {
+                    key,
+                    warehouse_fingerprint: None,
+                    fingerprint,
+                    note,
+                })
+                .collect();
+            self.source
+                .snapshot_write(snap, &rows, &[])
+                .await
+                .map_err(Stop::Warehouse)?;
+        }
+        if moved > 0 {
+            // Only once every row is in the snapshot: a crash before leaves them to be
+            // carried over again.
+            state.clear(self.name).await?;
+            tracing::info!(
+                keys = moved,
+                "carried the state over to the warehouse's snapshot"
+            );
+        }
+        Ok(self
+            .source
+            .snapshot_count(snap)
+            .await
+            .map_err(Stop::Warehouse)?
+            .unwrap_or(0))
+    }
+
+    /// Local change detection for a sync that had it in the warehouse: the snapshot's rows come
+    /// back into the state store, and the table goes.
+    async fn carry_back(&mut self) -> Result<(), Stop> {
+        let Some(home) = self.home.clone() else {
+            return Ok(());
+        };
+        if self.source.snapshots().is_err()
+            || self
+                .source
+                .snapshot_count(&home)
+                .await
+                .map_err(Stop::Warehouse)?
+                .is_none()
+        {
+            return Ok(());
+        }
+        let mut after = String::new();
+        let mut moved = 0u64;
+        loop {
+            let page = self
+                .source
+                .snapshot_rows(&home, &after, 5000)
+                .await
+                .map_err(Stop::Warehouse)?;
+            let Some(last) = page.last() else { break };
+            after = last.key.clone();
+            moved += page.len() as u64;
+            let mut commit = Commit::default();
+            for r in page {
+                if let Some(n) = r.note {
+                    commit.noted.push((r.key.clone(), n));
+                }
+                commit.accepted.push((r.key, r.fingerprint));
+            }
+            self.engine
+                .state
+                .commit(self.name, self.run_id, commit)
+                .await?;
+        }
+        self.source
+            .snapshot_drop(&home)
+            .await
+            .map_err(Stop::Warehouse)?;
+        tracing::info!(
+            keys = moved,
+            "carried the warehouse's snapshot back to the state store"
+        );
         Ok(())
     }
 
@@ -1221,6 +1542,52 @@ fn preview_op(mapper: &dyn ObjectMapper, op: Op, change: Change) -> PreviewOp {
         endpoint: mapper.endpoint(op.route),
         body,
         key: op.key,
+    }
+}
+
+/// Where the keys that left the model come from: the state store (local change detection:
+/// keys not among the model's, collected under `present`), or the warehouse.
+enum Absent {
+    State { present: String, after: String },
+    Warehouse(RowStream),
+}
+
+impl Absent {
+    /// The next page of keys that left the model, each with its note.
+    async fn next(
+        &mut self,
+        state: &StateStore,
+        sync: &str,
+    ) -> Result<Option<Vec<(String, Option<String>)>>, Stop> {
+        match self {
+            Absent::State { present, after } => {
+                let page = state.absent(sync, present, after, 1000).await?;
+                match page.last() {
+                    None => Ok(None),
+                    Some((last, _)) => {
+                        *after = last.clone();
+                        Ok(Some(page))
+                    }
+                }
+            }
+            Absent::Warehouse(rows) => match rows.recv().await {
+                None => Ok(None),
+                Some(chunk) => Ok(Some(
+                    chunk
+                        .map_err(Stop::Warehouse)?
+                        .into_iter()
+                        .filter_map(|r| {
+                            let note = r
+                                .values
+                                .first()
+                                .and_then(|v| v.as_str())
+                                .map(str::to_string);
+                            Some((r.key?, note))
+                        })
+                        .collect(),
+                )),
+            },
+        }
     }
 }
 

@@ -28,8 +28,9 @@ impl Setup {
             dir,
         } = f;
         let config = format!(
-            "warehouses:\n  pg: {{type: postgres, url: \"{}\"}}\napps:\n  cio: {{type: customerio, site_id: sandbox-site, api_key: sandbox-key, track_url: \"{}\", delivery: {delivery}}}\nsyncs:\n{}",
+            "warehouses:\n  pg: {{type: postgres, url: \"{}\", sallyport_schema: \"{}\"}}\napps:\n  cio: {{type: customerio, site_id: sandbox-site, api_key: sandbox-key, track_url: \"{}\", delivery: {delivery}}}\nsyncs:\n{}",
             sallyport_testkit::pg_url(),
+            &*schema,
             sandbox.url(),
             syncs.replace("{s}", &schema)
         );
@@ -174,6 +175,16 @@ async fn a_second_process_cannot_run_the_same_sync() {
 /// and a further run must send nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    sigkill_at_random_moments("local").await;
+}
+
+/// The same with change detection in the warehouse: its snapshot follows acknowledgements.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_with_change_detection_in_the_warehouse() {
+    sigkill_at_random_moments("warehouse").await;
+}
+
+async fn sigkill_at_random_moments(mode: &str) {
     sallyport_testkit::needs_postgres!();
     const N: i64 = 100_000;
     let tables = format!(
@@ -187,8 +198,9 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
                    1700000000 + g AS at
             FROM generate_series(1, {N}) g;"
     );
-    let syncs = "  people: {warehouse: pg, model: {table: \"{s}.users\"}, app: cio, object: person, mode: upsert, primary_key: user_id}
+    let syncs = "  people: {warehouse: pg, model: {table: \"{s}.users\"}, app: cio, object: person, mode: upsert, primary_key: user_id, change_detection: MODE}
   events:
+    change_detection: MODE
     warehouse: pg
     model: {table: \"{s}.events\"}
     app: cio
@@ -201,9 +213,10 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     timestamp: at
     event_name: name
 ";
+    let syncs = syncs.replace("MODE", mode);
     let s = Setup::new(
         &tables,
-        syncs,
+        &syncs,
         "{requests_per_second: 5000, concurrency: 8, batch_bytes: 100KB}",
     )
     .await;
@@ -272,7 +285,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         ));
     }
     println!(
-        "{kills} kills in {attempts} runs; duplicates absorbed by dedup ids: {}",
+        "{mode}: {kills} kills in {attempts} runs; duplicates absorbed by dedup ids: {}",
         stats["duplicate_events"]
     );
 

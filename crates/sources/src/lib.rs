@@ -122,6 +122,12 @@ impl WarehouseSettings {
         each_settings!(self, s => s.kind())
     }
 
+    /// Where snapshot tables go (`sallyport_schema`, default `sallyport`), for warehouses that
+    /// host change detection (`change_detection: warehouse`); `None` for the others.
+    pub fn sallyport_schema(&self) -> Option<String> {
+        each_settings!(self, s => crate::Settings::sallyport_schema(s))
+    }
+
     /// The fields that hold secrets: encrypted at rest, never shown.
     pub fn secret_fields(&self) -> &'static [&'static str] {
         each_settings!(self, s => s.secret_fields())
@@ -170,6 +176,10 @@ pub trait Settings {
     fn describe(&self) -> String;
     /// The network hosts (name, port) the warehouse connects to; none for a local file.
     fn hosts(&self) -> Vec<(String, u16)>;
+    /// Where snapshot tables go, for warehouses that host change detection.
+    fn sallyport_schema(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How a warehouse is opened.
@@ -251,6 +261,89 @@ pub trait Warehouse: Sized {
 
     /// Every value of `key` in the model, as a stream of key-only rows.
     async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError>;
+
+    /// Change detection in the warehouse: `Ok` when it can host it (with [`ReadSpec::diff`] and
+    /// the `snapshot_*` calls), or why not.
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Err(no_snapshots())
+    }
+
+    /// Checks that Sallyport may create and write its tables in `schema`: the missing grant,
+    /// said as the statement that gives it, when it may not.
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        let _ = schema;
+        Err(no_snapshots())
+    }
+
+    /// Creates the snapshot table when missing; how many keys it holds, and whether it was
+    /// there already.
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        let _ = snapshot;
+        Err(no_snapshots())
+    }
+
+    /// How many keys the table holds, or `None` when there is no table.
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        let _ = snapshot;
+        Ok(None)
+    }
+
+    /// Writes acknowledged keys (one merge) and deletes removed ones.
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        let _ = (snapshot, rows, removed);
+        Err(no_snapshots())
+    }
+
+    /// How many keys of the snapshot the model no longer has.
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        let _ = (snapshot, model, key);
+        Err(no_snapshots())
+    }
+
+    /// Those keys, with their notes (the note as the row's only value).
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        let _ = (snapshot, model, key);
+        Err(no_snapshots())
+    }
+
+    /// A page of the snapshot in key order, after `after`.
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        let _ = (snapshot, after, limit);
+        Err(no_snapshots())
+    }
+
+    /// Drops the snapshot table.
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        let _ = snapshot;
+        Err(no_snapshots())
+    }
+}
+
+/// Why a warehouse cannot host change detection.
+fn no_snapshots() -> SourceError {
+    SourceError::Other(
+        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL has it); use change_detection: local".into(),
+    )
 }
 
 /// What a stream ends with when its reader failed unexpectedly (a bug): the run stops instead of
@@ -341,7 +434,20 @@ pub struct Row {
     pub fingerprint: Option<u64>,
     /// Values that could not be read (null in `values`).
     pub unreadable: Vec<Unreadable>,
+    /// What a read with change detection in the warehouse adds: the warehouse's fingerprint,
+    /// and what the snapshot held for the key.
+    pub diff: Option<Box<Diff>>,
     lazy: Option<Box<dyn Undecoded>>,
+}
+
+/// A row's change detection in the warehouse (see [`DiffSpec`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diff {
+    /// The warehouse's fingerprint of the row.
+    pub warehouse_fingerprint: i64,
+    /// What the snapshot held for the key (the fingerprint the state keeps, and the note),
+    /// when it held it.
+    pub previous: Option<(u64, Option<String>)>,
 }
 
 impl std::fmt::Debug for dyn Undecoded {
@@ -357,6 +463,7 @@ impl Row {
             values,
             fingerprint: None,
             unreadable: Vec::new(),
+            diff: None,
             lazy: None,
         }
     }
@@ -374,6 +481,7 @@ impl Row {
             values: Vec::new(),
             fingerprint: Some(fingerprint),
             unreadable: Vec::new(),
+            diff: None,
             lazy: Some(lazy),
         }
     }
@@ -403,6 +511,52 @@ pub struct ReadSpec<'a> {
     /// Fingerprint these columns as they arrive, and leave the values undecoded until
     /// [`Row::materialize`].
     pub fingerprint: Option<&'a FingerprintSpec>,
+    /// Compare with a snapshot in the warehouse, and read only what differs.
+    pub diff: Option<&'a DiffSpec<'a>>,
+}
+
+/// Change detection in the warehouse: a snapshot table per sync, in the warehouse's
+/// `sallyport_schema`, of what was delivered (key, the warehouse's fingerprint, the fingerprint
+/// and note the state keeps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub schema: String,
+    /// The sync's state id.
+    pub sync: String,
+}
+
+impl Snapshot {
+    /// The table's name: the sync's state id, hashed (any text is a state id).
+    pub fn table(&self) -> String {
+        format!(
+            "snapshot_{:016x}",
+            xxhash_rust::xxh3::xxh3_64(self.sync.as_bytes())
+        )
+    }
+}
+
+/// What a read with change detection in the warehouse compares.
+#[derive(Debug, Clone)]
+pub struct DiffSpec<'a> {
+    pub snapshot: &'a Snapshot,
+    /// What the warehouse fingerprints: the mapped columns and a salt naming what is built
+    /// from them (`None`: insert-once objects, which compare keys only).
+    pub fingerprint: Option<&'a FingerprintSpec>,
+    /// Every row, each with what the snapshot holds (a full resync, or the first run after a
+    /// switch from local change detection).
+    pub all: bool,
+}
+
+/// A key as the snapshot keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    pub key: String,
+    /// The warehouse's fingerprint (unknown for keys carried over from local change detection
+    /// until they are next read).
+    pub warehouse_fingerprint: Option<i64>,
+    /// The fingerprint the state keeps.
+    pub fingerprint: u64,
+    pub note: Option<String>,
 }
 
 /// A stream of row chunks; it ends after the last chunk, or with an error.
@@ -537,6 +691,66 @@ impl Source {
     /// Every value of `key` in the model, as a stream of chunks (rows with no values).
     pub async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         each_source!(self, s => s.keys(model, key).await)
+    }
+
+    /// Whether this warehouse can host change detection (`change_detection: warehouse`).
+    pub fn snapshots(&self) -> Result<(), SourceError> {
+        each_source!(self, s => s.snapshots())
+    }
+
+    pub async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        each_source!(self, s => s.snapshot_check(schema).await)
+    }
+
+    pub async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        each_source!(self, s => s.snapshot_prepare(snapshot).await)
+    }
+
+    pub async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        each_source!(self, s => s.snapshot_count(snapshot).await)
+    }
+
+    pub async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        if rows.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        each_source!(self, s => s.snapshot_write(snapshot, rows, removed).await)
+    }
+
+    pub async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        each_source!(self, s => s.snapshot_absent_count(snapshot, model, key).await)
+    }
+
+    pub async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        each_source!(self, s => s.snapshot_absent(snapshot, model, key).await)
+    }
+
+    pub async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        each_source!(self, s => s.snapshot_rows(snapshot, after, limit).await)
+    }
+
+    pub async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        each_source!(self, s => s.snapshot_drop(snapshot).await)
     }
 
     /// The first `limit` rows, with their columns: what a preview of the model shows.

@@ -91,6 +91,7 @@ async fn conforms_without(what: &str, source: Source, model: Model, missing: &[&
         let read = sallyport_sources::ReadSpec {
             key: Some("id"),
             fingerprint: Some(&spec),
+            diff: None,
         };
         let mut rows = collect(source.read(&model, &read).await.unwrap()).await;
         assert!(rows.iter().all(|r| r.fingerprint.is_some()), "{what}");

@@ -300,6 +300,17 @@ impl StateStore {
         each!(self, s => s.absent(sync, scope, after, limit as i64).await)
     }
 
+    /// A page of what the state holds for `sync`, in key order after `after`: each key with
+    /// its fingerprint and note.
+    pub async fn rows(
+        &self,
+        sync: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, Option<String>)>> {
+        each!(self, s => s.rows(sync, after, limit as i64).await)
+    }
+
     /// How many keys [`StateStore::absent`] would list in all.
     pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
         each!(self, s => s.absent_count(sync, scope).await)

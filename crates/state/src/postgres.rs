@@ -357,6 +357,28 @@ impl PgState {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    pub async fn rows(
+        &self,
+        sync: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, u64, Option<String>)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, fingerprint, note FROM sync_rows WHERE sync = $1 AND key COLLATE \"C\" > $2
+                 ORDER BY key COLLATE \"C\" LIMIT $3",
+                &[&sync, &after, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2)))
+            .collect())
+    }
+
     pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
         let row = self
             .client

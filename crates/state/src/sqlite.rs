@@ -394,6 +394,28 @@ impl SqliteState {
         .await
     }
 
+    pub async fn rows(
+        &self,
+        sync: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, u64, Option<String>)>> {
+        let (sync, after) = (sync.to_string(), after.to_string());
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, fingerprint, note FROM sync_rows WHERE sync = ?1 AND key > ?2
+                 ORDER BY key LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![sync, after, limit], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn absent_count(&self, sync: &str, scope: &str) -> Result<u64> {
         let (sync, scope) = (sync.to_string(), scope.to_string());
         self.call(move |conn| {

@@ -60,11 +60,12 @@ impl Harness {
     /// with `{s}` standing for the schema).
     pub fn config_text(&self, syncs: &str, api_key: &str) -> String {
         format!(
-            "state: {state}\nwarehouses:\n  pg: {{type: postgres, url: \"{url}\"}}\napps:\n  cio:\n    type: customerio\n    site_id: {SITE}\n    api_key: \"{api_key}\"\n    track_url: {track}\n    delivery: {delivery}\nsyncs:\n{syncs}",
+            "state: {state}\nwarehouses:\n  pg: {{type: postgres, url: \"{url}\", sallyport_schema: \"{schema}\"}}\napps:\n  cio:\n    type: customerio\n    site_id: {SITE}\n    api_key: \"{api_key}\"\n    track_url: {track}\n    delivery: {delivery}\nsyncs:\n{syncs}",
             state = self.state,
             delivery = self.delivery,
             url = self.warehouse_url,
             track = self.sandbox.url(),
+            schema = &*self.schema,
             syncs = syncs.replace("{s}", &self.schema),
         )
     }

@@ -3,6 +3,7 @@
 
 mod connect;
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ pub use connect::{split_tls, Connector, SslMode, Tls};
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,
-    CHUNK_ROWS,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
+    SourceError, Warehouse, CHUNK_ROWS,
 };
 
 pub struct PgSource {
@@ -28,6 +29,8 @@ pub struct PgSource {
     /// Each stream reads over a connection of its own, inside a read-only transaction.
     connector: Box<Connector>,
     statement_timeout: Option<std::time::Duration>,
+    /// Writes to snapshot tables (change detection in the warehouse), opened when first needed.
+    writer: tokio::sync::Mutex<Option<Client>>,
 }
 
 fn quote_ident(name: &str) -> String {
@@ -92,6 +95,62 @@ impl Warehouse for PgSource {
     async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         PgSource::keys(self, model, key).await
     }
+
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        PgSource::snapshot_check(self, schema).await
+    }
+
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        PgSource::snapshot_prepare(self, snapshot).await
+    }
+
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        PgSource::snapshot_count(self, snapshot).await
+    }
+
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        PgSource::snapshot_write(self, snapshot, rows, removed).await
+    }
+
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        PgSource::snapshot_absent_count(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        PgSource::snapshot_absent(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        PgSource::snapshot_rows(self, snapshot, after, limit).await
+    }
+
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        PgSource::snapshot_drop(self, snapshot).await
+    }
 }
 
 impl PgSource {
@@ -116,6 +175,7 @@ impl PgSource {
             client: Arc::new(client),
             connector: Box::new(connector),
             statement_timeout,
+            writer: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -189,50 +249,80 @@ impl PgSource {
                 }
             }
         };
-        let sql = format!("SELECT {} FROM {}", select.join(", "), model_from(model));
+        let (sql, diff_at) = match (spec.diff, spec.key) {
+            (None, _) => (
+                format!("SELECT {} FROM {}", select.join(", "), model_from(model)),
+                None,
+            ),
+            (Some(d), Some(k)) => (snapshot::diff_sql(model, k, &select, d), Some(select.len())),
+            (Some(_), None) => {
+                return Err(SourceError::Other(
+                    "change detection in the warehouse needs a key column".into(),
+                ))
+            }
+        };
         let decode = Arc::new(decode);
         self.run(sql, move |row| {
-            let key = match key_at {
-                Some(KeyAt::Text(i)) => row
-                    .try_get::<_, Option<String>>(i)
-                    .map_err(|e| SourceError::Query(e.to_string()))?,
-                Some(KeyAt::Int(i)) => match read(&row, i, decode[i])? {
-                    Value::Null => None,
-                    v => Some(v.to_string()),
-                },
+            let diff = match diff_at {
+                Some(at) => Some(Box::new(snapshot::diff_of(&row, at)?)),
                 None => None,
             };
-            let Some((salt, columns)) = &fingerprint else {
-                return Ok(Row::new(key, decode_row(&row, &decode)?));
-            };
-            // Hash the mapped columns' bytes as they came off the wire; decode later, and only
-            // if the row is to be sent.
-            let mut h = Xxh3::new();
-            h.update(salt.as_bytes());
-            for &i in columns {
-                match row
-                    .try_get::<_, Option<Wire>>(i)
-                    .map_err(|e| SourceError::Query(e.to_string()))?
-                {
-                    Some(Wire(bytes)) => {
-                        h.update(&(bytes.len() as u32).to_le_bytes());
-                        h.update(bytes);
-                    }
-                    None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
-                }
-            }
-            Ok(Row::undecoded(
-                key,
-                h.digest(),
-                Box::new(Undecoded {
-                    row,
-                    decode: decode.clone(),
-                }),
-            ))
+            let mut row = read_row(row, key_at, &decode, fingerprint.as_ref())?;
+            row.diff = diff;
+            Ok(row)
         })
         .await
     }
+}
 
+/// Converts one row of a read: its key, and its values decoded, or left undecoded behind the
+/// fingerprint of the mapped columns' wire bytes.
+fn read_row(
+    row: tokio_postgres::Row,
+    key_at: Option<KeyAt>,
+    decode: &Arc<Vec<Decode>>,
+    fingerprint: Option<&(String, Vec<usize>)>,
+) -> Result<Row, SourceError> {
+    let key = match key_at {
+        Some(KeyAt::Text(i)) => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(|e| SourceError::Query(e.to_string()))?,
+        Some(KeyAt::Int(i)) => match read(&row, i, decode[i])? {
+            Value::Null => None,
+            v => Some(v.to_string()),
+        },
+        None => None,
+    };
+    let Some((salt, columns)) = fingerprint else {
+        return Ok(Row::new(key, decode_row(&row, decode)?));
+    };
+    // Hash the mapped columns' bytes as they came off the wire; decode later, and only
+    // if the row is to be sent.
+    let mut h = Xxh3::new();
+    h.update(salt.as_bytes());
+    for &i in columns.iter() {
+        match row
+            .try_get::<_, Option<Wire>>(i)
+            .map_err(|e| SourceError::Query(e.to_string()))?
+        {
+            Some(Wire(bytes)) => {
+                h.update(&(bytes.len() as u32).to_le_bytes());
+                h.update(bytes);
+            }
+            None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
+        }
+    }
+    Ok(Row::undecoded(
+        key,
+        h.digest(),
+        Box::new(Undecoded {
+            row,
+            decode: decode.clone(),
+        }),
+    ))
+}
+
+impl PgSource {
     pub async fn keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
         let sql = format!(
             "SELECT m.{}::text FROM {}",

@@ -22,6 +22,10 @@ pub struct Settings {
     pub sslcert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sslkey: Option<String>,
+    /// Where syncs with `change_detection: warehouse` keep their snapshot tables (default
+    /// `sallyport`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sallyport_schema: Option<String>,
 }
 
 impl Settings {
@@ -33,6 +37,7 @@ impl Settings {
             sslrootcert: None,
             sslcert: None,
             sslkey: None,
+            sallyport_schema: None,
         }
     }
 
@@ -89,9 +94,25 @@ pub const FIELDS: &[Field] = &[
         when: None,
         help: "the client certificate's private key",
     },
+    Field {
+        name: "sallyport_schema",
+        label: "Schema for Sallyport's tables",
+        kind: FieldKind::Text,
+        required: false,
+        when: None,
+        help: "where syncs with change detection in the warehouse keep their snapshot tables (default sallyport); Sallyport needs CREATE on it, or on the database to create it",
+    },
 ];
 
 impl crate::Settings for Settings {
+    fn sallyport_schema(&self) -> Option<String> {
+        Some(
+            self.sallyport_schema
+                .clone()
+                .unwrap_or_else(|| "sallyport".into()),
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }

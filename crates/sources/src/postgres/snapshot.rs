@@ -1,0 +1,276 @@
+//! Change detection in PostgreSQL: a snapshot table per sync in `sallyport_schema`
+//! (`key text PRIMARY KEY, wfp int8, lfp int8, note text`). The model is only ever run inside
+//! the read-only transactions of [`PgSource::run`]; writes to the snapshot go over a
+//! connection of their own and take lists of keys, never the model's SQL.
+
+use sallyport_core::Model;
+use tokio_postgres::Client;
+
+use super::{model_from, query_error, quote_ident, PgSource};
+use crate::{DiffSpec, Row, RowStream, Snapshot, SnapshotRow, SourceError};
+
+/// `"schema"."snapshot_…"`.
+pub(super) fn table(s: &Snapshot) -> String {
+    format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.table()))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The SQL of a diff read: the model's rows (as `select`), each with the warehouse's
+/// fingerprint and what the snapshot holds for its key, and only those that differ unless
+/// every row is asked for.
+pub(super) fn diff_sql(model: &Model, key: &str, select: &[String], d: &DiffSpec<'_>) -> String {
+    let inner = model_from(model);
+    let inner = match inner.strip_suffix(" AS m") {
+        Some(i) => format!("{i} AS q"),
+        None => inner,
+    };
+    // The fingerprint of the mapped columns, over their text (NULL and '' differ in a row's
+    // text), with the salt that names what is built from them.
+    let wfp = match d.fingerprint {
+        Some(f) => format!(
+            "hashtextextended({} || ROW({})::text, 0)",
+            literal(&f.salt),
+            f.columns
+                .iter()
+                .map(|c| format!("q.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "0::int8".into(),
+    };
+    let filter = match (d.all, d.fingerprint.is_some()) {
+        (true, _) => "",
+        (false, true) => " WHERE s.key IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
+        (false, false) => " WHERE s.key IS NULL",
+    };
+    format!(
+        "SELECT {}, m.__sp_wfp, s.lfp, s.note FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m LEFT JOIN {} AS s ON s.key = m.{}::text{filter}",
+        select.join(", "),
+        table(d.snapshot),
+        quote_ident(key),
+    )
+}
+
+/// Reads what a diff read appends to each row (at `at`, `at + 1`, `at + 2`).
+pub(super) fn diff_of(row: &tokio_postgres::Row, at: usize) -> Result<crate::Diff, SourceError> {
+    let get = |e: tokio_postgres::Error| SourceError::Query(e.to_string());
+    let wfp: i64 = row.try_get(at).map_err(get)?;
+    let lfp: Option<i64> = row.try_get(at + 1).map_err(get)?;
+    let note: Option<String> = row.try_get(at + 2).map_err(get)?;
+    Ok(crate::Diff {
+        warehouse_fingerprint: wfp,
+        previous: lfp.map(|l| (l as u64, note)),
+    })
+}
+
+impl PgSource {
+    /// The connection snapshot writes go over (opened once).
+    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SourceError> {
+        let mut w = self.writer.lock().await;
+        if w.as_ref().is_none_or(|c| c.is_closed()) {
+            *w = Some(self.connector.connect().await?);
+        }
+        Ok(w)
+    }
+
+    pub(super) async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_user::text, current_database()::text,
+                    EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    has_database_privilege(current_database(), 'CREATE'),
+                    CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+                         THEN has_schema_privilege($1, 'USAGE') AND has_schema_privilege($1, 'CREATE') END",
+                &[&schema],
+            )
+            .await
+            .map_err(query_error)?;
+        let (user, db): (String, String) = (row.get(0), row.get(1));
+        let (exists, db_create, schema_ok): (bool, bool, Option<bool>) =
+            (row.get(2), row.get(3), row.get(4));
+        let (user_q, schema_q) = (quote_ident(&user), quote_ident(schema));
+        if !exists && !db_create {
+            return Err(SourceError::Other(format!(
+                "change_detection: warehouse needs the schema `{schema}`, which does not exist, and user `{user}` may not create it: run `CREATE SCHEMA {schema_q} AUTHORIZATION {user_q};` or `GRANT CREATE ON DATABASE {} TO {user_q};`",
+                quote_ident(&db)
+            )));
+        }
+        if exists && schema_ok == Some(false) {
+            return Err(SourceError::Other(format!(
+                "change_detection: warehouse needs to create and write tables in schema `{schema}`, and user `{user}` may not: run `GRANT USAGE, CREATE ON SCHEMA {schema_q} TO {user_q};`"
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn snapshot_count(&self, s: &Snapshot) -> Result<Option<u64>, SourceError> {
+        let name = format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.table()));
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(query_error)?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let n: i64 = self
+            .client
+            .query_one(&format!("SELECT count(*) FROM {}", table(s)), &[])
+            .await
+            .map_err(query_error)?
+            .get(0);
+        Ok(Some(n as u64))
+    }
+
+    pub(super) async fn snapshot_prepare(&self, s: &Snapshot) -> Result<(u64, bool), SourceError> {
+        if let Some(n) = self.snapshot_count(s).await? {
+            return Ok((n, true));
+        }
+        self.snapshot_check(&s.schema).await?;
+        let w = self.writer().await?;
+        let w = w.as_ref().expect("connected");
+        w.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {};
+             CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, wfp int8, lfp int8 NOT NULL, note text)",
+            quote_ident(&s.schema),
+            table(s)
+        ))
+        .await
+        .map_err(query_error)?;
+        Ok((0, false))
+    }
+
+    pub(super) async fn snapshot_write(
+        &self,
+        s: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        let mut w = self.writer().await?;
+        let w = w.as_mut().expect("connected");
+        let tx = w.transaction().await.map_err(query_error)?;
+        if !rows.is_empty() {
+            let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+            let wfps: Vec<Option<i64>> = rows.iter().map(|r| r.warehouse_fingerprint).collect();
+            let lfps: Vec<i64> = rows.iter().map(|r| r.fingerprint as i64).collect();
+            let notes: Vec<Option<&str>> = rows.iter().map(|r| r.note.as_deref()).collect();
+            // The batch arrives as arrays (the staging rows) and is merged in one statement.
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} AS s (key, wfp, lfp, note)
+                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
+                     ON CONFLICT (key) DO UPDATE SET wfp = excluded.wfp, lfp = excluded.lfp,
+                        note = COALESCE(excluded.note, s.note)",
+                    table(s)
+                ),
+                &[&keys, &wfps, &lfps, &notes],
+            )
+            .await
+            .map_err(query_error)?;
+        }
+        if !removed.is_empty() {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE key = ANY($1)", table(s)),
+                &[&removed],
+            )
+            .await
+            .map_err(query_error)?;
+        }
+        tx.commit().await.map_err(query_error)
+    }
+
+    pub(super) async fn snapshot_absent_count(
+        &self,
+        s: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        let sql = format!(
+            "SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} WHERE m.{}::text = s.key)",
+            table(s),
+            model_from(model),
+            quote_ident(key)
+        );
+        let mut rows = self
+            .run(sql, |row| {
+                let n: i64 = row
+                    .try_get(0)
+                    .map_err(|e| SourceError::Query(e.to_string()))?;
+                Ok(Row::new(Some(n.to_string()), Vec::new()))
+            })
+            .await?;
+        let mut n = 0;
+        while let Some(chunk) = rows.recv().await {
+            for r in chunk? {
+                n = r.key.and_then(|k| k.parse().ok()).unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
+    pub(super) async fn snapshot_absent(
+        &self,
+        s: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        let sql = format!(
+            "SELECT s.key, s.note FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} WHERE m.{}::text = s.key)",
+            table(s),
+            model_from(model),
+            quote_ident(key)
+        );
+        self.run(sql, |row| {
+            let get = |e: tokio_postgres::Error| SourceError::Query(e.to_string());
+            let key: String = row.try_get(0).map_err(get)?;
+            let note: Option<String> = row.try_get(1).map_err(get)?;
+            Ok(Row::new(
+                Some(key),
+                vec![note.map_or(serde_json::Value::Null, serde_json::Value::String)],
+            ))
+        })
+        .await
+    }
+
+    pub(super) async fn snapshot_rows(
+        &self,
+        s: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT key, wfp, lfp, note FROM {} WHERE key COLLATE \"C\" > $1 ORDER BY key COLLATE \"C\" LIMIT $2",
+                    table(s)
+                ),
+                &[&after, &(limit as i64)],
+            )
+            .await
+            .map_err(query_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| SnapshotRow {
+                key: r.get(0),
+                warehouse_fingerprint: r.get(1),
+                fingerprint: r.get::<_, i64>(2) as u64,
+                note: r.get(3),
+            })
+            .collect())
+    }
+
+    pub(super) async fn snapshot_drop(&self, s: &Snapshot) -> Result<(), SourceError> {
+        let w = self.writer().await?;
+        w.as_ref()
+            .expect("connected")
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", table(s)))
+            .await
+            .map_err(query_error)
+    }
+}
