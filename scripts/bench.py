@@ -10,6 +10,11 @@ same run: the time `psql` takes to export the same model as CSV to /dev/null.
     scripts/bench.py --warehouses mysql   # MySQL/MariaDB only (reference: the `mysql` client's
                                           # batch export of the same rows to /dev/null)
 
+    scripts/bench.py --warehouses diff    # change detection, local vs in the warehouse, on
+                                          # 10,000,000 and 1,000,000 PostgreSQL rows, each case
+                                          # through a byte-counting proxy, unthrottled and at
+                                          # 100 Mbit/s (reference: psql's CSV export through it)
+
 MySQL needs a MariaDB (its SEQUENCE engine makes the rows) at --mysql-url (default
 mysql://root@127.0.0.1:3306/test; scripts/test.sh starts one) and the `mariadb`/`mysql` client.
 
@@ -19,6 +24,7 @@ Prints a Markdown table (for BENCHMARKS.md) and writes the figures as JSON to be
 """
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -27,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -373,6 +380,180 @@ syncs:
     return out
 
 
+class Proxy:
+    """A TCP proxy in front of PostgreSQL that counts the bytes going each way and, when given a
+    rate, paces both directions to it (a token bucket per direction shared by every connection):
+    a warehouse across a network."""
+
+    def __init__(self, target_port, mbit=None):
+        self.target_port = target_port
+        self.rate = mbit * 1_000_000 / 8 if mbit else None
+        self.down = 0  # out of the warehouse
+        self.up = 0
+        self.free_at = {"down": 0.0, "up": 0.0}
+        self.loop = asyncio.new_event_loop()
+        self.port = free_port()
+        ready = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self.loop)
+            self.server = self.loop.run_until_complete(
+                asyncio.start_server(self.handle, "127.0.0.1", self.port))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        ready.wait()
+
+    async def pipe(self, reader, writer, way):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if self.rate:
+                    now = self.loop.time()
+                    start = max(now, self.free_at[way])
+                    self.free_at[way] = start + len(data) / self.rate
+                    if self.free_at[way] > now:
+                        await asyncio.sleep(self.free_at[way] - now)
+                if way == "down":
+                    self.down += len(data)
+                else:
+                    self.up += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(self, client_r, client_w):
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(self.pipe(client_r, server_w, "up"), self.pipe(server_r, client_w, "down"))
+
+    def url(self, url):
+        """`url` with its port replaced by the proxy's."""
+        from urllib.parse import urlsplit, urlunsplit
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)
+        user = host[0] + "@" if len(host) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def export_through(proxy, url, table):
+    """psql's CSV export of the model through the proxy: (seconds, bytes out of the warehouse)."""
+    before = proxy.down
+    start = time.perf_counter()
+    subprocess.run(
+        ["psql", proxy.url(url), "-qc", f"\\copy (SELECT * FROM {SCHEMA}.{table}) TO '/dev/null' CSV"],
+        check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, proxy.down - before
+
+
+def bench_diff(a, base, work):
+    """Change detection: local (the model read and compared here) against in the warehouse (a
+    snapshot table there, only what changed read out), for each size, through the proxy
+    unthrottled and at 100 Mbit/s."""
+    url = a.database_url
+    target_port = int(url.rsplit(":", 1)[1].split("/")[0]) if url.count(":") >= 2 else 5432
+    snap_schema = "sallyport_bench_snapshots"
+    out = {}
+    for n in [int(x) for x in a.diff_rows.split(",")]:
+        table = f"people_{n}"
+        psql(url, f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        ensure_table(url, table, n, people_sql(table, n), a.rebuild)
+        psql(url, f"DROP SCHEMA IF EXISTS {snap_schema} CASCADE")
+        for net, mbit in [("unthrottled", None), ("100mbit", 100)]:
+            proxy = Proxy(target_port, mbit)
+            try:
+                ref_s, ref_bytes = export_through(proxy, url, table)
+                out[f"{n}/{net}/reference"] = {"s": ref_s, "bytes": ref_bytes}
+                print(f"{n:,} rows, {net}: reference export {ref_s:.2f} s, {ref_bytes / 1e6:.1f} MB",
+                      file=sys.stderr)
+                for k, mode in enumerate(["local", "warehouse"]):
+                    name = f"{mode}_{net}_{n}"
+                    path = os.path.join(work, name + ".yaml")
+                    with open(path, "w") as f:
+                        f.write(f"""state: {name}.db
+warehouses:
+  pg: {{type: postgres, url: "{proxy.url(url)}", sallyport_schema: {snap_schema}}}
+apps:
+  cio:
+    type: customerio
+    site_id: sandbox-site
+    api_key: sandbox-key
+    track_url: {base}
+    delivery: {{requests_per_second: {a.requests_per_second}, concurrency: 8}}
+syncs:
+  {name}: {{warehouse: pg, model: {{table: {SCHEMA}.{table}}}, app: cio, object: person, mode: upsert, primary_key: user_id, change_detection: {mode}}}
+""")
+
+                    def measure(case, expect_sent):
+                        before = proxy.down
+                        t, rss, summary = run_sync(path, name)
+                        moved = proxy.down - before
+                        assert summary["rows_sent"] == expect_sent, (case, summary)
+                        out[f"{n}/{net}/{mode}/{case}"] = {"s": t, "bytes": moved, "rss_mb": rss}
+                        print(f"  {mode:9} {case:10} {t:8.2f} s ({t / ref_s:5.2f} × export) "
+                              f"{moved / 1e6:10.2f} MB ({moved / ref_bytes:6.4f} × export) {rss:.0f} MB RSS",
+                              file=sys.stderr)
+
+                    sandbox_get(base, "/_sandbox/reset", "POST")
+                    measure("first", n)
+                    measure("unchanged", 0)
+                    marker = 10 + 2 * k + (0 if mbit is None else 1)
+                    psql(url, f"UPDATE {SCHEMA}.{table} SET plan = plan || '+' WHERE user_id % 100 = {marker}")
+                    try:
+                        measure("1%", n // 100)
+                    finally:
+                        psql(url, f"UPDATE {SCHEMA}.{table} SET plan = rtrim(plan, '+') WHERE user_id % 100 = {marker}")
+            finally:
+                proxy.stop()
+        psql(url, f"DROP SCHEMA IF EXISTS {snap_schema} CASCADE")
+    print_diff(out, a)
+    return {"diff": out}
+
+
+def print_diff(out, a):
+    targets = {  # warehouse mode: (bytes vs export, time unthrottled, time at 100 Mbit/s)
+        "unchanged": ("≤ 1 MB", 1.0, 0.2),
+        "1%": ("≤ 1.2 × the changed rows' share", 1.2, 0.3),
+        "first": ("≤ 1.1 × the export", 5.0, 1.5),
+    }
+    for n in [int(x) for x in a.diff_rows.split(",")]:
+        ru, rt = out[f"{n}/unthrottled/reference"], out[f"{n}/100mbit/reference"]
+        print(f"\n{n:,} rows: reference export {ru['bytes'] / 1e6:.1f} MB, {ru['s']:.2f} s unthrottled, "
+              f"{rt['s']:.2f} s at 100 Mbit/s\n")
+        print("| case | mode | bytes out of the warehouse | time, unthrottled | time, 100 Mbit/s | targets (warehouse mode) | met |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for case in ["unchanged", "1%", "first"]:
+            for mode in ["local", "warehouse"]:
+                u, t = out[f"{n}/unthrottled/{mode}/{case}"], out[f"{n}/100mbit/{mode}/{case}"]
+                b = u["bytes"]
+                share = b / ru["bytes"]
+                bytes_text = f"{b / 1e6:.2f} MB ({share:.4f} × export)"
+                met = ""
+                target_text = ""
+                if mode == "warehouse":
+                    limit_text, tu, tt = targets[case]
+                    target_text = f"{limit_text}; ≤ {tu} ×; ≤ {tt} ×"
+                    bytes_ok = (b <= 1e6 if case == "unchanged"
+                                else share <= 1.2 * 0.01 if case == "1%" else share <= 1.1)
+                    ok = bytes_ok and u["s"] / ru["s"] <= tu and t["s"] / rt["s"] <= tt
+                    met = "yes" if ok else "no"
+                print(f"| {case} | {mode} | {bytes_text} | {u['s']:.2f} s ({u['s'] / ru['s']:.2f} ×) "
+                      f"| {t['s']:.2f} s ({t['s'] / rt['s']:.2f} ×) | {target_text} | {met} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="people and events in the main cases")
@@ -395,12 +576,15 @@ def main():
         "SALLYPORT_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
     ap.add_argument("--mysql-big-rows", type=int, default=3_000_000,
                     help="people in the MySQL memory case (0 skips it)")
+    ap.add_argument("--diff-rows", default="10000000,1000000",
+                    help="model sizes of the change detection cases (--warehouses diff)")
     a = ap.parse_args()
     url = a.database_url
     n, big = a.rows, a.big_rows
     chosen = a.warehouses.split(",")
     do_pg, do_my, do_bq = "postgres" in chosen, "mysql" in chosen, "bigquery" in chosen
     do_sf = "snowflake" in chosen
+    do_diff = "diff" in chosen
 
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "sallyport"], cwd=ROOT, check=True)
@@ -493,6 +677,8 @@ syncs:
             results.update(bench_bigquery(a, base, work))
         if do_sf:
             results.update(bench_snowflake(a, base, work))
+        if do_diff:
+            results.update(bench_diff(a, base, work))
     finally:
         sandbox.terminate()
         sandbox.wait()

@@ -278,6 +278,7 @@ impl Engine {
             snapshot: s,
             fingerprint: warehouse_fingerprint.as_ref(),
             all: full_resync,
+            empty: false,
         });
         let spec = ReadSpec {
             key: read_key(p.mapper.as_ref(), &key),
@@ -703,6 +704,7 @@ impl Pipeline<'_> {
             snapshot: s,
             fingerprint: warehouse_fingerprint.as_ref(),
             all: self.opts.full_resync,
+            empty: state_count == 0,
         });
         let spec = ReadSpec {
             key: read_key(mapper.as_ref(), &key),

@@ -542,9 +542,10 @@ pub struct DiffSpec<'a> {
     /// What the warehouse fingerprints: the mapped columns and a salt naming what is built
     /// from them (`None`: insert-once objects, which compare keys only).
     pub fingerprint: Option<&'a FingerprintSpec>,
-    /// Every row, each with what the snapshot holds (a full resync, or the first run after a
-    /// switch from local change detection).
+    /// Every row, each with what the snapshot holds (a full resync).
     pub all: bool,
+    /// The snapshot holds nothing (a first run): every row is read, without joining it.
+    pub empty: bool,
 }
 
 /// A key as the snapshot keeps it.

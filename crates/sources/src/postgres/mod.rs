@@ -254,7 +254,10 @@ impl PgSource {
                 format!("SELECT {} FROM {}", select.join(", "), model_from(model)),
                 None,
             ),
-            (Some(d), Some(k)) => (snapshot::diff_sql(model, k, &select, d), Some(select.len())),
+            (Some(d), Some(k)) => (
+                snapshot::diff_sql(model, k, &select, d),
+                Some((select.len(), d.empty)),
+            ),
             (Some(_), None) => {
                 return Err(SourceError::Other(
                     "change detection in the warehouse needs a key column".into(),
@@ -264,7 +267,7 @@ impl PgSource {
         let decode = Arc::new(decode);
         self.run(sql, move |row| {
             let diff = match diff_at {
-                Some(at) => Some(Box::new(snapshot::diff_of(&row, at)?)),
+                Some((at, empty)) => Some(Box::new(snapshot::diff_of(&row, at, empty)?)),
                 None => None,
             };
             let mut row = read_row(row, key_at, &decode, fingerprint.as_ref())?;

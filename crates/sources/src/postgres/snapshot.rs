@@ -41,6 +41,13 @@ pub(super) fn diff_sql(model: &Model, key: &str, select: &[String], d: &DiffSpec
         ),
         None => "0::int8".into(),
     };
+    if d.empty {
+        // Nothing to compare with: every row, with its fingerprint only.
+        return format!(
+            "SELECT {}, m.__sp_wfp FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m",
+            select.join(", "),
+        );
+    }
     let filter = match (d.all, d.fingerprint.is_some()) {
         (true, _) => "",
         (false, true) => " WHERE s.key IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
@@ -54,10 +61,21 @@ pub(super) fn diff_sql(model: &Model, key: &str, select: &[String], d: &DiffSpec
     )
 }
 
-/// Reads what a diff read appends to each row (at `at`, `at + 1`, `at + 2`).
-pub(super) fn diff_of(row: &tokio_postgres::Row, at: usize) -> Result<crate::Diff, SourceError> {
+/// Reads what a diff read appends to each row (at `at`, and, unless the snapshot was empty,
+/// `at + 1` and `at + 2`).
+pub(super) fn diff_of(
+    row: &tokio_postgres::Row,
+    at: usize,
+    empty: bool,
+) -> Result<crate::Diff, SourceError> {
     let get = |e: tokio_postgres::Error| SourceError::Query(e.to_string());
     let wfp: i64 = row.try_get(at).map_err(get)?;
+    if empty {
+        return Ok(crate::Diff {
+            warehouse_fingerprint: wfp,
+            previous: None,
+        });
+    }
     let lfp: Option<i64> = row.try_get(at + 1).map_err(get)?;
     let note: Option<String> = row.try_get(at + 2).map_err(get)?;
     Ok(crate::Diff {
