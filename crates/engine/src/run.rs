@@ -503,6 +503,8 @@ impl Engine {
             source: &p.source,
             snapshot: p.in_warehouse.then(|| p.snapshot_home.clone()).flatten(),
             home: p.snapshot_home.clone(),
+            snap_rows: Vec::new(),
+            snap_removed: Vec::new(),
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
@@ -646,7 +648,13 @@ struct Pipeline<'a> {
     /// Where a snapshot table would be (a sync switched back to local change detection
     /// carries it over).
     home: Option<Snapshot>,
+    /// Acknowledged keys (and removals) not yet merged into the snapshot.
+    snap_rows: Vec<SnapshotRow>,
+    snap_removed: Vec<String>,
 }
+
+/// How many acknowledged keys are merged into a snapshot at once.
+const SNAPSHOT_FLUSH: usize = 20_000;
 
 impl Pipeline<'_> {
     /// Runs the read–send–commit loop. `Ok(interrupted)`, or the error that stopped it; both
@@ -657,7 +665,14 @@ impl Pipeline<'_> {
         mapper: Arc<dyn ObjectMapper>,
         model: &Model,
     ) -> Result<(bool, Vec<String>), (Stop, Vec<String>)> {
-        let result = self.inner(source, mapper, model).await;
+        let mut result = self.inner(source, mapper, model).await;
+        // What was acknowledged reaches the snapshot however the run ends (should the
+        // warehouse refuse it now, those keys are sent again next run).
+        if let Err(e) = self.flush_snapshot().await {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
         let failures = std::mem::take(&mut self.failures);
         match result {
             Ok(i) => Ok((i, failures)),
@@ -753,14 +768,10 @@ impl Pipeline<'_> {
             let out = classifier.chunk(chunk, state).await?;
             self.record_counts(&classifier);
             self.commit_failures(out.failed).await?;
-            if let Some(snap) = &self.snapshot {
-                // Rows the warehouse read out that turn out unchanged (carried over from local
-                // change detection): their warehouse fingerprints join the snapshot.
-                self.source
-                    .snapshot_write(snap, &out.refresh, &[])
-                    .await
-                    .map_err(Stop::Warehouse)?;
-            }
+            // Rows the warehouse read out that turn out unchanged (carried over from local
+            // change detection): their warehouse fingerprints join the snapshot.
+            self.snap_rows.extend(out.refresh);
+            self.flush_snapshot_when_full().await?;
             for op in out.send {
                 if let Some((route, full)) = batches.add(&self.destination, op) {
                     self.dispatch(&mut inflight, full, route, concurrency)
@@ -939,6 +950,8 @@ impl Pipeline<'_> {
         key: &str,
         synced: u64,
     ) -> Result<bool, Stop> {
+        // The snapshot first holds everything acknowledged so far.
+        self.flush_snapshot().await?;
         let source = self.source;
         let n = source
             .snapshot_absent_count(snap, model, key)
@@ -1226,20 +1239,37 @@ impl Pipeline<'_> {
         self.delivery_failed += commit.failed.len() as u64;
         self.record.rows_failed = self.read_failed + self.delivery_failed;
         self.note_failures(commit.failed.iter().map(|(_, r)| r));
-        if let Some(snap) = &self.snapshot {
-            // With change detection in the warehouse, what was delivered goes to its snapshot
-            // (first: a crash between the two writes only leaves failures on record).
-            self.source
-                .snapshot_write(snap, &snap_rows, &snap_removed)
-                .await
-                .map_err(Stop::Warehouse)?;
-        }
+        // With change detection in the warehouse, what was delivered goes to its snapshot, a
+        // merge per SNAPSHOT_FLUSH keys (a crash before one leaves those keys to be sent again).
+        self.snap_rows.append(&mut snap_rows);
+        self.snap_removed.append(&mut snap_removed);
+        self.flush_snapshot_when_full().await?;
         self.engine
             .state
             .commit(self.name, self.run_id, commit)
             .await?;
         self.progress();
         Ok(())
+    }
+
+    async fn flush_snapshot_when_full(&mut self) -> Result<(), Stop> {
+        if self.snap_rows.len() + self.snap_removed.len() >= SNAPSHOT_FLUSH {
+            self.flush_snapshot().await?;
+        }
+        Ok(())
+    }
+
+    /// Merges the acknowledged keys waiting into the snapshot.
+    async fn flush_snapshot(&mut self) -> Result<(), Stop> {
+        let Some(snap) = &self.snapshot else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut self.snap_rows);
+        let removed = std::mem::take(&mut self.snap_removed);
+        self.source
+            .snapshot_write(snap, &rows, &removed)
+            .await
+            .map_err(Stop::Warehouse)
     }
 
     /// Change detection in the warehouse: makes the snapshot table when missing, and moves

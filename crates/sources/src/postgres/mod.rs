@@ -254,10 +254,29 @@ impl PgSource {
                 format!("SELECT {} FROM {}", select.join(", "), model_from(model)),
                 None,
             ),
-            (Some(d), Some(k)) => (
-                snapshot::diff_sql(model, k, &select, d),
-                Some((select.len(), d.empty)),
-            ),
+            (Some(d), Some(k)) => {
+                // What the warehouse fingerprints: each column as it is where PostgreSQL can
+                // hash its type, else as text.
+                let hashed: Vec<String> = match d.fingerprint {
+                    Some(f) => f
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            let t = &columns[position(c)?].1;
+                            Ok(if snapshot::hashable(t) {
+                                format!("q.{}", quote_ident(c))
+                            } else {
+                                format!("q.{}::text", quote_ident(c))
+                            })
+                        })
+                        .collect::<Result<_, SourceError>>()?,
+                    None => Vec::new(),
+                };
+                (
+                    snapshot::diff_sql(model, k, &select, &hashed, d),
+                    Some((select.len(), d.empty)),
+                )
+            }
             (Some(_), None) => {
                 return Err(SourceError::Other(
                     "change detection in the warehouse needs a key column".into(),
@@ -265,7 +284,12 @@ impl PgSource {
             }
         };
         let decode = Arc::new(decode);
-        self.run(sql, move |row| {
+        let set = if diff_at.is_some() {
+            snapshot::WORK_MEM
+        } else {
+            ""
+        };
+        self.run_with(sql, set, move |row| {
             let diff = match diff_at {
                 Some((at, empty)) => Some(Box::new(snapshot::diff_of(&row, at, empty)?)),
                 None => None,
@@ -362,6 +386,20 @@ impl PgSource {
     where
         F: Fn(tokio_postgres::Row) -> Result<Row, SourceError> + Send + 'static,
     {
+        self.run_with(sql, "", convert).await
+    }
+
+    /// [`PgSource::run`] with `SET LOCAL` settings for the statement (`work_mem` for the joins
+    /// of change detection).
+    async fn run_with<F>(
+        &self,
+        sql: String,
+        set: &str,
+        convert: F,
+    ) -> Result<RowStream, SourceError>
+    where
+        F: Fn(tokio_postgres::Row) -> Result<Row, SourceError> + Send + 'static,
+    {
         // A model is read, never written: each stream reads over a connection of its own,
         // inside a read-only transaction that the model's SQL cannot leave (a `set_config` in
         // it changes nothing for the statement already running, and no later statement of
@@ -374,6 +412,7 @@ impl PgSource {
                 t.as_millis().max(1)
             ));
         }
+        begin.push_str(set);
         client.batch_execute(&begin).await.map_err(query_error)?;
         let stmt = client.prepare(&sql).await.map_err(query_error)?;
         let (tx, rx) = mpsc::channel(4);

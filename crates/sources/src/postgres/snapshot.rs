@@ -14,30 +14,59 @@ pub(super) fn table(s: &Snapshot) -> String {
     format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.table()))
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// The memory the joins of change detection may take before spilling to disk.
+pub(super) const WORK_MEM: &str = "; SET LOCAL work_mem = '256MB'";
+
+/// Whether PostgreSQL hashes values of type `t` itself (`hash_record_extended` hashes each
+/// column with its type's hash function: no text is made); other types are hashed as text.
+pub(super) fn hashable(t: &tokio_postgres::types::Type) -> bool {
+    use tokio_postgres::types::Type;
+    [
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::BPCHAR,
+        Type::NAME,
+        Type::BOOL,
+        Type::FLOAT4,
+        Type::FLOAT8,
+        Type::NUMERIC,
+        Type::DATE,
+        Type::TIME,
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::INTERVAL,
+        Type::BYTEA,
+        Type::UUID,
+        Type::JSONB,
+    ]
+    .contains(t)
 }
 
 /// The SQL of a diff read: the model's rows (as `select`), each with the warehouse's
 /// fingerprint and what the snapshot holds for its key, and only those that differ unless
 /// every row is asked for.
-pub(super) fn diff_sql(model: &Model, key: &str, select: &[String], d: &DiffSpec<'_>) -> String {
+pub(super) fn diff_sql(
+    model: &Model,
+    key: &str,
+    select: &[String],
+    hashed: &[String],
+    d: &DiffSpec<'_>,
+) -> String {
     let inner = model_from(model);
     let inner = match inner.strip_suffix(" AS m") {
         Some(i) => format!("{i} AS q"),
         None => inner,
     };
-    // The fingerprint of the mapped columns, over their text (NULL and '' differ in a row's
-    // text), with the salt that names what is built from them.
+    // The fingerprint of the mapped columns (`hashed`: each as it is, or as text), seeded
+    // with the salt that names what is built from them. A record with no column is `ROW()`.
     let wfp = match d.fingerprint {
         Some(f) => format!(
-            "hashtextextended({} || ROW({})::text, 0)",
-            literal(&f.salt),
-            f.columns
-                .iter()
-                .map(|c| format!("q.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "hash_record_extended(ROW({}), {})",
+            hashed.join(", "),
+            xxhash_rust::xxh3::xxh3_64(f.salt.as_bytes()) as i64
         ),
         None => "0::int8".into(),
     };
@@ -53,8 +82,11 @@ pub(super) fn diff_sql(model: &Model, key: &str, select: &[String], d: &DiffSpec
         (false, true) => " WHERE s.key IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
         (false, false) => " WHERE s.key IS NULL",
     };
+    // What the snapshot holds for a key, in as few bytes as do: its fingerprint only where
+    // the warehouse's is not known yet (carried over from local change detection: compared
+    // here), its note as '' when it has none (a NULL note: the key is new).
     format!(
-        "SELECT {}, m.__sp_wfp, s.lfp, s.note FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m LEFT JOIN {} AS s ON s.key = m.{}::text{filter}",
+        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.key IS NOT NULL THEN coalesce(s.note, '') END FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m LEFT JOIN {} AS s ON s.key = m.{}::text{filter}",
         select.join(", "),
         table(d.snapshot),
         quote_ident(key),
@@ -78,9 +110,16 @@ pub(super) fn diff_of(
     }
     let lfp: Option<i64> = row.try_get(at + 1).map_err(get)?;
     let note: Option<String> = row.try_get(at + 2).map_err(get)?;
+    // A key the snapshot holds has a note ('' for none); its fingerprint comes only when the
+    // warehouse's is not known (0 otherwise: the warehouse found the row changed).
     Ok(crate::Diff {
         warehouse_fingerprint: wfp,
-        previous: lfp.map(|l| (l as u64, note)),
+        previous: note.map(|n| {
+            (
+                lfp.map_or(0, |l| l as u64),
+                Some(n).filter(|n| !n.is_empty()),
+            )
+        }),
     })
 }
 
@@ -215,7 +254,7 @@ impl PgSource {
             quote_ident(key)
         );
         let mut rows = self
-            .run(sql, |row| {
+            .run_with(sql, WORK_MEM, |row| {
                 let n: i64 = row
                     .try_get(0)
                     .map_err(|e| SourceError::Query(e.to_string()))?;
@@ -243,7 +282,7 @@ impl PgSource {
             model_from(model),
             quote_ident(key)
         );
-        self.run(sql, |row| {
+        self.run_with(sql, WORK_MEM, |row| {
             let get = |e: tokio_postgres::Error| SourceError::Query(e.to_string());
             let key: String = row.try_get(0).map_err(get)?;
             let note: Option<String> = row.try_get(1).map_err(get)?;
