@@ -210,6 +210,8 @@ pub struct Classifier<'a> {
     pub counts: RowCounts,
     /// Distinct model keys the state already held.
     pub matched: u64,
+    /// Rows whose key the state did not hold.
+    pub unknown: u64,
     /// Whether a duplicated key had delivered state: then which keys left the model is worked
     /// out by the state store (the count of matched keys cannot tell).
     pub duplicate_in_state: bool,
@@ -225,6 +227,7 @@ impl<'a> Classifier<'a> {
             row_no: 0,
             counts: RowCounts::default(),
             matched: 0,
+            unknown: 0,
             duplicate_in_state: false,
         }
     }
@@ -255,6 +258,9 @@ impl<'a> Classifier<'a> {
                 continue;
             };
             let previous = known.get(&key).copied();
+            if previous.is_none() {
+                self.unknown += 1;
+            }
             let Some(mapped) = row.op else {
                 // A key in more than one row of the model.
                 if previous.is_some() {

@@ -505,6 +505,7 @@ impl Engine {
             home: p.snapshot_home.clone(),
             snap_rows: Vec::new(),
             snap_removed: Vec::new(),
+            duplicates_found: false,
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
@@ -651,6 +652,8 @@ struct Pipeline<'a> {
     /// Acknowledged keys (and removals) not yet merged into the snapshot.
     snap_rows: Vec<SnapshotRow>,
     snap_removed: Vec<String>,
+    /// Whether the model has keys in more than one row.
+    duplicates_found: bool,
 }
 
 /// How many acknowledged keys are merged into a snapshot at once.
@@ -697,6 +700,9 @@ impl Pipeline<'_> {
             Some(snap) => self.carry_over(&snap).await?,
             None => {
                 self.carry_back().await?;
+                if mapper.keying() == Keying::CaseInsensitive {
+                    self.fold_keys().await?;
+                }
                 state.count(self.name).await?
             }
         };
@@ -710,6 +716,7 @@ impl Pipeline<'_> {
             scope,
         )
         .await?;
+        self.duplicates_found = dups.is_some();
         let mut classifier = Classifier::new(self.name, mapper.as_ref(), self.opts.full_resync);
         // Where the warehouse's rows are fingerprinted as they arrive (before being decoded), the
         // state keeps those fingerprints, and unchanged rows are never decoded nor built.
@@ -888,8 +895,21 @@ impl Pipeline<'_> {
     ) -> Result<bool, Stop> {
         self.progress();
         if let Some(snap) = self.snapshot.clone() {
+            // Without duplicate keys, how many keys left the model follows from counts: the
+            // model's keys less those the snapshot did not hold are those it held.
+            let left = match self.duplicates_found {
+                true => None,
+                false => {
+                    let in_model = self
+                        .source
+                        .count_keys(model, key)
+                        .await
+                        .map_err(Stop::Warehouse)?;
+                    Some(state_count.saturating_sub(in_model.saturating_sub(classifier.unknown)))
+                }
+            };
             return self
-                .finish_in_warehouse(&snap, mapper, model, key, state_count)
+                .finish_in_warehouse(&snap, mapper, model, key, state_count, left)
                 .await;
         }
         let left = classifier.matched < state_count || classifier.duplicate_in_state;
@@ -949,14 +969,18 @@ impl Pipeline<'_> {
         model: &Model,
         key: &str,
         synced: u64,
+        left: Option<u64>,
     ) -> Result<bool, Stop> {
         // The snapshot first holds everything acknowledged so far.
         self.flush_snapshot().await?;
         let source = self.source;
-        let n = source
-            .snapshot_absent_count(snap, model, key)
-            .await
-            .map_err(Stop::Warehouse)?;
+        let n = match left {
+            Some(n) => n,
+            None => source
+                .snapshot_absent_count(snap, model, key)
+                .await
+                .map_err(Stop::Warehouse)?,
+        };
         if n > 0 {
             match mapper.removals() {
                 None => {
@@ -1270,6 +1294,44 @@ impl Pipeline<'_> {
             .snapshot_write(snap, &rows, &removed)
             .await
             .map_err(Stop::Warehouse)
+    }
+
+    /// Keys compared without regard to case (emails) are kept in lower case: a state written
+    /// before (emails as the model wrote them) is brought to it once, so that no key looks
+    /// removed (and no person is deleted) for its case alone.
+    async fn fold_keys(&mut self) -> Result<(), Stop> {
+        let state = &self.engine.state;
+        let marker = format!("keys-in-lower-case/{}", self.name);
+        if state
+            .entities("meta")
+            .await?
+            .iter()
+            .any(|(n, _)| *n == marker)
+        {
+            return Ok(());
+        }
+        let mut after = String::new();
+        loop {
+            let page = state.rows(self.name, &after, 5000).await?;
+            let Some((last, _, _)) = page.last() else {
+                break;
+            };
+            after = last.clone();
+            let mut commit = Commit::default();
+            for (key, fingerprint, note) in page {
+                let lower = key.to_lowercase();
+                if lower != key {
+                    if let Some(n) = note {
+                        commit.noted.push((lower.clone(), n));
+                    }
+                    commit.accepted.push((lower, fingerprint));
+                    commit.removed.push(key);
+                }
+            }
+            state.commit(self.name, self.run_id, commit).await?;
+        }
+        state.put_entity("meta", &marker, "1").await?;
+        Ok(())
     }
 
     /// Change detection in the warehouse: makes the snapshot table when missing, and moves

@@ -710,3 +710,150 @@ async fn screen_views_are_tracked_once() {
     assert_eq!(kinds, ["screen", "screen"]);
     assert_eq!(h.run(&engine, "screens").await.rows_sent, 0);
 }
+
+#[tokio::test]
+async fn device_tokens_of_any_length_and_attributes_sent_as_text() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Id).await;
+    h.sql(
+        "CREATE TABLE {s}.devices (token text, user_id text, platform text, build int, push_enabled boolean, tags text[]);
+         INSERT INTO {s}.devices VALUES (repeat('f', 163), 'u1', 'android', 42, true, NULL),
+                                        ('tok-2', 'u2', 'ios', 7, false, ARRAY['a']);",
+    )
+    .await;
+    let syncs = "  devices:
+    warehouse: pg
+    model: {table: \"{s}.devices\"}
+    app: cio
+    object: device
+    mode: upsert
+    person_id: user_id
+    device_id: token
+    platform: platform
+";
+    let engine = h.engine(syncs).await;
+    let s = h.run(&engine, "devices").await;
+    assert_eq!((s.rows_sent, s.rows_failed), (1, 1), "{s:?}");
+    let devices = list(&h, "devices").await;
+    assert_eq!(devices[0]["token"].as_str().unwrap().len(), 163);
+    assert_eq!(
+        devices[0]["attributes"],
+        json!({"build": "42", "push_enabled": "true"})
+    );
+    let f = engine.state.failures("devices").await.unwrap();
+    assert_eq!(
+        f[0].reason,
+        "row tok-2: column `tags`: a device attribute is text, a number or a boolean; this value is an array"
+    );
+}
+
+#[tokio::test]
+async fn an_email_state_written_in_another_case_is_folded_not_removed() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Email).await;
+    h.sql(
+        "CREATE TABLE {s}.users (email text, name text);
+         INSERT INTO {s}.users VALUES ('Alice@X.com', 'Alice'), ('bob@x.com', 'Bob');",
+    )
+    .await;
+    let syncs = "  people:
+    warehouse: pg
+    model: {table: \"{s}.users\"}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: email
+    identifier: email
+    on_removal: delete
+    max_removals: 100%
+";
+    let engine = h.engine(syncs).await;
+    // A state as an earlier version wrote it: the email as the model has it.
+    let run = engine.state.begin_run("people", false).await.unwrap();
+    engine
+        .state
+        .commit(
+            "people",
+            run,
+            sallyport_state::Commit {
+                accepted: vec![("Alice@X.com".into(), 7), ("bob@x.com".into(), 8)],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let s = h.run(&engine, "people").await;
+    assert_eq!(
+        (s.rows_new, s.rows_changed, s.rows_removed),
+        (0, 2, 0),
+        "{s:?}"
+    );
+    assert_eq!(h.stats().await["deleted_people"], 0, "nobody deleted");
+    assert!(h.person("alice@x.com").await.is_some());
+    assert_eq!(
+        engine
+            .state
+            .previous("people", &["alice@x.com"])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn changing_the_segment_adds_everyone_to_the_new_one() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Id).await;
+    h.sql("CREATE TABLE {s}.vip AS SELECT 'u' || g AS user_id FROM generate_series(1, 20) g;")
+        .await;
+    let syncs = |segment: u32| {
+        format!(
+            "  vip:
+    warehouse: pg
+    model: {{table: \"{{s}}.vip\"}}
+    app: cio
+    object: segment_membership
+    mode: upsert
+    segment_id: {segment}
+    person_id: user_id
+"
+        )
+    };
+    let engine = h.engine(&syncs(42)).await;
+    assert_eq!(h.run(&engine, "vip").await.rows_sent, 20);
+    let engine = h.engine(&syncs(44)).await;
+    let s = h.run(&engine, "vip").await;
+    assert_eq!((s.rows_changed, s.rows_sent), (20, 20), "{s:?}");
+    let members = |v: serde_json::Value| v["members"].as_array().unwrap().len();
+    assert_eq!(members(h.get("/_sandbox/segments/44").await.1), 20);
+    assert_eq!(members(h.get("/_sandbox/segments/42").await.1), 20);
+}
+
+#[tokio::test]
+async fn a_suppressed_person_is_not_added_back() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Id).await;
+    h.sql("CREATE TABLE {s}.users AS SELECT g AS user_id, 'N' || g AS name FROM generate_series(1, 10) g;")
+        .await;
+    let syncs = "  people:
+    warehouse: pg
+    model: {table: \"{s}.users\"}
+    app: cio
+    object: person
+    mode: upsert
+    primary_key: user_id
+    on_removal: suppress
+";
+    let engine = h.engine(syncs).await;
+    h.run(&engine, "people").await;
+    h.sql("DELETE FROM {s}.users WHERE user_id = 3").await;
+    assert_eq!(h.run(&engine, "people").await.rows_removed, 1);
+    h.sql("INSERT INTO {s}.users VALUES (3, 'back')").await;
+    assert_eq!(h.run(&engine, "people").await.rows_sent, 1);
+    assert!(
+        h.person("3").await.is_none(),
+        "Customer.io refuses a suppressed identifier"
+    );
+    assert_eq!(h.stats().await["suppressed_ignored"], 1);
+}

@@ -142,6 +142,8 @@ pub struct Stats {
     pub faults_injected: u64,
     pub deleted_people: u64,
     pub suppressed_people: u64,
+    /// Identifies of suppressed identifiers, ignored.
+    pub suppressed_ignored: u64,
     pub objects: usize,
     pub relationships: usize,
     pub devices: usize,
@@ -269,6 +271,9 @@ impl Store {
 
     /// Upserts a person, merging attributes. `update_only` (`_update: true`) never creates.
     pub fn identify(&mut self, r: &PersonRef, mut attrs: Map<String, Value>) {
+        if self.is_suppressed(r) {
+            return;
+        }
         let update_only = matches!(attrs.remove("_update"), Some(Value::Bool(true)));
         let key = match self.lookup(r) {
             Some(k) => k,
@@ -322,6 +327,9 @@ impl Store {
     /// The fast path of `identify` for a batch op whose attributes were checked as text: a new
     /// person keeps the text as it came; anyone else goes through the merge.
     pub fn identify_raw(&mut self, r: &PersonRef, raw: Box<RawValue>, found: &RawFindings) {
+        if self.is_suppressed(r) {
+            return;
+        }
         if found.reserved || matches!(r, PersonRef::CioId(_)) || self.lookup(r).is_some() {
             let attrs: Map<String, Value> = serde_json::from_str(raw.get()).unwrap_or_default();
             self.identify(r, attrs);
@@ -412,6 +420,15 @@ impl Store {
             .filter(|e| anonymous_id.is_none_or(|a| e.anonymous_id.as_deref() == Some(a)))
             .take(limit)
             .collect()
+    }
+
+    /// A suppressed identifier is not added back (Customer.io ignores it).
+    fn is_suppressed(&mut self, r: &PersonRef) -> bool {
+        if !self.suppressed.is_empty() && self.suppressed.contains(&r.text()) {
+            self.stats.suppressed_ignored += 1;
+            return true;
+        }
+        false
     }
 
     /// Suppresses a person: deleted, and their identifier kept as suppressed.

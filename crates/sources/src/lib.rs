@@ -321,6 +321,12 @@ pub trait Warehouse: Sized {
         Err(no_snapshots())
     }
 
+    /// How many rows of the model have a key (not NULL).
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        let _ = (model, key);
+        Err(no_snapshots())
+    }
+
     /// A page of the snapshot in key order, after `after`.
     async fn snapshot_rows(
         &self,
@@ -739,6 +745,10 @@ impl Source {
         key: &str,
     ) -> Result<RowStream, SourceError> {
         each_source!(self, s => s.snapshot_absent(snapshot, model, key).await)
+    }
+
+    pub async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        each_source!(self, s => s.count_keys(model, key).await)
     }
 
     pub async fn snapshot_rows(

@@ -44,10 +44,22 @@ impl PgState {
             .await
             .map_err(|e| StateError::Postgres(format!("the PostgreSQL state store: {e}")))?;
         client.batch_execute(SYNC_ROWS).await?;
-        // Stores made before notes were kept gain the column.
-        client
-            .batch_execute("ALTER TABLE sync_rows ADD COLUMN IF NOT EXISTS note TEXT")
-            .await?;
+        // Stores made before notes were kept gain the column (asked first: altering the table
+        // needs its owner, and locks it).
+        let has_note: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_name = 'sync_rows' AND column_name = 'note'
+                    AND table_schema = ANY (current_schemas(false)))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !has_note {
+            client
+                .batch_execute("ALTER TABLE sync_rows ADD COLUMN IF NOT EXISTS note TEXT")
+                .await?;
+        }
         client.batch_execute(SCHEMA).await?;
         client
             .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
@@ -348,9 +360,9 @@ impl PgState {
             .lock()
             .await
             .query(
-                "SELECT key, note FROM sync_rows s WHERE s.sync = $1 AND s.key COLLATE \"C\" > $3
+                "SELECT key, note FROM sync_rows s WHERE s.sync = $1 AND s.key > $3
                  AND NOT EXISTS (SELECT 1 FROM present_keys p WHERE p.sync = $2 AND p.key = s.key)
-                 ORDER BY s.key COLLATE \"C\" LIMIT $4",
+                 ORDER BY s.key LIMIT $4",
                 &[&sync, &scope, &after, &limit],
             )
             .await?;
@@ -368,8 +380,8 @@ impl PgState {
             .lock()
             .await
             .query(
-                "SELECT key, fingerprint, note FROM sync_rows WHERE sync = $1 AND key COLLATE \"C\" > $2
-                 ORDER BY key COLLATE \"C\" LIMIT $3",
+                "SELECT key, fingerprint, note FROM sync_rows WHERE sync = $1 AND key > $2
+                 ORDER BY key LIMIT $3",
                 &[&sync, &after, &limit],
             )
             .await?;

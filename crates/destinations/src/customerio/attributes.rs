@@ -49,6 +49,9 @@ pub struct Attributes<'a> {
     pub nulls: Nulls,
     /// `person`, `object`, `relationship`, `device`: for messages.
     pub what: &'static str,
+    /// Values are sent as text (numbers and booleans as their JSON text; arrays and objects
+    /// fail the row): device attributes.
+    pub as_text: bool,
 }
 
 fn names_hash(fields: &FieldMap) -> u64 {
@@ -119,7 +122,24 @@ impl Attributes<'_> {
                 nulls.push(n);
             }
             let start = body.len();
-            body.value(v);
+            match v {
+                Value::Number(_) | Value::Bool(_) if self.as_text => body.str(&v.to_string()),
+                Value::Array(_) | Value::Object(_) if self.as_text => {
+                    return Err(RowFailure::column(
+                        &self.columns[*i],
+                        format!(
+                            "a {} attribute is text, a number or a boolean; this value is {}",
+                            self.what,
+                            if v.is_array() {
+                                "an array"
+                            } else {
+                                "an object"
+                            }
+                        ),
+                    ))
+                }
+                _ => body.value(v),
+            }
             let size = match v {
                 Value::String(s) => s.len(),
                 _ => body.len() - start,
@@ -141,7 +161,8 @@ impl Attributes<'_> {
         let had_note = matches!(before, Before::Sent(Some(n)) if !n.is_empty());
         // The note: which attributes are NULL now, kept only while some are.
         let note = match self.nulls {
-            Nulls::Send => None,
+            // An earlier note (from a time of `skip`) is forgotten.
+            Nulls::Send => had_note.then(String::new),
             Nulls::Skip if nulls.is_empty() => had_note.then(String::new),
             Nulls::Skip => Some(format!(
                 "n1:{hash:016x}:{}",
@@ -184,10 +205,10 @@ impl Attributes<'_> {
             first = false;
             sent.str(name);
             sent.raw(":");
-            if v.is_null() {
-                sent.raw("\"\"");
-            } else {
-                sent.value(v);
+            match v {
+                Value::Null => sent.raw("\"\""),
+                Value::Number(_) | Value::Bool(_) if self.as_text => sent.str(&v.to_string()),
+                _ => sent.value(v),
             }
         }
         sent.raw(tail);
@@ -265,6 +286,7 @@ mod tests {
             columns: &columns,
             nulls,
             what: "person",
+            as_text: false,
         };
         let row = Row::new(Some("1".into()), vec![json!("1"), json!("Jo"), plan]);
         a.write("{\"attributes\":{", "}}", &row, before).unwrap()

@@ -214,7 +214,14 @@ impl ObjectMapper for DeviceMapper {
     }
 
     fn map(&self, key: &str, row: &Row, _before: Before<'_>) -> Result<Op, RowFailure> {
-        check_id(&self.key_column, "device token", key)?;
+        // Push tokens have no documented length (Android's run past 150 bytes): only an
+        // empty one is refused.
+        if key.trim().is_empty() {
+            return Err(RowFailure::column(
+                &self.key_column,
+                "the device token is empty",
+            ));
+        }
         let person = id_text(&row.values[self.person.0]).unwrap_or_default();
         check_id(&self.person.1, "person id", &person)?;
         if self.by_email && !person.contains('@') {
@@ -255,12 +262,14 @@ impl ObjectMapper for DeviceMapper {
             }
         }
         head.raw(",\"attributes\":{");
-        // A device is added whole each time: its NULL attributes are left out.
+        // A device is added whole each time: its NULL attributes are left out, and the others
+        // go as text (the Track API's device attributes are strings).
         let w = Attributes {
             fields: &self.fields,
             columns: &self.columns,
             nulls: Nulls::Skip,
             what: "device",
+            as_text: true,
         }
         .write(&head.into_string(), "}}}", row, Before::New)?;
         // The state keeps the person beside the token: a mirror deletes the device from them.

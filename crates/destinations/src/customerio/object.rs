@@ -187,6 +187,7 @@ impl ObjectMapper for ObjectSyncMapper {
             columns: &self.columns,
             nulls: self.nulls,
             what: "object",
+            as_text: false,
         }
         .write(&head.into_string(), "}}", row, before)?;
         Ok(Op {

@@ -271,6 +271,12 @@ impl ObjectMapper for PersonMapper {
 
     fn removal(&self, key: &str, _note: Option<&str>) -> Result<Op, RowFailure> {
         let action = self.removals().map_or("delete", |r| r.action);
+        if self.by_email && !key.contains('@') {
+            // Delivered when the sync matched people by id: never sent as an email.
+            return Err(RowFailure::row(format!(
+                "`{key}` was delivered as a person id, and this sync now matches people by email: it is not removed"
+            )));
+        }
         let mut body = JsonBuf::with_capacity(80 + key.len());
         body.raw(self.identifiers_head());
         body.str(key);
@@ -303,6 +309,7 @@ impl ObjectMapper for PersonMapper {
             columns: &self.columns,
             nulls: self.nulls,
             what: "person",
+            as_text: false,
         }
         .write(&head.into_string(), "}}", row, before)?;
         Ok(Op {

@@ -261,6 +261,7 @@ impl ObjectMapper for RelationshipMapper {
             columns: &self.columns,
             nulls: self.nulls,
             what: "relationship",
+            as_text: false,
         }
         .write(&head.into_string(), "}}]}", row, before)?;
         Ok(Op {

@@ -145,8 +145,9 @@ impl ObjectMapper for SegmentMapper {
     }
 
     fn policy(&self) -> ChangePolicy {
-        // A membership has nothing to update: each person is added once.
-        ChangePolicy::InsertOnce
+        // A membership has nothing to update: a person is added once, and again only when
+        // the segment (or how people are matched) changes, which changes the fingerprint.
+        ChangePolicy::Upsert
     }
 
     fn endpoint(&self, route: Route) -> String {
@@ -190,7 +191,15 @@ impl ObjectMapper for SegmentMapper {
                 ),
             ));
         }
-        Ok(Op::new(key, 1, json_string(key), self.route(true)))
+        let fingerprint = xxhash_rust::xxh3::xxh3_64(
+            format!("segment/v1/{}/{}", self.segment, self.by_email).as_bytes(),
+        );
+        Ok(Op::new(
+            key,
+            fingerprint,
+            json_string(key),
+            self.route(true),
+        ))
     }
 }
 

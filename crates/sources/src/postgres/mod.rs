@@ -139,6 +139,10 @@ impl Warehouse for PgSource {
         PgSource::snapshot_absent(self, snapshot, model, key).await
     }
 
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        PgSource::count_keys(self, model, key).await
+    }
+
     async fn snapshot_rows(
         &self,
         snapshot: &Snapshot,
@@ -367,6 +371,11 @@ impl PgSource {
     }
 
     pub async fn duplicate_keys(&self, model: &Model, key: &str) -> Result<RowStream, SourceError> {
+        // A table whose key column has a unique index has no duplicate to look for.
+        if self.unique_key(model, key).await? {
+            let (_, rx) = mpsc::channel(1);
+            return Ok(rx);
+        }
         let k = quote_ident(key);
         let sql = format!(
             "SELECT m.{k}::text FROM {} WHERE m.{k} IS NOT NULL GROUP BY 1 HAVING count(*) > 1",
@@ -380,6 +389,51 @@ impl PgSource {
             ))
         })
         .await
+    }
+
+    /// Whether the model is a table whose `key` column alone has a unique index (or is its
+    /// primary key): then no two rows share a key.
+    async fn unique_key(&self, model: &Model, key: &str) -> Result<bool, SourceError> {
+        let Model::Table(t) = model else {
+            return Ok(false);
+        };
+        let name = t.split('.').map(quote_ident).collect::<Vec<_>>().join(".");
+        let row = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i
+                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1
+                      AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)",
+                &[&name, &key],
+            )
+            .await
+            .map_err(query_error)?;
+        Ok(row.get(0))
+    }
+
+    /// How many rows of the model have a key (not NULL).
+    pub(crate) async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        let sql = format!(
+            "SELECT count(m.{}) FROM {}",
+            quote_ident(key),
+            model_from(model)
+        );
+        let mut rows = self
+            .run(sql, |row| {
+                let n: i64 = row
+                    .try_get(0)
+                    .map_err(|e| SourceError::Query(e.to_string()))?;
+                Ok(Row::new(Some(n.to_string()), Vec::new()))
+            })
+            .await?;
+        let mut n = 0;
+        while let Some(chunk) = rows.recv().await {
+            for r in chunk? {
+                n = r.key.and_then(|k| k.parse().ok()).unwrap_or(0);
+            }
+        }
+        Ok(n)
     }
 
     async fn run<F>(&self, sql: String, convert: F) -> Result<RowStream, SourceError>

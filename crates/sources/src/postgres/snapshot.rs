@@ -304,7 +304,7 @@ impl PgSource {
             .client
             .query(
                 &format!(
-                    "SELECT key, wfp, lfp, note FROM {} WHERE key COLLATE \"C\" > $1 ORDER BY key COLLATE \"C\" LIMIT $2",
+                    "SELECT key, wfp, lfp, note FROM {} WHERE key > $1 ORDER BY key LIMIT $2",
                     table(s)
                 ),
                 &[&after, &(limit as i64)],
