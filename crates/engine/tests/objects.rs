@@ -857,3 +857,44 @@ async fn a_suppressed_person_is_not_added_back() {
     );
     assert_eq!(h.stats().await["suppressed_ignored"], 1);
 }
+
+#[tokio::test]
+async fn relationships_and_devices_in_upsert_mode_remove_nothing() {
+    sallyport_testkit::needs_postgres!();
+    let h = Harness::new(IdentifyBy::Id).await;
+    h.sql(
+        "CREATE TABLE {s}.members AS SELECT 'acc-1' AS account_id, 'u' || g AS user_id FROM generate_series(1, 5) g;
+         CREATE TABLE {s}.devices AS SELECT 'tok-' || g AS token, 'u' || g AS user_id, 'ios' AS platform FROM generate_series(1, 5) g;",
+    )
+    .await;
+    let syncs = "  members:
+    warehouse: pg
+    model: {table: \"{s}.members\"}
+    app: cio
+    object: relationship
+    mode: upsert
+    object_type_id: 1
+    object_id: account_id
+    person_id: user_id
+  devices:
+    warehouse: pg
+    model: {table: \"{s}.devices\"}
+    app: cio
+    object: device
+    mode: upsert
+    person_id: user_id
+    device_id: token
+    platform: platform
+";
+    let engine = h.engine(syncs).await;
+    assert_eq!(h.run(&engine, "members").await.rows_sent, 5);
+    assert_eq!(h.run(&engine, "devices").await.rows_sent, 5);
+    h.sql("DELETE FROM {s}.members WHERE user_id IN ('u1', 'u2', 'u3'); DELETE FROM {s}.devices WHERE token IN ('tok-1', 'tok-2', 'tok-3');")
+        .await;
+    let s = h.run(&engine, "members").await;
+    assert_eq!((s.status.as_str(), s.rows_removed), ("succeeded", 3), "{s:?}");
+    let s = h.run(&engine, "devices").await;
+    assert_eq!((s.status.as_str(), s.rows_removed), ("succeeded", 3), "{s:?}");
+    assert_eq!(list(&h, "relationships").await.len(), 5, "upsert keeps them in Customer.io");
+    assert_eq!(list(&h, "devices").await.len(), 5);
+}
