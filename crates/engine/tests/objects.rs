@@ -892,9 +892,21 @@ async fn relationships_and_devices_in_upsert_mode_remove_nothing() {
     h.sql("DELETE FROM {s}.members WHERE user_id IN ('u1', 'u2', 'u3'); DELETE FROM {s}.devices WHERE token IN ('tok-1', 'tok-2', 'tok-3');")
         .await;
     let s = h.run(&engine, "members").await;
-    assert_eq!((s.status.as_str(), s.rows_removed), ("succeeded", 3), "{s:?}");
+    assert_eq!(
+        (s.status.as_str(), s.rows_removed),
+        ("succeeded", 3),
+        "{s:?}"
+    );
     let s = h.run(&engine, "devices").await;
-    assert_eq!((s.status.as_str(), s.rows_removed), ("succeeded", 3), "{s:?}");
-    assert_eq!(list(&h, "relationships").await.len(), 5, "upsert keeps them in Customer.io");
+    assert_eq!(
+        (s.status.as_str(), s.rows_removed),
+        ("succeeded", 3),
+        "{s:?}"
+    );
+    assert_eq!(
+        list(&h, "relationships").await.len(),
+        5,
+        "upsert keeps them in Customer.io"
+    );
     assert_eq!(list(&h, "devices").await.len(), 5);
 }
