@@ -246,19 +246,17 @@ async fn check_names_the_missing_grant() {
     h.sql(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
     let url = sallyport_testkit::pg_url().replacen("://postgres@", &format!("://{role}@"), 1);
     let missing = format!("{}_sp", &*h.schema);
-    let syncs = format!(
-        "  people:
+    let syncs = "  people:
     warehouse: other
-    model: {{sql: \"select 1 as user_id\"}}
+    model: {sql: \"select 1 as user_id\"}
     app: cio
     object: person
     mode: upsert
     primary_key: user_id
     change_detection: warehouse
-"
-    );
+";
     let text = h
-        .config_text(&syncs, common::KEY)
+        .config_text(syncs, common::KEY)
         .replace(
             "warehouses:\n",
             &format!("warehouses:\n  other: {{type: postgres, url: \"{url}\", sallyport_schema: \"{missing}\"}}\n"),
