@@ -215,6 +215,10 @@ pub fn sync_schema() -> Value {
             properties.insert("mode".into(), json!({"enum": kind.modes}));
             properties.insert("mapping".into(), json!({"type": "object"}));
             properties.insert("schedule".into(), json!({}));
+            properties.insert(
+                "change_detection".into(),
+                json!({"enum": ["local", "warehouse"], "description": "where changes are worked out (warehouse: PostgreSQL, with a snapshot table in its sallyport_schema)"}),
+            );
             let required = vec!["warehouse", "model", "app", "object", "mode"];
             alternative(kind.label, properties, required, kind.fields)
         })

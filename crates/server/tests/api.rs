@@ -685,6 +685,7 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
         "platform",
         "last_used",
         "person_id",
+        "change_detection",
     ] {
         assert!(form.contains(&format!(r#"name="{setting}""#)), "{setting}");
     }
