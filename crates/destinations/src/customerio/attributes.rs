@@ -255,6 +255,33 @@ pub fn check_id(column: &str, what: &str, value: &str) -> Result<(), RowFailure>
     Ok(())
 }
 
+/// Checks a person's identifier: within Customer.io's limits, and an email address where the
+/// sync matches people by email.
+pub fn check_person(
+    column: &str,
+    what: &str,
+    value: &str,
+    by_email: bool,
+) -> Result<(), RowFailure> {
+    check_id(column, what, value)?;
+    if by_email && !value.contains('@') {
+        return Err(RowFailure::column(
+            column,
+            format!("`{value}` is not an email address, and this sync identifies people by email"),
+        ));
+    }
+    Ok(())
+}
+
+/// The opening of a person op, up to its identifier's value.
+pub fn person_head(by_email: bool) -> &'static str {
+    if by_email {
+        "{\"type\":\"person\",\"identifiers\":{\"email\":"
+    } else {
+        "{\"type\":\"person\",\"identifiers\":{\"id\":"
+    }
+}
+
 /// A cell as an identifier's text: strings as they are, numbers as written; `None` for NULL.
 pub fn id_text(v: &Value) -> Option<String> {
     match v {

@@ -8,7 +8,7 @@ use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, Row};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{check_id, id_text, Attributes, Nulls};
+use super::attributes::{check_person, id_text, person_head, Attributes, Nulls};
 use super::event::timestamp_seconds;
 use super::person::MAX_REMOVALS;
 use super::relationship::{check_identifier, IDENTIFIER, PERSON_ID};
@@ -158,11 +158,7 @@ impl DeviceMapper {
 
     fn head(&self, person: &str, action: &str, token: &str) -> JsonBuf {
         let mut b = JsonBuf::with_capacity(128 + person.len() + token.len());
-        b.raw(if self.by_email {
-            "{\"type\":\"person\",\"identifiers\":{\"email\":"
-        } else {
-            "{\"type\":\"person\",\"identifiers\":{\"id\":"
-        });
+        b.raw(person_head(self.by_email));
         b.str(person);
         b.raw("},\"action\":\"");
         b.raw(action);
@@ -223,15 +219,7 @@ impl ObjectMapper for DeviceMapper {
             ));
         }
         let person = id_text(&row.values[self.person.0]).unwrap_or_default();
-        check_id(&self.person.1, "person id", &person)?;
-        if self.by_email && !person.contains('@') {
-            return Err(RowFailure::column(
-                &self.person.1,
-                format!(
-                    "`{person}` is not an email address, and this sync identifies people by email"
-                ),
-            ));
-        }
+        check_person(&self.person.1, "person id", &person, self.by_email)?;
         let platform = match id_text(&row.values[self.platform.0]) {
             None => {
                 return Err(RowFailure::column(

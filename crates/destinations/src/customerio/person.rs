@@ -4,7 +4,7 @@ use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, FingerprintSpec, Row};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{check_id, Attributes, Nulls, NULLS_CHOICE};
+use super::attributes::{check_person, person_head, Attributes, Nulls, NULLS_CHOICE};
 use super::JsonBuf;
 use crate::mapping::{find_column, resolve, FieldMap, SettingProblem};
 use crate::{
@@ -278,7 +278,7 @@ impl ObjectMapper for PersonMapper {
             )));
         }
         let mut body = JsonBuf::with_capacity(80 + key.len());
-        body.raw(self.identifiers_head());
+        body.raw(person_head(self.by_email));
         body.str(key);
         body.raw("},\"action\":\"");
         body.raw(action);
@@ -291,17 +291,9 @@ impl ObjectMapper for PersonMapper {
 
     fn map(&self, key: &str, row: &Row, before: Before<'_>) -> Result<Op, RowFailure> {
         let kc = &self.key_column;
-        check_id(kc, "identifier", key)?;
-        if self.by_email && !key.contains('@') {
-            return Err(RowFailure::column(
-                kc,
-                format!(
-                    "`{key}` is not an email address, and this sync identifies people by email"
-                ),
-            ));
-        }
+        check_person(kc, "identifier", key, self.by_email)?;
         let mut head = JsonBuf::with_capacity(64 + key.len());
-        head.raw(self.identifiers_head());
+        head.raw(person_head(self.by_email));
         head.str(key);
         head.raw("},\"action\":\"identify\",\"attributes\":{");
         let written = Attributes {
@@ -316,16 +308,6 @@ impl ObjectMapper for PersonMapper {
             note: written.note,
             ..Op::new(key, written.fingerprint, written.body, Route::Batch)
         })
-    }
-}
-
-impl PersonMapper {
-    fn identifiers_head(&self) -> &'static str {
-        if self.by_email {
-            "{\"type\":\"person\",\"identifiers\":{\"email\":"
-        } else {
-            "{\"type\":\"person\",\"identifiers\":{\"id\":"
-        }
     }
 }
 

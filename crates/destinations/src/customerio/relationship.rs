@@ -7,7 +7,7 @@ use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, Row};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::{check_id, id_text, Attributes, Nulls};
+use super::attributes::{check_id, check_person, id_text, person_head, Attributes, Nulls};
 use super::object::{check_type_id, OBJECT_ID, OBJECT_TYPE_ID};
 use super::person::{MAX_REMOVALS, NULLS};
 use super::JsonBuf;
@@ -162,11 +162,7 @@ impl RelationshipMapper {
     /// The head of a person op on the pair, up to the relationship's identifiers.
     fn head(&self, object: &str, person: &str, action: &str) -> JsonBuf {
         let mut b = JsonBuf::with_capacity(160 + object.len() + person.len());
-        b.raw(if self.by_email {
-            "{\"type\":\"person\",\"identifiers\":{\"email\":"
-        } else {
-            "{\"type\":\"person\",\"identifiers\":{\"id\":"
-        });
+        b.raw(person_head(self.by_email));
         b.str(person);
         b.raw("},\"action\":\"");
         b.raw(action);
@@ -245,15 +241,7 @@ impl ObjectMapper for RelationshipMapper {
         let object = id_text(&row.values[self.object.0]).unwrap_or_default();
         let person = id_text(&row.values[self.person.0]).unwrap_or_default();
         check_id(&self.object.1, "object id", &object)?;
-        check_id(&self.person.1, "person id", &person)?;
-        if self.by_email && !person.contains('@') {
-            return Err(RowFailure::column(
-                &self.person.1,
-                format!(
-                    "`{person}` is not an email address, and this sync identifies people by email"
-                ),
-            ));
-        }
+        check_person(&self.person.1, "person id", &person, self.by_email)?;
         let mut head = self.head(&object, &person, "add_relationships");
         head.raw(",\"relationship_attributes\":{");
         let w = Attributes {

@@ -8,7 +8,7 @@ use sallyport_core::{Field, FieldKind, Mapping};
 use sallyport_sources::{Column, Row};
 use serde::{Deserialize, Serialize};
 
-use super::attributes::check_id;
+use super::attributes::check_person;
 use super::person::MAX_REMOVALS;
 use super::relationship::{check_identifier, IDENTIFIER, PERSON_ID};
 use crate::mapping::{missing, Lookup, SettingProblem};
@@ -182,15 +182,7 @@ impl ObjectMapper for SegmentMapper {
     }
 
     fn map(&self, key: &str, _row: &Row, _before: Before<'_>) -> Result<Op, RowFailure> {
-        check_id(&self.key_column, "person id", key)?;
-        if self.by_email && !key.contains('@') {
-            return Err(RowFailure::column(
-                &self.key_column,
-                format!(
-                    "`{key}` is not an email address, and this sync identifies people by email"
-                ),
-            ));
-        }
+        check_person(&self.key_column, "person id", key, self.by_email)?;
         let fingerprint = xxhash_rust::xxh3::xxh3_64(
             format!("segment/v1/{}/{}", self.segment, self.by_email).as_bytes(),
         );
