@@ -15,6 +15,30 @@ struct Setup {
     http: reqwest::Client,
     /// The test's schema, dropped with the setup.
     _schema: sallyport_testkit::Schema,
+    /// MariaDB's URL and the test's database there, dropped with the setup.
+    mysql: Option<(String, String)>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some((url, db)) = self.mysql.take() {
+            // On a thread of its own: the test's runtime is ending.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use mysql_async::prelude::Queryable;
+                    if let Ok(mut c) = mysql_async::Conn::from_url(&url).await {
+                        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {db}")).await;
+                        let _ = c.disconnect().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
 }
 
 impl Setup {
@@ -41,7 +65,36 @@ impl Setup {
             pg,
             _schema: schema,
             http: reqwest::Client::new(),
+            mysql: None,
         }
+    }
+
+    /// The same over a MariaDB database of the test's own: `tables` run there (`{s}` standing
+    /// for the database), and the syncs' warehouse `pg` is that database.
+    async fn mysql(url: &str, tables: &str, syncs: &str, delivery: &str) -> Setup {
+        use mysql_async::prelude::Queryable;
+        let db = sallyport_testkit::unique("kill");
+        let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+        c.query_drop(format!("CREATE DATABASE {db}")).await.unwrap();
+        c.query_drop(tables.replace("{s}", &db)).await.unwrap();
+        let _ = c.disconnect().await;
+        let mut s = Setup::new("", &syncs.replace("{s}", &db), delivery).await;
+        let path = s.dir.path().join("sallyport.yaml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let config = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("  pg: {type: postgres") {
+                    format!("  pg: {{type: mysql, url: \"{url}\", sallyport_schema: \"{db}\"}}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, config + "\n").unwrap();
+        s.mysql = Some((url.to_string(), db));
+        s
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
@@ -184,21 +237,43 @@ async fn sigkill_at_random_moments_with_change_detection_in_the_warehouse() {
     sigkill_at_random_moments("warehouse").await;
 }
 
-async fn sigkill_at_random_moments(mode: &str) {
+/// And with change detection in MariaDB: its snapshot table follows acknowledgements too.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_with_change_detection_in_mysql() {
     sallyport_testkit::needs_postgres!();
-    const N: i64 = 100_000;
+    let Some(url) = sallyport_testkit::service("SALLYPORT_TEST_MYSQL_URL", "MariaDB") else {
+        return;
+    };
     let tables = format!(
-        "CREATE TABLE {{s}}.users AS
-            SELECT g AS user_id, 'user' || g || '@example.com' AS email, 'Name' || g AS name,
+        "CREATE TABLE {{s}}.d (n int);
+         INSERT INTO {{s}}.d VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9);
+         CREATE TABLE {{s}}.g AS SELECT a.n + 10 * b.n + 100 * c.n + 1000 * e.n + 10000 * f.n + 1 AS g
+            FROM {{s}}.d a, {{s}}.d b, {{s}}.d c, {{s}}.d e, {{s}}.d f;
+         CREATE TABLE {{s}}.users AS
+            SELECT g AS user_id, CONCAT('user', g, '@example.com') AS email, CONCAT('Name', g) AS name,
                    g % 7 AS tier, g * 1.25 AS ltv
-            FROM generate_series(1, {N}) g;
+            FROM {{s}}.g;
          CREATE TABLE {{s}}.events AS
-            SELECT 'ev-' || g AS event_id, CASE WHEN g % 200 = 0 THEN NULL ELSE (g % {N}) + 1 END AS user_id,
-                   'anon-' || g AS anon, 'purchase' AS name, g AS amount,
+            SELECT CONCAT('ev-', g) AS event_id, CASE WHEN g % 200 = 0 THEN NULL ELSE (g % {N}) + 1 END AS user_id,
+                   CONCAT('anon-', g) AS anon, 'purchase' AS name, g AS amount,
                    1700000000 + g AS at
-            FROM generate_series(1, {N}) g;"
+            FROM {{s}}.g;"
     );
-    let syncs = "  people: {warehouse: pg, model: {table: \"{s}.users\"}, app: cio, object: person, mode: upsert, primary_key: user_id, change_detection: MODE}
+    let s = Setup::mysql(
+        &url,
+        &tables,
+        &KILLED_SYNCS.replace("MODE", "warehouse"),
+        KILLED_DELIVERY,
+    )
+    .await;
+    killed_at_random_moments(s, "mysql warehouse").await;
+}
+
+/// The rows of the SIGKILL tests.
+const N: i64 = 100_000;
+
+/// The syncs of the SIGKILL tests, with their change detection as `MODE`.
+const KILLED_SYNCS: &str = "  people: {warehouse: pg, model: {table: \"{s}.users\"}, app: cio, object: person, mode: upsert, primary_key: user_id, change_detection: MODE}
   events:
     change_detection: MODE
     warehouse: pg
@@ -213,13 +288,34 @@ async fn sigkill_at_random_moments(mode: &str) {
     timestamp: at
     event_name: name
 ";
-    let syncs = syncs.replace("MODE", mode);
+
+const KILLED_DELIVERY: &str = "{requests_per_second: 5000, concurrency: 8, batch_bytes: 100KB}";
+
+async fn sigkill_at_random_moments(mode: &str) {
+    sallyport_testkit::needs_postgres!();
+    let tables = format!(
+        "CREATE TABLE {{s}}.users AS
+            SELECT g AS user_id, 'user' || g || '@example.com' AS email, 'Name' || g AS name,
+                   g % 7 AS tier, g * 1.25 AS ltv
+            FROM generate_series(1, {N}) g;
+         CREATE TABLE {{s}}.events AS
+            SELECT 'ev-' || g AS event_id, CASE WHEN g % 200 = 0 THEN NULL ELSE (g % {N}) + 1 END AS user_id,
+                   'anon-' || g AS anon, 'purchase' AS name, g AS amount,
+                   1700000000 + g AS at
+            FROM generate_series(1, {N}) g;"
+    );
     let s = Setup::new(
         &tables,
-        &syncs,
-        "{requests_per_second: 5000, concurrency: 8, batch_bytes: 100KB}",
+        &KILLED_SYNCS.replace("MODE", mode),
+        KILLED_DELIVERY,
     )
     .await;
+    killed_at_random_moments(s, mode).await;
+}
+
+/// Kills `sallyport sync` 20 times at random moments, then checks that one more run leaves the
+/// sandbox holding exactly the model, every event once, and that a further run sends nothing.
+async fn killed_at_random_moments(s: Setup, mode: &str) {
     s.faults(Faults {
         latency_ms: 3,
         ..Default::default()

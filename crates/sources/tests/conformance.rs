@@ -103,6 +103,161 @@ async fn conforms_without(what: &str, source: Source, model: Model, missing: &[&
     }
 }
 
+/// Change detection in the warehouse, for every warehouse that hosts it: the snapshot table
+/// in `schema` is created, written (merging notes), paged in key order, compared with the model
+/// (only new and changed rows come out), anti-joined for the keys that left, and dropped.
+async fn snapshots_conform(what: &str, source: &Source, model: &Model, schema: &str) {
+    use sallyport_sources::{DiffSpec, FingerprintSpec, ReadSpec, Snapshot, SnapshotRow};
+    source.snapshots().unwrap();
+    source.snapshot_check(schema).await.unwrap();
+    let snap = Snapshot {
+        schema: schema.into(),
+        sync: format!("conformance {what}"),
+    };
+    assert_eq!(source.snapshot_count(&snap).await.unwrap(), None, "{what}");
+    assert_eq!(
+        source.snapshot_prepare(&snap).await.unwrap(),
+        (0, false),
+        "{what}"
+    );
+    assert_eq!(
+        source.snapshot_count(&snap).await.unwrap(),
+        Some(0),
+        "{what}"
+    );
+    let spec = FingerprintSpec {
+        columns: vec!["name".into(), "score".into(), "note".into()],
+        salt: "s".into(),
+    };
+    let diff = |fingerprint, all, empty| DiffSpec {
+        snapshot: &snap,
+        fingerprint,
+        all,
+        empty,
+    };
+    let read = |d| async move {
+        let spec = ReadSpec {
+            key: Some("id"),
+            fingerprint: None,
+            diff: Some(&d),
+        };
+        let mut rows = collect(source.read(model, &spec).await.unwrap()).await;
+        rows.sort_by_key(|r| {
+            (
+                r.key.is_none(),
+                r.key.clone(),
+                r.values[1].as_str().map(String::from),
+            )
+        });
+        rows
+    };
+
+    // A first run: every row, each with the warehouse's fingerprint, decoded as ever.
+    let first = read(diff(Some(&spec), false, true)).await;
+    assert_eq!(first.len(), 4, "{what}");
+    let fp = |r: &Row| r.diff.as_ref().unwrap().warehouse_fingerprint;
+    let (ann, bob, bob_again) = (fp(&first[0]), fp(&first[1]), fp(&first[2]));
+    assert!(ann != bob && bob != bob_again && ann != bob_again, "{what}");
+    assert_eq!(
+        Value::Array(first[0].values.clone()),
+        expected()[0],
+        "{what}"
+    );
+    assert!(first
+        .iter()
+        .all(|r| r.diff.as_ref().unwrap().previous.is_none()));
+    // The same values give the same fingerprint on every read.
+    assert_eq!(
+        fp(&read(diff(Some(&spec), false, true)).await[0]),
+        ann,
+        "{what}"
+    );
+
+    // Keys 1 and 2 (as Bob) delivered, and a key the model does not have.
+    let row = |key: &str, wfp: Option<i64>, note: Option<&str>| SnapshotRow {
+        key: key.into(),
+        warehouse_fingerprint: wfp,
+        fingerprint: 42,
+        note: note.map(String::from),
+    };
+    source
+        .snapshot_write(
+            &snap,
+            &[
+                row("1", Some(ann), Some("n1")),
+                row("2", Some(bob), None),
+                row("9", None, Some("gone")),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        source.snapshot_count(&snap).await.unwrap(),
+        Some(3),
+        "{what}"
+    );
+
+    // Only what differs comes out: key 2's other row, and the row without a key.
+    let changed = read(diff(Some(&spec), false, false)).await;
+    let keys: Vec<Option<&str>> = changed.iter().map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, [Some("2"), None], "{what}");
+    assert_eq!(changed[0].values[1], "Bob again", "{what}");
+    assert_eq!(
+        changed[0].diff.as_ref().unwrap().previous,
+        Some((0, None)),
+        "{what}: a known key, no note, its warehouse fingerprint known"
+    );
+    assert_eq!(changed[1].diff.as_ref().unwrap().previous, None, "{what}");
+    // Another salt (other settings) changes every fingerprint; a full read gives every row
+    // with what the snapshot holds; keys alone (insert-once objects) give the new keys only.
+    let salted = FingerprintSpec {
+        salt: "t".into(),
+        ..spec.clone()
+    };
+    assert_eq!(
+        read(diff(Some(&salted), false, false)).await.len(),
+        4,
+        "{what}"
+    );
+    let all = read(diff(Some(&spec), true, false)).await;
+    assert_eq!(all.len(), 4, "{what}");
+    assert_eq!(
+        all[0].diff.as_ref().unwrap().previous,
+        Some((0, Some("n1".into()))),
+        "{what}"
+    );
+    let new_keys = read(diff(None, false, false)).await;
+    assert_eq!(new_keys.len(), 1, "{what}: only the row without a key");
+
+    // The keys that left the model, with their notes, and the model's keys counted.
+    assert_eq!(
+        source
+            .snapshot_absent_count(&snap, model, "id")
+            .await
+            .unwrap(),
+        1,
+        "{what}"
+    );
+    let absent = collect(source.snapshot_absent(&snap, model, "id").await.unwrap()).await;
+    assert_eq!(absent.len(), 1, "{what}");
+    assert_eq!(absent[0].key.as_deref(), Some("9"), "{what}");
+    assert_eq!(absent[0].values, [json!("gone")], "{what}");
+    assert_eq!(source.count_keys(model, "id").await.unwrap(), 3, "{what}");
+
+    // A write without a note keeps the one there; a removed key goes; pages follow key order.
+    source
+        .snapshot_write(&snap, &[row("1", Some(bob_again), None)], &["9".into()])
+        .await
+        .unwrap();
+    let page = source.snapshot_rows(&snap, "", 1).await.unwrap();
+    assert_eq!(page, [row("1", Some(bob_again), Some("n1"))], "{what}");
+    let page = source.snapshot_rows(&snap, "1", 10).await.unwrap();
+    assert_eq!(page, [row("2", Some(bob), None)], "{what}");
+    source.snapshot_drop(&snap).await.unwrap();
+    assert_eq!(source.snapshot_count(&snap).await.unwrap(), None, "{what}");
+}
+
 #[tokio::test]
 async fn postgres_conforms() {
     sallyport_testkit::needs_postgres!();
@@ -122,7 +277,9 @@ async fn postgres_conforms() {
     )))
     .await
     .unwrap();
-    conforms("postgres", source, Model::Table(format!("{schema}.users"))).await;
+    let model = Model::Table(format!("{schema}.users"));
+    snapshots_conform("postgres", &source, &model, &schema).await;
+    conforms("postgres", source, model).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
 }
 
@@ -195,10 +352,15 @@ async fn mysql_conforms() {
     let source = Source::open(&WarehouseSettings::Mysql(mysql::Settings::url(url)))
         .await
         .unwrap();
-    conforms("mysql", source, Model::Table(format!("test.{table}"))).await;
-    conn.query_drop(format!("DROP TABLE {table}"))
-        .await
-        .unwrap();
+    let model = Model::Table(format!("test.{table}"));
+    let home = format!("{table}_sp");
+    snapshots_conform("mysql", &source, &model, &home).await;
+    conforms("mysql", source, model).await;
+    conn.query_drop(format!(
+        "DROP TABLE {table}; DROP DATABASE IF EXISTS {home}"
+    ))
+    .await
+    .unwrap();
 }
 
 #[cfg(feature = "databricks")]

@@ -3,6 +3,7 @@
 //! the values as they come off the wire and converted only when a row is to be sent.
 
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ pub use settings::{Settings, FIELDS};
 
 use crate::tls::{explain, SslMode};
 use crate::{
-    decimal_value, Backticks, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable,
-    Warehouse, CHUNK_ROWS,
+    decimal_value, Backticks, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
+    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// How long a connection attempt may take.
@@ -35,6 +36,8 @@ pub struct MySource {
     /// Seconds east of UTC that `DATETIME` values are written in.
     offset: i32,
     statement_timeout: Option<std::time::Duration>,
+    /// Writes to snapshot tables (change detection in the warehouse), opened when first needed.
+    writer: tokio::sync::Mutex<Option<Conn>>,
 }
 
 /// How a column is read back.
@@ -138,6 +141,7 @@ impl Warehouse for MySource {
             url: url.to_string(),
             offset,
             statement_timeout: options.statement_timeout,
+            writer: tokio::sync::Mutex::new(None),
         };
         // The connection is tried now, so that a wrong setting is known before a run starts.
         let conn = source.connect().await?;
@@ -193,11 +197,41 @@ impl Warehouse for MySource {
             )),
             None => None,
         };
-        let sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            Backticks.model_from(model)
-        );
+        let (sql, diff_at) = match (spec.diff, spec.key) {
+            (None, _) => (
+                format!(
+                    "SELECT {} FROM {}",
+                    select.join(", "),
+                    Backticks.model_from(model)
+                ),
+                None,
+            ),
+            (Some(d), Some(k)) => {
+                let hashed: Vec<String> = match d.fingerprint {
+                    Some(f) => f
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            let i = position(c)?;
+                            Ok(snapshot::hashed(
+                                &format!("q.{}", Backticks.quote_ident(c)),
+                                columns[i].decode,
+                            ))
+                        })
+                        .collect::<Result<_, SourceError>>()?,
+                    None => Vec::new(),
+                };
+                (
+                    snapshot::diff_sql(model, k, &select, &hashed, d),
+                    Some((select.len(), d.empty)),
+                )
+            }
+            (Some(_), None) => {
+                return Err(SourceError::Other(
+                    "change detection in the warehouse needs a key column".into(),
+                ))
+            }
+        };
         let shape = Arc::new(Shape {
             names: columns.iter().map(|c| c.name.clone()).collect(),
             decode: columns.iter().map(|c| c.decode).collect(),
@@ -205,6 +239,8 @@ impl Warehouse for MySource {
             zero_dates: columns.iter().map(|_| Default::default()).collect(),
         });
         self.run(conn, sql, move |mut values| {
+            let diff =
+                diff_at.map(|(at, empty)| Box::new(snapshot::diff_of(&mut values, at, empty)));
             let key = match key_at {
                 Some(i) => text_of(std::mem::replace(&mut values[i], My::NULL)),
                 None => None,
@@ -212,21 +248,25 @@ impl Warehouse for MySource {
             values.truncate(shape.decode.len());
             let Some((salt, cols)) = &fingerprint else {
                 let (decoded, unreadable) = shape.decode(&values);
-                return Ok(Row::new(key, decoded).with_unreadable(unreadable));
+                let mut row = Row::new(key, decoded).with_unreadable(unreadable);
+                row.diff = diff;
+                return Ok(row);
             };
             let mut h = Xxh3::new();
             h.update(salt.as_bytes());
             for &i in cols {
                 hash_value(&mut h, &values[i]);
             }
-            Ok(Row::undecoded(
+            let mut row = Row::undecoded(
                 key,
                 h.digest(),
                 Box::new(Undecoded {
                     values,
                     shape: shape.clone(),
                 }),
-            ))
+            );
+            row.diff = diff;
+            Ok(row)
         })
         .await
     }
@@ -265,6 +305,66 @@ impl Warehouse for MySource {
             ))
         })
         .await
+    }
+
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        MySource::snapshot_check(self, schema).await
+    }
+
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        MySource::snapshot_prepare(self, snapshot).await
+    }
+
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        MySource::snapshot_count(self, snapshot).await
+    }
+
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        MySource::snapshot_write(self, snapshot, rows, removed).await
+    }
+
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        MySource::snapshot_absent_count(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        MySource::snapshot_absent(self, snapshot, model, key).await
+    }
+
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        MySource::count_keys(self, model, key).await
+    }
+
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        MySource::snapshot_rows(self, snapshot, after, limit).await
+    }
+
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        MySource::snapshot_drop(self, snapshot).await
     }
 }
 

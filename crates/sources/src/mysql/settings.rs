@@ -27,6 +27,10 @@ pub struct Settings {
     /// given. (`TIMESTAMP` values carry their zone and are always read as UTC.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The database where syncs with `change_detection: warehouse` keep their snapshot tables
+    /// (default `sallyport`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sallyport_schema: Option<String>,
 }
 
 impl Settings {
@@ -39,6 +43,7 @@ impl Settings {
             sslcert: None,
             sslkey: None,
             timezone: None,
+            sallyport_schema: None,
         }
     }
 
@@ -118,9 +123,25 @@ pub const FIELDS: &[Field] = &[
         when: None,
         help: "the offset DATETIME values are written in, such as +02:00; UTC when empty",
     },
+    Field {
+        name: "sallyport_schema",
+        label: "Database for Sallyport's tables",
+        kind: FieldKind::Text,
+        required: false,
+        when: None,
+        help: "where syncs with change detection in the warehouse keep their snapshot tables (default sallyport); Sallyport needs CREATE, DROP, SELECT, INSERT, UPDATE and DELETE on it",
+    },
 ];
 
 impl crate::Settings for Settings {
+    fn sallyport_schema(&self) -> Option<String> {
+        Some(
+            self.sallyport_schema
+                .clone()
+                .unwrap_or_else(|| "sallyport".into()),
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "mysql"
     }
