@@ -17,6 +17,8 @@ struct W {
     h: Harness,
     /// MariaDB's URL and database, when the case runs there.
     my: Option<(String, String)>,
+    /// Read as Redshift is (text results, Redshift's SQL), with PostgreSQL as the stand-in.
+    redshift: bool,
 }
 
 impl W {
@@ -24,6 +26,15 @@ impl W {
         W {
             h: Harness::new(IdentifyBy::Id).await,
             my: None,
+            redshift: false,
+        }
+    }
+
+    async fn redshift() -> W {
+        W {
+            h: Harness::new(IdentifyBy::Id).await,
+            my: None,
+            redshift: true,
         }
     }
 
@@ -35,6 +46,7 @@ impl W {
         W {
             h: Harness::new(IdentifyBy::Id).await,
             my: Some((url, db)),
+            redshift: false,
         }
     }
 
@@ -76,6 +88,11 @@ impl W {
     fn config_text(&self, syncs: &str) -> String {
         let text = self.h.config_text(syncs, common::KEY);
         match &self.my {
+            None if self.redshift => {
+                let t = text.replace("  pg: {type: postgres", "  pg: {type: redshift");
+                assert_ne!(t, text, "the warehouse is Redshift");
+                t
+            }
             None => text,
             Some((url, db)) => {
                 text.lines()
@@ -167,9 +184,15 @@ fn mysql_url() -> Option<String> {
     sallyport_testkit::service("SALLYPORT_TEST_MYSQL_URL", "MariaDB")
 }
 
-/// Runs a case on PostgreSQL and on MariaDB.
-macro_rules! on_both {
-    ($case:ident, $pg:ident, $my:ident) => {
+/// Runs a case on PostgreSQL, on MariaDB, and on Redshift's SQL.
+macro_rules! on_each {
+    ($case:ident, $pg:ident, $my:ident, $rs:ident) => {
+        #[tokio::test]
+        async fn $rs() {
+            sallyport_testkit::needs_postgres!();
+            $case(&W::redshift().await).await;
+        }
+
         #[tokio::test]
         async fn $pg() {
             sallyport_testkit::needs_postgres!();
@@ -210,10 +233,11 @@ fn counts(s: &RunSummary) -> (u64, u64, u64, u64, u64, u64) {
     )
 }
 
-on_both!(
+on_each!(
     only_what_changed_leaves_the_warehouse,
     postgres_sends_only_what_changed,
-    mysql_sends_only_what_changed
+    mysql_sends_only_what_changed,
+    redshift_sends_only_what_changed
 );
 
 async fn only_what_changed_leaves_the_warehouse(w: &W) {
@@ -300,10 +324,11 @@ async fn only_what_changed_leaves_the_warehouse(w: &W) {
     assert_eq!(h.run(&engine, "people").await.rows_read, 0);
 }
 
-on_both!(
+on_each!(
     removals_found_in_the_warehouse_keep_the_guard,
     postgres_removals_keep_the_guard,
-    mysql_removals_keep_the_guard
+    mysql_removals_keep_the_guard,
+    redshift_removals_keep_the_guard
 );
 
 async fn removals_found_in_the_warehouse_keep_the_guard(w: &W) {
@@ -350,10 +375,11 @@ async fn removals_found_in_the_warehouse_keep_the_guard(w: &W) {
     assert_eq!(w.snapshot_keys().await, 30);
 }
 
-on_both!(
+on_each!(
     switching_modes_carries_the_state_over_without_a_resend,
     postgres_switches_modes_without_a_resend,
-    mysql_switches_modes_without_a_resend
+    mysql_switches_modes_without_a_resend,
+    redshift_switches_modes_without_a_resend
 );
 
 async fn switching_modes_carries_the_state_over_without_a_resend(w: &W) {
@@ -394,6 +420,17 @@ async fn switching_modes_carries_the_state_over_without_a_resend(w: &W) {
 #[tokio::test]
 async fn postgres_check_names_the_missing_grant() {
     sallyport_testkit::needs_postgres!();
+    check_names_the_missing_schema_grant("postgres").await;
+}
+
+/// Redshift's catalog answers the same questions (PostgreSQL as the stand-in).
+#[tokio::test]
+async fn redshift_check_names_the_missing_grant() {
+    sallyport_testkit::needs_postgres!();
+    check_names_the_missing_schema_grant("redshift").await;
+}
+
+async fn check_names_the_missing_schema_grant(kind: &str) {
     let h = Harness::new(IdentifyBy::Id).await;
     let role = format!("{}_nogrant", &*h.schema);
     h.sql(&format!("CREATE ROLE \"{role}\" LOGIN")).await;
@@ -412,7 +449,7 @@ async fn postgres_check_names_the_missing_grant() {
         .config_text(syncs, common::KEY)
         .replace(
             "warehouses:\n",
-            &format!("warehouses:\n  other: {{type: postgres, url: \"{url}\", sallyport_schema: \"{missing}\"}}\n"),
+            &format!("warehouses:\n  other: {{type: {kind}, url: \"{url}\", sallyport_schema: \"{missing}\"}}\n"),
         );
     std::fs::write(h.config_path(), &text).unwrap();
     let config = sallyport_config::Config::parse(&text, &h.config_path(), &|_| None).unwrap();
@@ -450,7 +487,7 @@ async fn postgres_check_names_the_missing_grant() {
     assert!(
         e.contains(":14:")
             && e.contains(
-                "change_detection: warehouse is available on postgres and mysql warehouses for now; `m` is a sqlite warehouse"
+                "change_detection: warehouse is available on postgres, redshift and mysql warehouses for now; `m` is a sqlite warehouse"
             ),
         "{e}"
     );

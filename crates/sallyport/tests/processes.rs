@@ -228,13 +228,19 @@ async fn a_second_process_cannot_run_the_same_sync() {
 /// and a further run must send nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    sigkill_at_random_moments("local").await;
+    sigkill_at_random_moments("local", "postgres").await;
 }
 
 /// The same with change detection in the warehouse: its snapshot follows acknowledgements.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_with_change_detection_in_the_warehouse() {
-    sigkill_at_random_moments("warehouse").await;
+    sigkill_at_random_moments("warehouse", "postgres").await;
+}
+
+/// And with Redshift's SQL (staging table and MERGE), PostgreSQL as the stand-in.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_with_change_detection_in_redshift() {
+    sigkill_at_random_moments("warehouse", "redshift").await;
 }
 
 /// And with change detection in MariaDB: its snapshot table follows acknowledgements too.
@@ -291,7 +297,7 @@ const KILLED_SYNCS: &str = "  people: {warehouse: pg, model: {table: \"{s}.users
 
 const KILLED_DELIVERY: &str = "{requests_per_second: 5000, concurrency: 8, batch_bytes: 100KB}";
 
-async fn sigkill_at_random_moments(mode: &str) {
+async fn sigkill_at_random_moments(mode: &str, kind: &str) {
     sallyport_testkit::needs_postgres!();
     let tables = format!(
         "CREATE TABLE {{s}}.users AS
@@ -310,7 +316,15 @@ async fn sigkill_at_random_moments(mode: &str) {
         KILLED_DELIVERY,
     )
     .await;
-    killed_at_random_moments(s, mode).await;
+    let path = s.dir.path().join("sallyport.yaml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let config = config.replace("  pg: {type: postgres", &format!("  pg: {{type: {kind}"));
+    assert!(
+        config.contains(&format!("  pg: {{type: {kind},")),
+        "{config}"
+    );
+    std::fs::write(&path, config).unwrap();
+    killed_at_random_moments(s, &format!("{kind} {mode}")).await;
 }
 
 /// Kills `sallyport sync` 20 times at random moments, then checks that one more run leaves the

@@ -348,7 +348,7 @@ pub trait Warehouse: Sized {
 /// Why a warehouse cannot host change detection.
 fn no_snapshots() -> SourceError {
     SourceError::Other(
-        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL and MySQL have it); use change_detection: local".into(),
+        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift and MySQL have it); use change_detection: local".into(),
     )
 }
 

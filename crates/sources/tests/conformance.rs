@@ -305,7 +305,9 @@ async fn redshift_conforms() {
     )))
     .await
     .unwrap();
-    conforms("redshift", source, Model::Table(format!("{schema}.users"))).await;
+    let model = Model::Table(format!("{schema}.users"));
+    snapshots_conform("redshift", &source, &model, &schema).await;
+    conforms("redshift", source, model).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
 }
 

@@ -3,7 +3,7 @@
 
 mod connect;
 mod settings;
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::sync::Arc;
 

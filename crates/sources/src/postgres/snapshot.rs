@@ -93,6 +93,43 @@ pub(super) fn diff_sql(
     )
 }
 
+/// The SQL that tells whether the current user may create and write tables in `schema` (a
+/// literal): user, database, whether the schema exists, CREATE on the database, USAGE and CREATE
+/// on the schema. PostgreSQL's catalog and Redshift's alike.
+pub(crate) fn grants_sql(schema: &str) -> String {
+    format!(
+        "SELECT current_user::text, current_database()::text,
+            EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {schema}),
+            has_database_privilege(current_database(), 'CREATE'),
+            CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {schema})
+                 THEN has_schema_privilege({schema}, 'USAGE') AND has_schema_privilege({schema}, 'CREATE') END"
+    )
+}
+
+/// What [`grants_sql`] found, said as the grant that is missing.
+pub(crate) fn grants(
+    user: &str,
+    db: &str,
+    schema: &str,
+    exists: bool,
+    db_create: bool,
+    schema_ok: Option<bool>,
+) -> Result<(), SourceError> {
+    let (user_q, schema_q) = (quote_ident(user), quote_ident(schema));
+    if !exists && !db_create {
+        return Err(SourceError::Other(format!(
+            "change_detection: warehouse needs the schema `{schema}`, which does not exist, and user `{user}` may not create it: run `CREATE SCHEMA {schema_q} AUTHORIZATION {user_q};` or `GRANT CREATE ON DATABASE {} TO {user_q};`",
+            quote_ident(db)
+        )));
+    }
+    if exists && schema_ok == Some(false) {
+        return Err(SourceError::Other(format!(
+            "change_detection: warehouse needs to create and write tables in schema `{schema}`, and user `{user}` may not: run `GRANT USAGE, CREATE ON SCHEMA {schema_q} TO {user_q};`"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads what a diff read appends to each row (at `at`, and, unless the snapshot was empty,
 /// `at + 1` and `at + 2`).
 pub(super) fn diff_of(
@@ -136,32 +173,11 @@ impl PgSource {
     pub(super) async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
         let row = self
             .client
-            .query_one(
-                "SELECT current_user::text, current_database()::text,
-                    EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
-                    has_database_privilege(current_database(), 'CREATE'),
-                    CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
-                         THEN has_schema_privilege($1, 'USAGE') AND has_schema_privilege($1, 'CREATE') END",
-                &[&schema],
-            )
+            .query_one(&grants_sql("$1"), &[&schema])
             .await
             .map_err(query_error)?;
         let (user, db): (String, String) = (row.get(0), row.get(1));
-        let (exists, db_create, schema_ok): (bool, bool, Option<bool>) =
-            (row.get(2), row.get(3), row.get(4));
-        let (user_q, schema_q) = (quote_ident(&user), quote_ident(schema));
-        if !exists && !db_create {
-            return Err(SourceError::Other(format!(
-                "change_detection: warehouse needs the schema `{schema}`, which does not exist, and user `{user}` may not create it: run `CREATE SCHEMA {schema_q} AUTHORIZATION {user_q};` or `GRANT CREATE ON DATABASE {} TO {user_q};`",
-                quote_ident(&db)
-            )));
-        }
-        if exists && schema_ok == Some(false) {
-            return Err(SourceError::Other(format!(
-                "change_detection: warehouse needs to create and write tables in schema `{schema}`, and user `{user}` may not: run `GRANT USAGE, CREATE ON SCHEMA {schema_q} TO {user_q};`"
-            )));
-        }
-        Ok(())
+        grants(&user, &db, schema, row.get(2), row.get(3), row.get(4))
     }
 
     pub(super) async fn snapshot_count(&self, s: &Snapshot) -> Result<Option<u64>, SourceError> {

@@ -14,6 +14,7 @@
 //! answers in unit tests.
 
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -28,8 +29,8 @@ pub use settings::{Settings, FIELDS};
 
 use crate::postgres::Connector;
 use crate::{
-    decimal_value, parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream,
-    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot,
+    SnapshotRow, SourceError, Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// Rows fetched from the cursor at a time.
@@ -39,6 +40,8 @@ pub struct RedshiftSource {
     client: Client,
     connector: Box<Connector>,
     statement_timeout: Option<std::time::Duration>,
+    /// Writes to snapshot tables (change detection in the warehouse), opened when first needed.
+    writer: tokio::sync::Mutex<Option<Client>>,
 }
 
 /// How a column's text is read.
@@ -155,6 +158,7 @@ impl Warehouse for RedshiftSource {
             client,
             connector: Box::new(connector),
             statement_timeout: options.statement_timeout,
+            writer: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -230,16 +234,50 @@ impl Warehouse for RedshiftSource {
             names: columns.iter().map(|c| c.name.clone()).collect(),
             decode: columns.iter().map(|c| decode_of(&c.type_name)).collect(),
         });
-        let sql = format!(
-            "SELECT {} FROM {}",
-            select.join(", "),
-            AnsiQuotes.model_from(model)
-        );
+        let (sql, diff_at) = match (spec.diff, spec.key) {
+            (None, _) => (
+                format!(
+                    "SELECT {} FROM {}",
+                    select.join(", "),
+                    AnsiQuotes.model_from(model)
+                ),
+                None,
+            ),
+            (Some(d), Some(k)) => {
+                let texts: Vec<String> = match d.fingerprint {
+                    Some(f) => f
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            let i = position(c)?;
+                            Ok(snapshot::as_text(
+                                &format!("q.{}", AnsiQuotes.quote_ident(c)),
+                                &columns[i].type_name,
+                                shape.decode[i],
+                            ))
+                        })
+                        .collect::<Result<_, SourceError>>()?,
+                    None => Vec::new(),
+                };
+                (
+                    snapshot::diff_sql(model, k, &select, &texts, d),
+                    Some((select.len(), d.empty)),
+                )
+            }
+            (Some(_), None) => {
+                return Err(SourceError::Other(
+                    "change detection in the warehouse needs a key column".into(),
+                ))
+            }
+        };
         self.run(sql, move |row| {
+            let diff = diff_at.map(|(at, empty)| Box::new(snapshot::diff_of(&row, at, empty)));
             let key = key_at.and_then(|i| row.get(i).map(str::to_string));
             let Some((salt, cols)) = &fingerprint else {
                 let (values, unreadable) = shape.decode(&row);
-                return Ok(Row::new(key, values).with_unreadable(unreadable));
+                let mut r = Row::new(key, values).with_unreadable(unreadable);
+                r.diff = diff;
+                return Ok(r);
             };
             let mut h = Xxh3::new();
             h.update(salt.as_bytes());
@@ -252,14 +290,16 @@ impl Warehouse for RedshiftSource {
                     None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
                 }
             }
-            Ok(Row::undecoded(
+            let mut r = Row::undecoded(
                 key,
                 h.digest(),
                 Box::new(Undecoded {
                     row,
                     shape: shape.clone(),
                 }),
-            ))
+            );
+            r.diff = diff;
+            Ok(r)
         })
         .await
     }
@@ -290,6 +330,66 @@ impl Warehouse for RedshiftSource {
             Ok(Row::new(r.get(0).map(str::to_string), Vec::new()))
         })
         .await
+    }
+
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        RedshiftSource::snapshot_check(self, schema).await
+    }
+
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        RedshiftSource::snapshot_prepare(self, snapshot).await
+    }
+
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        RedshiftSource::snapshot_count(self, snapshot).await
+    }
+
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        RedshiftSource::snapshot_write(self, snapshot, rows, removed).await
+    }
+
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        RedshiftSource::snapshot_absent_count(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        RedshiftSource::snapshot_absent(self, snapshot, model, key).await
+    }
+
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        RedshiftSource::count_keys(self, model, key).await
+    }
+
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        RedshiftSource::snapshot_rows(self, snapshot, after, limit).await
+    }
+
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        RedshiftSource::snapshot_drop(self, snapshot).await
     }
 }
 

@@ -31,9 +31,14 @@ pub const FIELDS: &[Field] = &[
     postgres::FIELDS[2],
     postgres::FIELDS[3],
     postgres::FIELDS[4],
+    postgres::FIELDS[5],
 ];
 
 impl crate::Settings for Settings {
+    fn sallyport_schema(&self) -> Option<String> {
+        self.0.sallyport_schema()
+    }
+
     fn kind(&self) -> &'static str {
         "redshift"
     }

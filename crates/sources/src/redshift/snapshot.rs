@@ -1,0 +1,410 @@
+//! Change detection in Redshift: a snapshot table per sync in `sallyport_schema`
+//! (`"key" varchar(3072)`, `wfp char(16)`, `lfp int8`, `note varchar(65535)`; on Redshift
+//! distributed and sorted by key). Redshift has no binary parameters and no per-type hash of a
+//! record, so everything goes as text: the warehouse fingerprints a row as the first 16 hex
+//! digits of the MD5 of its mapped columns, each as `<octets>:<text>` (NULL as `~`), behind
+//! the salt; acknowledged keys go into a temporary staging table and one `MERGE` per batch.
+//! The model is only ever run inside [`RedshiftSource::run`]'s read-only transactions.
+
+use futures_util::{pin_mut, StreamExt};
+use sallyport_core::Model;
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+
+use super::{query_error, Decode, RedshiftSource};
+use crate::{AnsiQuotes, Dialect, DiffSpec, Row, RowStream, Snapshot, SnapshotRow, SourceError};
+
+/// Rows per `INSERT` into the staging table.
+const PER_INSERT: usize = 1000;
+
+fn q(name: &str) -> String {
+    AnsiQuotes.quote_ident(name)
+}
+
+/// A string literal that reads the same whether or not the server takes backslashes as escapes
+/// (Redshift does, PostgreSQL does not): quotes doubled, backslashes spliced in as `CHR(92)`.
+pub(super) fn lit(s: &str) -> String {
+    format!(
+        "'{}'",
+        s.replace('\'', "''").replace('\\', "' || CHR(92) || '")
+    )
+}
+
+/// `"schema"."snapshot_…"`.
+fn table(s: &Snapshot) -> String {
+    format!("{}.{}", q(&s.schema), q(&s.table()))
+}
+
+/// A mapped column as text for the fingerprint: Redshift cannot cast a boolean to text, and
+/// writes `SUPER` values with `JSON_SERIALIZE`; values that cannot be sent count only as
+/// present or NULL (their rows fail, and failed rows are always read again).
+pub(super) fn as_text(column: &str, type_name: &str, decode: Decode) -> String {
+    match decode {
+        Decode::Bool => format!("CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"),
+        Decode::Json if type_name.eq_ignore_ascii_case("super") => {
+            format!("JSON_SERIALIZE({column})")
+        }
+        Decode::Unsupported(_) => format!("CASE WHEN {column} IS NOT NULL THEN '?' END"),
+        _ => format!("{column}::varchar"),
+    }
+}
+
+/// The warehouse's fingerprint (16 hex digits) of columns given as text, behind `salt`.
+fn fingerprint(texts: &[String], salt: &str) -> String {
+    let seed = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(salt.as_bytes()));
+    let mut parts = vec![format!("'{seed}'")];
+    for t in texts {
+        // The length first: no two different rows read the same.
+        parts.push(format!(
+            "COALESCE(OCTET_LENGTH({t})::varchar || ':' || {t}, '~')"
+        ));
+    }
+    format!("LEFT(MD5({}), 16)", parts.join(" || '|' || "))
+}
+
+/// The SQL of a diff read, as PostgreSQL's: the model's rows, each with the warehouse's
+/// fingerprint and what the snapshot holds for its key, only those that differ unless every
+/// row is asked for.
+pub(super) fn diff_sql(
+    model: &Model,
+    key: &str,
+    select: &[String],
+    texts: &[String],
+    d: &DiffSpec<'_>,
+) -> String {
+    let inner = AnsiQuotes.model_from(model);
+    let inner = match inner.strip_suffix(" AS m") {
+        Some(i) => format!("{i} AS q"),
+        None => inner,
+    };
+    let wfp = match d.fingerprint {
+        Some(f) => fingerprint(texts, &f.salt),
+        None => "'0000000000000000'".into(),
+    };
+    let rows = format!("(SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m");
+    if d.empty {
+        return format!("SELECT {}, m.__sp_wfp FROM {rows}", select.join(", "));
+    }
+    let filter = match (d.all, d.fingerprint.is_some()) {
+        (true, _) => "",
+        (false, true) => " WHERE s.\"key\" IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
+        (false, false) => " WHERE s.\"key\" IS NULL",
+    };
+    format!(
+        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.\"key\" IS NOT NULL THEN COALESCE(s.note, '') END FROM {rows} LEFT JOIN {} AS s ON s.\"key\" = m.{}::varchar{filter}",
+        select.join(", "),
+        table(d.snapshot),
+        q(key),
+    )
+}
+
+/// A fingerprint as the snapshot keeps it, and back.
+fn hex(w: i64) -> String {
+    format!("{:016x}", w as u64)
+}
+
+fn unhex(t: &str) -> Option<i64> {
+    u64::from_str_radix(t.trim(), 16).ok().map(|u| u as i64)
+}
+
+/// Reads what a diff read appends to a row (at `at`, and, unless the snapshot was empty,
+/// `at + 1` and `at + 2`).
+pub(super) fn diff_of(row: &SimpleQueryRow, at: usize, empty: bool) -> crate::Diff {
+    let wfp = row.get(at).and_then(unhex).unwrap_or(0);
+    if empty {
+        return crate::Diff {
+            warehouse_fingerprint: wfp,
+            previous: None,
+        };
+    }
+    let lfp = row.get(at + 1).and_then(|t| t.parse::<i64>().ok());
+    crate::Diff {
+        warehouse_fingerprint: wfp,
+        previous: row.get(at + 2).map(|n| {
+            (
+                lfp.map_or(0, |l| l as u64),
+                Some(n.to_string()).filter(|n| !n.is_empty()),
+            )
+        }),
+    }
+}
+
+/// The rows of a statement run as a simple query.
+async fn rows(client: &Client, sql: &str) -> Result<Vec<SimpleQueryRow>, SourceError> {
+    let messages = client.simple_query_raw(sql).await.map_err(query_error)?;
+    pin_mut!(messages);
+    let mut rows = Vec::new();
+    while let Some(m) = messages.next().await {
+        if let SimpleQueryMessage::Row(r) = m.map_err(query_error)? {
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+impl RedshiftSource {
+    /// The connection snapshot writes go over (opened once, dropped after a failure).
+    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SourceError> {
+        let mut w = self.writer.lock().await;
+        if w.as_ref().is_none_or(|c| c.is_closed()) {
+            *w = Some(self.connector.connect().await?);
+        }
+        Ok(w)
+    }
+
+    async fn write(&self, sql: &str) -> Result<(), SourceError> {
+        let mut w = self.writer().await?;
+        let result = w
+            .as_ref()
+            .expect("connected")
+            .batch_execute(sql)
+            .await
+            .map_err(query_error);
+        if result.is_err() {
+            // Its transaction is aborted: the next write opens a new connection.
+            *w = None;
+        }
+        result
+    }
+
+    pub(super) async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        let found = rows(
+            &self.client,
+            &crate::postgres::snapshot::grants_sql(&lit(schema)),
+        )
+        .await?;
+        let r = found
+            .first()
+            .ok_or_else(|| SourceError::Query("the grants query returned no row".into()))?;
+        let flag = |i| r.get(i).map(|t| t == "t" || t == "true");
+        crate::postgres::snapshot::grants(
+            r.get(0).unwrap_or_default(),
+            r.get(1).unwrap_or_default(),
+            schema,
+            flag(2).unwrap_or(false),
+            flag(3).unwrap_or(false),
+            flag(4),
+        )
+    }
+
+    pub(super) async fn snapshot_count(&self, s: &Snapshot) -> Result<Option<u64>, SourceError> {
+        let found = rows(
+            &self.client,
+            &format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = {} AND tablename = {}",
+                lit(&s.schema),
+                lit(&s.table())
+            ),
+        )
+        .await?;
+        if found.first().and_then(|r| r.get(0)) == Some("0") {
+            return Ok(None);
+        }
+        let n = rows(&self.client, &format!("SELECT count(*) FROM {}", table(s))).await?;
+        Ok(Some(
+            n.first()
+                .and_then(|r| r.get(0))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+        ))
+    }
+
+    pub(super) async fn snapshot_prepare(&self, s: &Snapshot) -> Result<(u64, bool), SourceError> {
+        if let Some(n) = self.snapshot_count(s).await? {
+            return Ok((n, true));
+        }
+        self.snapshot_check(&s.schema).await?;
+        let version = rows(&self.client, "SELECT version()").await?;
+        let on_redshift = version
+            .first()
+            .and_then(|r| r.get(0))
+            .is_some_and(|v| v.contains("Redshift"));
+        self.write(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (\"key\" varchar(3072) NOT NULL, wfp char(16), lfp int8 NOT NULL, note varchar(65535), PRIMARY KEY (\"key\")){}",
+            q(&s.schema),
+            table(s),
+            if on_redshift { " DISTKEY (\"key\") SORTKEY (\"key\")" } else { "" }
+        ))
+        .await?;
+        Ok((0, false))
+    }
+
+    pub(super) async fn snapshot_write(
+        &self,
+        s: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        if rows.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let t = table(s);
+        let mut sql = String::from("BEGIN;");
+        if !rows.is_empty() {
+            // Redshift's MERGE takes each key once: the last write of a key wins.
+            let mut last = std::collections::HashMap::with_capacity(rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                last.insert(r.key.as_str(), i);
+            }
+            let mut kept: Vec<&SnapshotRow> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| last.get(r.key.as_str()) == Some(i))
+                .map(|(_, r)| r)
+                .collect();
+            kept.sort_by(|a, b| a.key.cmp(&b.key));
+            sql.push_str(
+                "CREATE TEMP TABLE IF NOT EXISTS sallyport_stage (\"key\" varchar(3072), wfp char(16), lfp int8, note varchar(65535)); DELETE FROM sallyport_stage;",
+            );
+            for part in kept.chunks(PER_INSERT) {
+                let values: Vec<String> = part
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "({}, {}, {}, {})",
+                            lit(&r.key),
+                            r.warehouse_fingerprint
+                                .map_or("NULL".into(), |w| format!("'{}'", hex(w))),
+                            r.fingerprint as i64,
+                            r.note.as_deref().map_or("NULL".into(), lit)
+                        )
+                    })
+                    .collect();
+                sql.push_str(&format!(
+                    "INSERT INTO sallyport_stage VALUES {};",
+                    values.join(", ")
+                ));
+            }
+            sql.push_str(&format!(
+                "MERGE INTO {t} USING sallyport_stage AS st ON {t}.\"key\" = st.\"key\"
+                 WHEN MATCHED THEN UPDATE SET wfp = st.wfp, lfp = st.lfp, note = COALESCE(st.note, {t}.note)
+                 WHEN NOT MATCHED THEN INSERT (\"key\", wfp, lfp, note) VALUES (st.\"key\", st.wfp, st.lfp, st.note);"
+            ));
+        }
+        for part in removed.chunks(PER_INSERT) {
+            let keys: Vec<String> = part.iter().map(|k| lit(k)).collect();
+            sql.push_str(&format!(
+                "DELETE FROM {t} WHERE \"key\" IN ({});",
+                keys.join(", ")
+            ));
+        }
+        sql.push_str("COMMIT");
+        self.write(&sql).await
+    }
+
+    /// A one-number query over the model, run like any read of it.
+    async fn number(&self, sql: String) -> Result<u64, SourceError> {
+        let mut stream = self
+            .run(sql, |r| {
+                Ok(Row::new(r.get(0).map(str::to_string), Vec::new()))
+            })
+            .await?;
+        let mut n = 0;
+        while let Some(chunk) = stream.recv().await {
+            for r in chunk? {
+                n = r.key.and_then(|k| k.parse().ok()).unwrap_or(0);
+            }
+        }
+        Ok(n)
+    }
+
+    fn absent_from(s: &Snapshot, model: &Model, key: &str) -> String {
+        format!(
+            "FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} WHERE m.{}::varchar = s.\"key\")",
+            table(s),
+            AnsiQuotes.model_from(model),
+            q(key)
+        )
+    }
+
+    pub(super) async fn snapshot_absent_count(
+        &self,
+        s: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        self.number(format!(
+            "SELECT count(*) {}",
+            Self::absent_from(s, model, key)
+        ))
+        .await
+    }
+
+    pub(super) async fn snapshot_absent(
+        &self,
+        s: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        let sql = format!(
+            "SELECT s.\"key\", s.note {}",
+            Self::absent_from(s, model, key)
+        );
+        self.run(sql, |r| {
+            Ok(Row::new(
+                r.get(0).map(str::to_string),
+                vec![r
+                    .get(1)
+                    .map_or(serde_json::Value::Null, |n| n.to_string().into())],
+            ))
+        })
+        .await
+    }
+
+    pub(super) async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        self.number(format!(
+            "SELECT count(m.{}) FROM {}",
+            q(key),
+            AnsiQuotes.model_from(model)
+        ))
+        .await
+    }
+
+    pub(super) async fn snapshot_rows(
+        &self,
+        s: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        let found = rows(
+            &self.client,
+            &format!(
+                "SELECT \"key\", wfp, lfp, note FROM {} WHERE \"key\" > {} ORDER BY \"key\" LIMIT {limit}",
+                table(s),
+                lit(after)
+            ),
+        )
+        .await?;
+        Ok(found
+            .iter()
+            .map(|r| SnapshotRow {
+                key: r.get(0).unwrap_or_default().to_string(),
+                warehouse_fingerprint: r.get(1).and_then(unhex),
+                fingerprint: r.get(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0) as u64,
+                note: r.get(3).map(str::to_string),
+            })
+            .collect())
+    }
+
+    pub(super) async fn snapshot_drop(&self, s: &Snapshot) -> Result<(), SourceError> {
+        self.write(&format!("DROP TABLE IF EXISTS {}", table(s)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_read_the_same_whatever_the_server_does_with_backslashes() {
+        assert_eq!(lit("o'hara"), "'o''hara'");
+        assert_eq!(lit(r"a\b"), r"'a' || CHR(92) || 'b'");
+    }
+
+    #[test]
+    fn fingerprints_round_trip_through_hex() {
+        for w in [0, 1, -1, i64::MIN, i64::MAX] {
+            assert_eq!(unhex(&hex(w)), Some(w));
+        }
+    }
+}
