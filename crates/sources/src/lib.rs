@@ -345,10 +345,27 @@ pub trait Warehouse: Sized {
     }
 }
 
+/// A batch of acknowledged keys with each key once (its last write wins), in key order: what a
+/// `MERGE` takes (Redshift and Snowflake refuse a source with a key twice).
+pub(crate) fn last_of_each_key(rows: &[SnapshotRow]) -> Vec<&SnapshotRow> {
+    let mut last = std::collections::HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(r.key.as_str(), i);
+    }
+    let mut kept: Vec<&SnapshotRow> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| last.get(r.key.as_str()) == Some(i))
+        .map(|(_, r)| r)
+        .collect();
+    kept.sort_by(|a, b| a.key.cmp(&b.key));
+    kept
+}
+
 /// Why a warehouse cannot host change detection.
 fn no_snapshots() -> SourceError {
     SourceError::Other(
-        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift and MySQL have it); use change_detection: local".into(),
+        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift, MySQL and Snowflake have it); use change_detection: local".into(),
     )
 }
 

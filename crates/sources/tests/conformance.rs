@@ -552,6 +552,7 @@ pub fn snowflake_settings(url: &str, database: &str) -> sallyport_sources::snowf
         schema: Some("PUBLIC".into()),
         role: None,
         url: Some(url.into()),
+        sallyport_schema: None,
     }
 }
 
@@ -584,10 +585,7 @@ async fn snowflake_conforms() {
     let source = Source::open(&WarehouseSettings::Snowflake(snowflake_settings(&url, &db)))
         .await
         .unwrap();
-    conforms(
-        "snowflake",
-        source,
-        Model::Table(format!("{db}.PUBLIC.USERS")),
-    )
-    .await;
+    let model = Model::Table(format!("{db}.PUBLIC.USERS"));
+    snapshots_conform("snowflake", &source, &model, "SALLYPORT").await;
+    conforms("snowflake", source, model).await;
 }

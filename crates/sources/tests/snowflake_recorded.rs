@@ -174,6 +174,7 @@ async fn a_key_pair_signs_in_a_running_query_is_polled_and_its_chunks_read() {
         schema: Some("PUBLIC".into()),
         role: None,
         url: Some(base),
+        sallyport_schema: None,
     }))
     .await
     .unwrap();
@@ -270,6 +271,7 @@ async fn an_encrypted_key_opens_with_its_passphrase() {
             schema: None,
             role: None,
             url: Some(base.clone()),
+            sallyport_schema: None,
         })
     };
     // As Snowflake's guide encrypts it (des3), and with AES.

@@ -240,18 +240,7 @@ impl RedshiftSource {
         let t = table(s);
         let mut sql = String::from("BEGIN;");
         if !rows.is_empty() {
-            // Redshift's MERGE takes each key once: the last write of a key wins.
-            let mut last = std::collections::HashMap::with_capacity(rows.len());
-            for (i, r) in rows.iter().enumerate() {
-                last.insert(r.key.as_str(), i);
-            }
-            let mut kept: Vec<&SnapshotRow> = rows
-                .iter()
-                .enumerate()
-                .filter(|(i, r)| last.get(r.key.as_str()) == Some(i))
-                .map(|(_, r)| r)
-                .collect();
-            kept.sort_by(|a, b| a.key.cmp(&b.key));
+            let kept = crate::last_of_each_key(rows);
             sql.push_str(
                 "CREATE TEMP TABLE IF NOT EXISTS sallyport_stage (\"key\" varchar(3072), wfp char(16), lfp int8, note varchar(65535)); DELETE FROM sallyport_stage;",
             );

@@ -12,6 +12,7 @@
 mod arrow;
 mod auth;
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,8 @@ use xxhash_rust::xxh3::Xxh3;
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable,
-    Warehouse, CHUNK_ROWS,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
+    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// A column of a result, as `rowtype` describes it.
@@ -85,6 +86,8 @@ struct Api {
 
 pub struct SnowflakeSource {
     api: Arc<Api>,
+    /// Snapshot writes (change detection in the warehouse) go one transaction at a time.
+    writes: Mutex<()>,
 }
 
 /// A fresh random request id (a UUID, as drivers send).
@@ -488,6 +491,7 @@ impl Warehouse for SnowflakeSource {
                 session: Mutex::new(session),
                 deadline: options.statement_timeout,
             }),
+            writes: Mutex::new(()),
         })
     }
 
@@ -513,13 +517,54 @@ impl Warehouse for SnowflakeSource {
     }
 
     async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
-        let first = self
-            .api
-            .execute(&format!("SELECT * FROM {}", AnsiQuotes.model_from(model)))
-            .await?;
+        // With change detection in the warehouse, the model's columns are described first, to
+        // build the comparison over them; its answer has three more columns after them.
+        let (first, columns, diff_at) = match (spec.diff, spec.key) {
+            (None, _) => {
+                let first = self
+                    .api
+                    .execute(&format!("SELECT * FROM {}", AnsiQuotes.model_from(model)))
+                    .await?;
+                let columns = first.rowtype.clone();
+                (first, columns, None)
+            }
+            (Some(d), Some(k)) => {
+                let columns = self
+                    .api
+                    .execute(&format!(
+                        "SELECT * FROM {} LIMIT 0",
+                        AnsiQuotes.model_from(model)
+                    ))
+                    .await?
+                    .rowtype;
+                let at = |c: &str| {
+                    columns
+                        .iter()
+                        .position(|t| t.name == c)
+                        .ok_or_else(|| SourceError::NoColumn(c.to_string()))
+                };
+                at(k)?;
+                let hashed = match d.fingerprint {
+                    Some(f) => f
+                        .columns
+                        .iter()
+                        .map(|c| at(c))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    None => Vec::new(),
+                };
+                let sql = self.diff_sql(model, k, &columns, &hashed, d);
+                let first = self.api.execute(&sql).await?;
+                let n = columns.len();
+                (first, columns, Some((n, d.empty)))
+            }
+            (Some(_), None) => {
+                return Err(SourceError::Other(
+                    "change detection in the warehouse needs a key column".into(),
+                ))
+            }
+        };
         let position = |k: &str| {
-            first
-                .rowtype
+            columns
                 .iter()
                 .position(|t| t.name == k)
                 .ok_or_else(|| SourceError::NoColumn(k.to_string()))
@@ -535,12 +580,19 @@ impl Warehouse for SnowflakeSource {
             )),
             None => None,
         };
-        let shape = Arc::new(first.rowtype.clone());
-        self.stream(first, move |cells| {
+        let shape = Arc::new(columns);
+        self.stream(first, move |mut cells| {
+            let diff = diff_at.map(|(at, empty)| {
+                let d = Box::new(snapshot::diff_of(&cells, at, empty));
+                cells.truncate(at);
+                d
+            });
             let key = key_at.and_then(|i| cells.get(i).cloned().flatten());
             let Some((salt, cols)) = &fingerprint else {
                 let (values, unreadable) = decode(&shape, &cells);
-                return Row::new(key, values).with_unreadable(unreadable);
+                let mut r = Row::new(key, values).with_unreadable(unreadable);
+                r.diff = diff;
+                return r;
             };
             let mut h = Xxh3::new();
             h.update(salt.as_bytes());
@@ -553,14 +605,16 @@ impl Warehouse for SnowflakeSource {
                     None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
                 }
             }
-            Row::undecoded(
+            let mut r = Row::undecoded(
                 key,
                 h.digest(),
                 Box::new(Undecoded {
                     cells,
                     shape: shape.clone(),
                 }),
-            )
+            );
+            r.diff = diff;
+            r
         })
     }
 
@@ -594,6 +648,66 @@ impl Warehouse for SnowflakeSource {
         self.stream(first, |cells| {
             Row::new(cells.into_iter().next().flatten(), Vec::new())
         })
+    }
+
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        SnowflakeSource::snapshot_check(self, schema).await
+    }
+
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        SnowflakeSource::snapshot_prepare(self, snapshot).await
+    }
+
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        SnowflakeSource::snapshot_count(self, snapshot).await
+    }
+
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        SnowflakeSource::snapshot_write(self, snapshot, rows, removed).await
+    }
+
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        SnowflakeSource::snapshot_absent_count(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        SnowflakeSource::snapshot_absent(self, snapshot, model, key).await
+    }
+
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        SnowflakeSource::count_keys(self, model, key).await
+    }
+
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        SnowflakeSource::snapshot_rows(self, snapshot, after, limit).await
+    }
+
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        SnowflakeSource::snapshot_drop(self, snapshot).await
     }
 }
 

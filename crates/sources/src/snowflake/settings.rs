@@ -29,6 +29,10 @@ pub struct Settings {
     /// stand-in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The schema (in `database`) where syncs with `change_detection: warehouse` keep their
+    /// snapshot tables (default `SALLYPORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sallyport_schema: Option<String>,
 }
 
 /// The settings of a Snowflake warehouse, as forms and the API describe them.
@@ -113,6 +117,14 @@ pub const FIELDS: &[Field] = &[
         when: None,
         help: "in place of https://<account>.snowflakecomputing.com",
     },
+    Field {
+        name: "sallyport_schema",
+        label: "Schema for Sallyport's tables",
+        kind: FieldKind::Text,
+        required: false,
+        when: None,
+        help: "where syncs with change detection in the warehouse keep their snapshot tables, in the database above (default SALLYPORT); the role needs CREATE TABLE on it, or CREATE SCHEMA on the database",
+    },
 ];
 
 impl Settings {
@@ -129,6 +141,14 @@ impl Settings {
 }
 
 impl crate::Settings for Settings {
+    fn sallyport_schema(&self) -> Option<String> {
+        Some(
+            self.sallyport_schema
+                .clone()
+                .unwrap_or_else(|| "SALLYPORT".into()),
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "snowflake"
     }
