@@ -562,7 +562,7 @@ impl Validator<'_> {
                     self.problem(
                         &at("change_detection"),
                         format!(
-                            "sync `{name}`: change_detection: warehouse is available on postgres, redshift, mysql and snowflake warehouses for now; `{}` is a {} warehouse: use change_detection: local",
+                            "sync `{name}`: change_detection: warehouse is available on postgres, redshift, mysql, snowflake and bigquery warehouses; `{}` is a {} warehouse: use change_detection: local",
                             s.warehouse,
                             w.kind()
                         ),

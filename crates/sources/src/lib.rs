@@ -365,7 +365,7 @@ pub(crate) fn last_of_each_key(rows: &[SnapshotRow]) -> Vec<&SnapshotRow> {
 /// Why a warehouse cannot host change detection.
 fn no_snapshots() -> SourceError {
     SourceError::Other(
-        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift, MySQL and Snowflake have it); use change_detection: local".into(),
+        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift, MySQL, Snowflake and BigQuery have it); use change_detection: local".into(),
     )
 }
 

@@ -163,6 +163,7 @@ async fn a_service_account_signs_in_and_a_slow_query_is_polled_and_paged() {
         location: None,
         credentials_path: Some(key_file.display().to_string()),
         endpoint: Some(base.clone()),
+        sallyport_schema: None,
     }))
     .await
     .unwrap();
@@ -237,6 +238,7 @@ async fn gcloud_user_credentials_are_refreshed_into_a_token() {
         location: None,
         credentials_path: Some(file.display().to_string()),
         endpoint: Some(base),
+        sallyport_schema: None,
     }))
     .await
     .unwrap();

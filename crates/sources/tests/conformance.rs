@@ -503,11 +503,14 @@ async fn bigquery_conforms() {
             location: None,
             credentials_path: None,
             endpoint: Some(endpoint.clone()),
+            sallyport_schema: None,
         },
     ))
     .await
     .unwrap();
-    conforms("bigquery", source, Model::Table(format!("{ds}.users"))).await;
+    let model = Model::Table(format!("{ds}.users"));
+    snapshots_conform("bigquery", &source, &model, &format!("{ds}_sp")).await;
+    conforms("bigquery", source, model).await;
 }
 
 #[cfg(feature = "snowflake")]

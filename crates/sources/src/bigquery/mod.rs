@@ -5,6 +5,7 @@
 
 mod auth;
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,8 @@ use xxhash_rust::xxh3::Xxh3;
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, parse_datetime, Column, Dialect, ReadSpec, Row, RowStream, SourceError,
-    Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, parse_datetime, Column, Dialect, ReadSpec, Row, RowStream, Snapshot,
+    SnapshotRow, SourceError, Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// BigQuery's identifiers: `` `name` ``, with backslashes and backticks escaped by a backslash
@@ -216,6 +217,24 @@ impl Api {
         })
     }
 
+    /// Whether a resource (a dataset, a table) is there: `GET` answers 404 when it is not.
+    async fn found(&self, url: &str) -> Result<bool, SourceError> {
+        let mut req = self.http.get(url);
+        if let Some(t) = self.auth.token(&self.http).await? {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            SourceError::Connect(format!("BigQuery at {} did not answer: {e}", self.base))
+        })?;
+        match resp.status().as_u16() {
+            404 => Ok(false),
+            s if (200..300).contains(&s) => Ok(true),
+            s => Err(SourceError::Query(format!(
+                "BigQuery answered {s} for {url}"
+            ))),
+        }
+    }
+
     fn project_url(&self) -> String {
         format!(
             "{}/bigquery/v2/projects/{}",
@@ -402,14 +421,60 @@ impl Warehouse for BigQuerySource {
     }
 
     async fn read(&self, model: &Model, spec: &ReadSpec<'_>) -> Result<RowStream, SourceError> {
-        let first = self
-            .api
-            .query(&format!(
-                "SELECT * FROM {}",
-                BigQueryQuotes.model_from(model)
-            ))
-            .await?;
-        let names: Vec<String> = first.schema.iter().map(|f| f.name.clone()).collect();
+        // With change detection in the warehouse, the model's columns are described first, to
+        // build the comparison over them; its answer has three more columns after them.
+        let (first, schema, diff_at) = match (spec.diff, spec.key) {
+            (None, _) => {
+                let first = self
+                    .api
+                    .query(&format!(
+                        "SELECT * FROM {}",
+                        BigQueryQuotes.model_from(model)
+                    ))
+                    .await?;
+                let schema = first.schema.clone();
+                (first, schema, None)
+            }
+            (Some(d), Some(k)) => {
+                let schema = self
+                    .api
+                    .query(&format!(
+                        "SELECT * FROM {} LIMIT 0",
+                        BigQueryQuotes.model_from(model)
+                    ))
+                    .await?
+                    .schema;
+                let names: Vec<String> = schema.iter().map(|f| f.name.clone()).collect();
+                let known = |c: &str| {
+                    names
+                        .iter()
+                        .any(|n| n == c)
+                        .then_some(())
+                        .ok_or_else(|| SourceError::NoColumn(c.to_string()))
+                };
+                known(k)?;
+                let hashed: Vec<&str> = match d.fingerprint {
+                    Some(f) => f
+                        .columns
+                        .iter()
+                        .map(|c| known(c).map(|_| c.as_str()))
+                        .collect::<Result<_, _>>()?,
+                    None => Vec::new(),
+                };
+                let first = self
+                    .api
+                    .query(&snapshot::diff_sql(model, k, &names, &hashed, d))
+                    .await?;
+                let n = schema.len();
+                (first, schema, Some((n, d.empty)))
+            }
+            (Some(_), None) => {
+                return Err(SourceError::Other(
+                    "change detection in the warehouse needs a key column".into(),
+                ))
+            }
+        };
+        let names: Vec<String> = schema.iter().map(|f| f.name.clone()).collect();
         let position = |k: &str| {
             names
                 .iter()
@@ -427,12 +492,19 @@ impl Warehouse for BigQuerySource {
             )),
             None => None,
         };
-        let shape = Arc::new(first.schema.clone());
-        self.stream(first, move |cells| {
+        let shape = Arc::new(schema);
+        self.stream(first, move |mut cells| {
+            let diff = diff_at.map(|(at, empty)| {
+                let d = Box::new(snapshot::diff_of(&cells, at, empty));
+                cells.truncate(at);
+                d
+            });
             let key = key_text(key_at.and_then(|i| cells.get(i)));
             let Some((salt, cols)) = &fingerprint else {
                 let (values, unreadable) = decode(&shape, &cells);
-                return Row::new(key, values).with_unreadable(unreadable);
+                let mut r = Row::new(key, values).with_unreadable(unreadable);
+                r.diff = diff;
+                return r;
             };
             let mut h = Xxh3::new();
             h.update(salt.as_bytes());
@@ -441,14 +513,16 @@ impl Warehouse for BigQuerySource {
                 h.update(&(text.len() as u32).to_le_bytes());
                 h.update(text.as_bytes());
             }
-            Row::undecoded(
+            let mut r = Row::undecoded(
                 key,
                 h.digest(),
                 Box::new(Undecoded {
                     cells,
                     shape: shape.clone(),
                 }),
-            )
+            );
+            r.diff = diff;
+            r
         })
     }
 
@@ -478,6 +552,66 @@ impl Warehouse for BigQuerySource {
             ))
             .await?;
         self.stream(first, |cells| Row::new(key_text(cells.first()), Vec::new()))
+    }
+
+    fn snapshots(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
+        BigQuerySource::snapshot_check(self, schema).await
+    }
+
+    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
+        BigQuerySource::snapshot_prepare(self, snapshot).await
+    }
+
+    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
+        BigQuerySource::snapshot_count(self, snapshot).await
+    }
+
+    async fn snapshot_write(
+        &self,
+        snapshot: &Snapshot,
+        rows: &[SnapshotRow],
+        removed: &[String],
+    ) -> Result<(), SourceError> {
+        BigQuerySource::snapshot_write(self, snapshot, rows, removed).await
+    }
+
+    async fn snapshot_absent_count(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<u64, SourceError> {
+        BigQuerySource::snapshot_absent_count(self, snapshot, model, key).await
+    }
+
+    async fn snapshot_absent(
+        &self,
+        snapshot: &Snapshot,
+        model: &Model,
+        key: &str,
+    ) -> Result<RowStream, SourceError> {
+        BigQuerySource::snapshot_absent(self, snapshot, model, key).await
+    }
+
+    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
+        BigQuerySource::count_keys(self, model, key).await
+    }
+
+    async fn snapshot_rows(
+        &self,
+        snapshot: &Snapshot,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<SnapshotRow>, SourceError> {
+        BigQuerySource::snapshot_rows(self, snapshot, after, limit).await
+    }
+
+    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        BigQuerySource::snapshot_drop(self, snapshot).await
     }
 }
 

@@ -19,6 +19,10 @@ pub struct Settings {
     /// `credentials_path`, requests go unauthenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The dataset where syncs with `change_detection: warehouse` keep their snapshot tables
+    /// (default `sallyport`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sallyport_schema: Option<String>,
 }
 
 /// The settings of a BigQuery warehouse, as forms and the API describe them.
@@ -55,9 +59,25 @@ pub const FIELDS: &[Field] = &[
         when: None,
         help: "an emulator or a proxy in place of https://bigquery.googleapis.com",
     },
+    Field {
+        name: "sallyport_schema",
+        label: "Dataset for Sallyport's tables",
+        kind: FieldKind::Text,
+        required: false,
+        when: None,
+        help: "where syncs with change detection in the warehouse keep their snapshot tables (default sallyport, made in the location above); the credentials need roles/bigquery.dataEditor on it",
+    },
 ];
 
 impl crate::Settings for Settings {
+    fn sallyport_schema(&self) -> Option<String> {
+        Some(
+            self.sallyport_schema
+                .clone()
+                .unwrap_or_else(|| "sallyport".into()),
+        )
+    }
+
     fn kind(&self) -> &'static str {
         "bigquery"
     }
