@@ -362,6 +362,15 @@ pub(crate) fn last_of_each_key(rows: &[SnapshotRow]) -> Vec<&SnapshotRow> {
     kept
 }
 
+/// Why a key column cannot be compared in the warehouse: the snapshot's key is the key as the
+/// reader gives it, and the warehouse's own text of a date, a time, a boolean or a float is not
+/// always that.
+pub(crate) fn key_not_comparable(key: &str, type_name: &str) -> SourceError {
+    SourceError::Other(format!(
+        "change_detection: warehouse compares keys as text inside the warehouse, which is exact for text and integer columns only; key column `{key}` is {type_name}: cast it to text in the model's SQL, or use change_detection: local"
+    ))
+}
+
 /// Why a warehouse cannot host change detection.
 fn no_snapshots() -> SourceError {
     SourceError::Other(

@@ -190,7 +190,7 @@ async fn a_service_account_signs_in_and_a_slow_query_is_polled_and_paged() {
     let log = r.log.lock().unwrap().clone();
     assert_eq!(
         log.iter().filter(|l| l.starts_with("token")).collect::<Vec<_>>(),
-        ["token grant=urn:ietf:params:oauth:grant-type:jwt-bearer valid=true iss=sallyport@p.iam.gserviceaccount.com scope=https://www.googleapis.com/auth/bigquery.readonly"],
+        ["token grant=urn:ietf:params:oauth:grant-type:jwt-bearer valid=true iss=sallyport@p.iam.gserviceaccount.com scope=https://www.googleapis.com/auth/bigquery"],
         "one token, from a validly signed assertion, kept for every call: {log:?}"
     );
     assert!(

@@ -254,6 +254,21 @@ async fn snapshots_conform(what: &str, source: &Source, model: &Model, schema: &
     assert_eq!(page, [row("1", Some(bob_again), Some("n1"))], "{what}");
     let page = source.snapshot_rows(&snap, "1", 10).await.unwrap();
     assert_eq!(page, [row("2", Some(bob), None)], "{what}");
+    // Where the warehouse's text of a key is not always the reader's, only text and integer
+    // keys are compared there.
+    if ["redshift", "snowflake", "bigquery"].contains(&what) {
+        let d = diff(Some(&spec), false, false);
+        let by_date = ReadSpec {
+            key: Some("born"),
+            fingerprint: None,
+            diff: Some(&d),
+        };
+        let e = match source.read(model, &by_date).await {
+            Ok(_) => panic!("{what}: a DATE key was compared in the warehouse"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("key column `born` is"), "{what}: {e}");
+    }
     source.snapshot_drop(&snap).await.unwrap();
     assert_eq!(source.snapshot_count(&snap).await.unwrap(), None, "{what}");
 }

@@ -12,7 +12,8 @@ use tokio::sync::Mutex;
 
 use crate::SourceError;
 
-const SCOPE: &str = "https://www.googleapis.com/auth/bigquery.readonly";
+/// The scope asked for: BigQuery, reading and writing (IAM roles decide what is allowed).
+const SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
 const TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 /// A credentials file: a service account's key or gcloud's user credentials.

@@ -453,6 +453,11 @@ impl Warehouse for BigQuerySource {
                         .ok_or_else(|| SourceError::NoColumn(c.to_string()))
                 };
                 known(k)?;
+                if let Some(f) = schema.iter().find(|f| f.name == k) {
+                    if f.repeated() || !matches!(f.kind.as_str(), "STRING" | "INTEGER" | "INT64") {
+                        return Err(crate::key_not_comparable(k, &f.type_name()));
+                    }
+                }
                 let hashed: Vec<&str> = match d.fingerprint {
                     Some(f) => f
                         .columns

@@ -29,9 +29,10 @@ pub(super) fn table(s: &Snapshot) -> String {
     format!("{}.{}", q(&s.schema), q(&s.table()))
 }
 
-/// A column's key as the snapshot holds it: its text (as the key streams read it), as bytes.
+/// A column's key as the snapshot holds it: its text exactly as the key streams read it
+/// (`CAST(... AS CHAR)`, in the connection's character set), as bytes.
 fn key_bytes(column: &str) -> String {
-    format!("CAST(CAST({column} AS CHAR CHARACTER SET utf8mb4) AS BINARY)",)
+    format!("CAST(CAST({column} AS CHAR) AS BINARY)")
 }
 
 /// How a mapped column goes into the fingerprint: as itself inside a JSON array, or, for
@@ -78,7 +79,8 @@ pub(super) fn diff_sql(
     }
     let filter = match (d.all, d.fingerprint.is_some()) {
         (true, _) => "",
-        (false, true) => " WHERE s.`key` IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
+        // NULL-safe: a fingerprint MySQL could not make (NULL) is never taken for unchanged.
+        (false, true) => " WHERE s.`key` IS NULL OR s.wfp IS NULL OR NOT (s.wfp <=> m.__sp_wfp)",
         (false, false) => " WHERE s.`key` IS NULL",
     };
     format!(
@@ -136,6 +138,12 @@ impl MySource {
     /// The connection snapshot writes go over (opened once).
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Conn>>, SourceError> {
         let mut w = self.writer.lock().await;
+        // A connection the server closed while idle (`wait_timeout`) is opened again.
+        if let Some(c) = w.as_mut() {
+            if c.ping().await.is_err() {
+                *w = None;
+            }
+        }
         if w.is_none() {
             *w = Some(self.connect().await?);
         }
@@ -161,14 +169,21 @@ impl MySource {
 
     pub(super) async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
         let mut conn = self.connect().await?;
-        let found: Option<(String, i64, Option<String>)> = conn
+        let found: Option<(String, i64)> = conn
             .exec_first(
-                "SELECT CURRENT_USER(), EXISTS (SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?), CURRENT_ROLE()",
+                "SELECT CURRENT_USER(), EXISTS (SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?)",
                 (schema,),
             )
             .await
             .map_err(query_error)?;
-        let (user, exists, role) = found.unwrap_or_default();
+        let (user, exists) = found.unwrap_or_default();
+        // Roles came with MySQL 8 and MariaDB 10.0.5: older servers have no CURRENT_ROLE().
+        let role: Option<String> = conn
+            .query_first("SELECT CURRENT_ROLE()")
+            .await
+            .ok()
+            .flatten()
+            .flatten();
         // The privileges the user holds on every database or on this one (as `'name'@'host'`).
         let (name, host) = user.rsplit_once('@').unwrap_or((user.as_str(), "%"));
         let grantee = format!("'{name}'@'{host}'");
@@ -243,7 +258,7 @@ impl MySource {
         }
         self.snapshot_check(&s.schema).await?;
         let sql = format!(
-            "CREATE DATABASE IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (`key` VARBINARY(3072) NOT NULL PRIMARY KEY, wfp BIGINT UNSIGNED NULL, lfp BIGINT NOT NULL, note LONGTEXT NULL) ENGINE=InnoDB",
+            "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4; CREATE TABLE IF NOT EXISTS {} (`key` VARBINARY(3072) NOT NULL PRIMARY KEY, wfp BIGINT UNSIGNED NULL, lfp BIGINT NOT NULL, note LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
             q(&s.schema),
             table(s)
         );

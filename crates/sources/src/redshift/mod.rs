@@ -244,6 +244,10 @@ impl Warehouse for RedshiftSource {
                 None,
             ),
             (Some(d), Some(k)) => {
+                let kt = &columns[position(k)?];
+                if !matches!(decode_of(&kt.type_name), Decode::Int | Decode::Text) {
+                    return Err(crate::key_not_comparable(k, &kt.type_name));
+                }
                 let texts: Vec<String> = match d.fingerprint {
                     Some(f) => f
                         .columns

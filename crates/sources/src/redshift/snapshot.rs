@@ -44,21 +44,43 @@ pub(super) fn as_text(column: &str, type_name: &str, decode: Decode) -> String {
             format!("JSON_SERIALIZE({column})")
         }
         Decode::Unsupported(_) => format!("CASE WHEN {column} IS NOT NULL THEN '?' END"),
+        // Text as it is: a cast to `varchar` without a length could cut a long value short.
+        Decode::Text if is_text(type_name) => column.to_string(),
         _ => format!("{column}::varchar"),
     }
 }
 
-/// The warehouse's fingerprint (16 hex digits) of columns given as text, behind `salt`.
+/// Whether a type name is one of text's (`character varying(256)`, `varchar`, `char(2)`, ...).
+fn is_text(type_name: &str) -> bool {
+    let t = type_name.trim().to_ascii_lowercase();
+    let base = t.split('(').next().unwrap_or("").trim();
+    matches!(
+        base,
+        "character varying"
+            | "varchar"
+            | "character"
+            | "char"
+            | "bpchar"
+            | "text"
+            | "name"
+            | "nvarchar"
+            | "nchar"
+    )
+}
+
+/// The warehouse's fingerprint (16 hex digits) of columns given as text, behind `salt`: each
+/// column hashed on its own (a row's columns together could pass `varchar`'s 65,535 bytes),
+/// then their digests.
 fn fingerprint(texts: &[String], salt: &str) -> String {
     let seed = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(salt.as_bytes()));
     let mut parts = vec![format!("'{seed}'")];
     for t in texts {
-        // The length first: no two different rows read the same.
+        // The length first: no two different values read the same; NULL apart.
         parts.push(format!(
-            "COALESCE(OCTET_LENGTH({t})::varchar || ':' || {t}, '~')"
+            "COALESCE(MD5(OCTET_LENGTH({t})::varchar || ':' || {t}), '~')"
         ));
     }
-    format!("LEFT(MD5({}), 16)", parts.join(" || '|' || "))
+    format!("LEFT(MD5({}), 16)", parts.join(" || "))
 }
 
 /// The SQL of a diff read, as PostgreSQL's: the model's rows, each with the warehouse's
@@ -145,25 +167,32 @@ impl RedshiftSource {
     /// The connection snapshot writes go over (opened once, dropped after a failure).
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SourceError> {
         let mut w = self.writer.lock().await;
-        if w.as_ref().is_none_or(|c| c.is_closed()) {
+        // A connection closed while idle is opened again.
+        if let Some(c) = w.as_ref() {
+            if c.is_closed() || c.simple_query("SELECT 1").await.is_err() {
+                *w = None;
+            }
+        }
+        if w.is_none() {
             *w = Some(self.connector.connect().await?);
         }
         Ok(w)
     }
 
-    async fn write(&self, sql: &str) -> Result<(), SourceError> {
+    /// Runs statements in order on the writer (in a transaction when they open one): each its
+    /// own round trip, so that no one statement passes Redshift's 16 MB.
+    async fn write(&self, statements: &[String]) -> Result<(), SourceError> {
         let mut w = self.writer().await?;
-        let result = w
-            .as_ref()
-            .expect("connected")
-            .batch_execute(sql)
-            .await
-            .map_err(query_error);
-        if result.is_err() {
-            // Its transaction is aborted: the next write opens a new connection.
-            *w = None;
+        let client = w.as_ref().expect("connected");
+        for sql in statements {
+            if let Err(e) = client.batch_execute(sql).await {
+                // Its transaction is aborted: the connection goes (rolling it back), and the
+                // next write opens a new one.
+                *w = None;
+                return Err(query_error(e));
+            }
         }
-        result
+        Ok(())
     }
 
     pub(super) async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
@@ -183,7 +212,22 @@ impl RedshiftSource {
             flag(2).unwrap_or(false),
             flag(3).unwrap_or(false),
             flag(4),
+        )?;
+        // Each batch is staged in a temporary table.
+        let temp = rows(
+            &self.client,
+            "SELECT has_database_privilege(current_database(), 'TEMP')",
         )
+        .await?;
+        if temp.first().and_then(|r| r.get(0)) == Some("f") {
+            return Err(SourceError::Other(format!(
+                "change_detection: warehouse stages each batch in a temporary table, and user `{}` may not create one: run `GRANT TEMP ON DATABASE {} TO {};`",
+                r.get(0).unwrap_or_default(),
+                q(r.get(1).unwrap_or_default()),
+                q(r.get(0).unwrap_or_default())
+            )));
+        }
+        Ok(())
     }
 
     pub(super) async fn snapshot_count(&self, s: &Snapshot) -> Result<Option<u64>, SourceError> {
@@ -218,12 +262,12 @@ impl RedshiftSource {
             .first()
             .and_then(|r| r.get(0))
             .is_some_and(|v| v.contains("Redshift"));
-        self.write(&format!(
+        self.write(&[format!(
             "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (\"key\" varchar(3072) NOT NULL, wfp char(16), lfp int8 NOT NULL, note varchar(65535), PRIMARY KEY (\"key\")){}",
             q(&s.schema),
             table(s),
             if on_redshift { " DISTKEY (\"key\") SORTKEY (\"key\")" } else { "" }
-        ))
+        )])
         .await?;
         Ok((0, false))
     }
@@ -238,11 +282,11 @@ impl RedshiftSource {
             return Ok(());
         }
         let t = table(s);
-        let mut sql = String::from("BEGIN;");
+        let mut sql = vec!["BEGIN".to_string()];
         if !rows.is_empty() {
             let kept = crate::last_of_each_key(rows);
-            sql.push_str(
-                "CREATE TEMP TABLE IF NOT EXISTS sallyport_stage (\"key\" varchar(3072), wfp char(16), lfp int8, note varchar(65535)); DELETE FROM sallyport_stage;",
+            sql.push(
+                "CREATE TEMP TABLE IF NOT EXISTS sallyport_stage (\"key\" varchar(3072), wfp char(16), lfp int8, note varchar(65535)); DELETE FROM sallyport_stage".into(),
             );
             for part in kept.chunks(PER_INSERT) {
                 let values: Vec<String> = part
@@ -258,25 +302,25 @@ impl RedshiftSource {
                         )
                     })
                     .collect();
-                sql.push_str(&format!(
-                    "INSERT INTO sallyport_stage VALUES {};",
+                sql.push(format!(
+                    "INSERT INTO sallyport_stage VALUES {}",
                     values.join(", ")
                 ));
             }
-            sql.push_str(&format!(
+            sql.push(format!(
                 "MERGE INTO {t} USING sallyport_stage AS st ON {t}.\"key\" = st.\"key\"
                  WHEN MATCHED THEN UPDATE SET wfp = st.wfp, lfp = st.lfp, note = COALESCE(st.note, {t}.note)
-                 WHEN NOT MATCHED THEN INSERT (\"key\", wfp, lfp, note) VALUES (st.\"key\", st.wfp, st.lfp, st.note);"
+                 WHEN NOT MATCHED THEN INSERT (\"key\", wfp, lfp, note) VALUES (st.\"key\", st.wfp, st.lfp, st.note)"
             ));
         }
         for part in removed.chunks(PER_INSERT) {
             let keys: Vec<String> = part.iter().map(|k| lit(k)).collect();
-            sql.push_str(&format!(
-                "DELETE FROM {t} WHERE \"key\" IN ({});",
+            sql.push(format!(
+                "DELETE FROM {t} WHERE \"key\" IN ({})",
                 keys.join(", ")
             ));
         }
-        sql.push_str("COMMIT");
+        sql.push("COMMIT".into());
         self.write(&sql).await
     }
 
@@ -375,7 +419,7 @@ impl RedshiftSource {
     }
 
     pub(super) async fn snapshot_drop(&self, s: &Snapshot) -> Result<(), SourceError> {
-        self.write(&format!("DROP TABLE IF EXISTS {}", table(s)))
+        self.write(&[format!("DROP TABLE IF EXISTS {}", table(s))])
             .await
     }
 }

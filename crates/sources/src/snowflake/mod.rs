@@ -114,7 +114,18 @@ impl Api {
             "LOGIN_NAME": settings.user,
             "CLIENT_APP_ID": "Sallyport",
             "CLIENT_APP_VERSION": env!("CARGO_PKG_VERSION"),
-            "SESSION_PARAMETERS": {"TIMEZONE": "UTC", "QUERY_TAG": "sallyport"},
+            // The text forms are pinned, whatever the account's or user's defaults: change
+            // detection in the warehouse fingerprints values as text.
+            "SESSION_PARAMETERS": {
+                "TIMEZONE": "UTC",
+                "QUERY_TAG": "sallyport",
+                "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
+                "TIME_OUTPUT_FORMAT": "HH24:MI:SS.FF9",
+                "TIMESTAMP_NTZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9",
+                "TIMESTAMP_LTZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9 TZHTZM",
+                "TIMESTAMP_TZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF9 TZHTZM",
+                "BINARY_OUTPUT_FORMAT": "HEX",
+            },
         });
         credentials.fill(&mut data, settings)?;
         let mut query = vec![
@@ -543,7 +554,10 @@ impl Warehouse for SnowflakeSource {
                         .position(|t| t.name == c)
                         .ok_or_else(|| SourceError::NoColumn(c.to_string()))
                 };
-                at(k)?;
+                let kt = &columns[at(k)?];
+                if !(kt.kind == "text" || kt.kind == "fixed" && kt.scale.unwrap_or(0) == 0) {
+                    return Err(crate::key_not_comparable(k, &kt.kind.to_ascii_uppercase()));
+                }
                 let hashed = match d.fingerprint {
                     Some(f) => f
                         .columns

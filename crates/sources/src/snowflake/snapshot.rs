@@ -18,6 +18,23 @@ fn q(name: &str) -> String {
     AnsiQuotes.quote_ident(name)
 }
 
+/// A name as Snowflake stores it: one written as a plain identifier (`analytics`) is upper
+/// case (`ANALYTICS`), as the sign-in and unquoted SQL read it; any other is kept as written.
+pub(super) fn resolved(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if plain {
+        name.to_ascii_uppercase()
+    } else {
+        name.to_string()
+    }
+}
+
 /// A Snowflake string literal: quotes doubled, backslashes (Snowflake's escape) doubled.
 pub(super) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
@@ -76,7 +93,11 @@ pub(super) fn diff_of(cells: &[Option<String>], at: usize, empty: bool) -> crate
 impl SnowflakeSource {
     /// `"database"."schema"`: where the snapshot tables of `schema` live.
     fn home(&self, schema: &str) -> String {
-        format!("{}.{}", q(&self.api.settings.database), q(schema))
+        format!(
+            "{}.{}",
+            q(&resolved(&self.api.settings.database)),
+            q(&resolved(schema))
+        )
     }
 
     fn table(&self, s: &Snapshot) -> String {
@@ -187,11 +208,11 @@ impl SnowflakeSource {
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .unwrap_or_else(|| "<role>".into());
-        let db = q(&self.api.settings.database);
+        let db = q(&resolved(&self.api.settings.database));
         let exists = self
             .number(&format!(
                 "SELECT COUNT(*) FROM {db}.INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME = {}",
-                lit(schema)
+                lit(&resolved(schema))
             ))
             .await?
             > 0;
@@ -215,7 +236,7 @@ impl SnowflakeSource {
             // Snowflake makes a schema it creates the session's current one: the models'
             // names are resolved in the configured one again.
             let back = match &self.api.settings.schema {
-                Some(s) => format!("USE SCHEMA {db}.{}", q(s)),
+                Some(s) => format!("USE SCHEMA {db}.{}", q(&resolved(s))),
                 None => format!("USE DATABASE {db}"),
             };
             self.api.execute(&back).await?;
@@ -248,8 +269,8 @@ impl SnowflakeSource {
         let exists = self
             .number(&format!(
                 "SELECT COUNT(*) FROM {}.INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-                q(&self.api.settings.database),
-                lit(&s.schema),
+                q(&resolved(&self.api.settings.database)),
+                lit(&resolved(&s.schema)),
                 lit(&s.table())
             ))
             .await?;
@@ -433,6 +454,14 @@ impl SnowflakeSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_names_are_upper_case_as_snowflake_stores_them() {
+        assert_eq!(resolved("analytics"), "ANALYTICS");
+        assert_eq!(resolved("Sallyport_1$"), "SALLYPORT_1$");
+        assert_eq!(resolved("my db"), "my db");
+        assert_eq!(resolved("1st"), "1st");
+    }
 
     #[test]
     fn literals_escape_quotes_and_backslashes() {
