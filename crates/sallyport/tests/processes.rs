@@ -272,7 +272,108 @@ async fn sigkill_at_random_moments_with_change_detection_in_mysql() {
         KILLED_DELIVERY,
     )
     .await;
-    killed_at_random_moments(s, "mysql warehouse").await;
+    killed_at_random_moments(s, "mysql warehouse", N).await;
+}
+
+/// And with change detection in Snowflake (its stand-in, fakesnow): a transient staging table
+/// and one MERGE per batch. Fewer rows: the stand-in is an interpreter over DuckDB.
+#[cfg(feature = "snowflake")]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_with_change_detection_in_snowflake() {
+    sallyport_testkit::needs_postgres!();
+    let Some(url) =
+        sallyport_testkit::service("SALLYPORT_TEST_SNOWFLAKE_URL", "the Snowflake stand-in")
+    else {
+        return;
+    };
+    const ROWS: i64 = 5_000;
+    let db = sallyport_testkit::unique("kill").to_ascii_uppercase();
+    let users: Vec<String> = (1..=ROWS)
+        .map(|g| {
+            format!(
+                "({g}, 'user{g}@example.com', 'Name{g}', {}, {})",
+                g % 7,
+                g as f64 * 1.25
+            )
+        })
+        .collect();
+    let events: Vec<String> = (1..=ROWS)
+        .map(|g| {
+            let user = if g % 200 == 0 {
+                "NULL".to_string()
+            } else {
+                ((g % ROWS) + 1).to_string()
+            };
+            format!(
+                "('ev-{g}', {user}, 'anon-{g}', 'purchase', {g}, {})",
+                1_700_000_000 + g
+            )
+        })
+        .collect();
+    for sql in [
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE SCHEMA {db}.PUBLIC"),
+        format!("CREATE TABLE {db}.PUBLIC.USERS (\"user_id\" NUMBER, \"email\" VARCHAR, \"name\" VARCHAR, \"tier\" NUMBER, \"ltv\" NUMBER(12,2))"),
+        format!("INSERT INTO {db}.PUBLIC.USERS VALUES {}", users.join(", ")),
+        format!("CREATE TABLE {db}.PUBLIC.EVENTS (\"event_id\" VARCHAR, \"user_id\" NUMBER, \"anon\" VARCHAR, \"name\" VARCHAR, \"amount\" NUMBER, \"at\" NUMBER)"),
+        format!("INSERT INTO {db}.PUBLIC.EVENTS VALUES {}", events.join(", ")),
+    ] {
+        snowflake_sql(&url, &sql).await;
+    }
+    let s = Setup::new(
+        "",
+        &KILLED_SYNCS
+            .replace("MODE", "warehouse")
+            .replace("{s}", &format!("{db}.PUBLIC")),
+        KILLED_DELIVERY,
+    )
+    .await;
+    let path = s.dir.path().join("sallyport.yaml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let config: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("  pg: {type: postgres") {
+                format!("  pg: {{type: snowflake, account: test, user: sallyport, password: pw, warehouse: COMPUTE_WH, database: {db}, schema: PUBLIC, url: \"{url}\"}}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, config.join("\n") + "\n").unwrap();
+    killed_at_random_moments(s, "snowflake warehouse", ROWS).await;
+}
+
+/// Runs one statement on the Snowflake stand-in.
+#[cfg(feature = "snowflake")]
+async fn snowflake_sql(url: &str, sql: &str) {
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{url}/session/v1/login-request"))
+        .json(&serde_json::json!({"data": {"ACCOUNT_NAME": "TEST", "LOGIN_NAME": "u", "PASSWORD": "p", "SESSION_PARAMETERS": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["token"].as_str().unwrap().to_string();
+    let answer: Value = http
+        .post(format!("{url}/queries/v1/query-request"))
+        .header("Authorization", format!("Snowflake Token=\"{token}\""))
+        .json(&serde_json::json!({"sqlText": sql, "asyncExec": false, "sequenceId": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["success"],
+        true,
+        "{}: {answer}",
+        &sql[..sql.len().min(200)]
+    );
 }
 
 /// The rows of the SIGKILL tests.
@@ -324,12 +425,12 @@ async fn sigkill_at_random_moments(mode: &str, kind: &str) {
         "{config}"
     );
     std::fs::write(&path, config).unwrap();
-    killed_at_random_moments(s, &format!("{kind} {mode}")).await;
+    killed_at_random_moments(s, &format!("{kind} {mode}"), N).await;
 }
 
 /// Kills `sallyport sync` 20 times at random moments, then checks that one more run leaves the
 /// sandbox holding exactly the model, every event once, and that a further run sends nothing.
-async fn killed_at_random_moments(s: Setup, mode: &str) {
+async fn killed_at_random_moments(s: Setup, mode: &str, n: i64) {
     s.faults(Faults {
         latency_ms: 3,
         ..Default::default()
@@ -362,9 +463,9 @@ async fn killed_at_random_moments(s: Setup, mode: &str) {
 
     // Exactly the expected people, with the expected attributes.
     let stats = s.stats().await;
-    assert_eq!(stats["people"].as_i64(), Some(N), "{stats}");
+    assert_eq!(stats["people"].as_i64(), Some(n), "{stats}");
     let mut seen = 0;
-    for offset in (0..N).step_by(10_000) {
+    for offset in (0..n).step_by(10_000) {
         let page = s
             .get(&format!("/_sandbox/people?limit=10000&offset={offset}"))
             .await;
@@ -377,10 +478,10 @@ async fn killed_at_random_moments(s: Setup, mode: &str) {
             seen += 1;
         }
     }
-    assert_eq!(seen, N);
+    assert_eq!(seen, n);
 
     // Every event exactly once: re-sends show only as duplicates.
-    assert_eq!(stats["events"].as_i64(), Some(N), "{stats}");
+    assert_eq!(stats["events"].as_i64(), Some(n), "{stats}");
     let events = s.get("/_sandbox/events?limit=200000").await;
     let ids: HashSet<&str> = events["events"]
         .as_array()
@@ -388,8 +489,8 @@ async fn killed_at_random_moments(s: Setup, mode: &str) {
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.len() as i64, N, "one stored event per event id");
-    for g in [1, 200, N / 2, N] {
+    assert_eq!(ids.len() as i64, n, "one stored event per event id");
+    for g in [1, 200, n / 2, n] {
         assert!(ids.contains(
             sallyport_destinations::customerio::dedup_id("events", &format!("ev-{g}")).as_str()
         ));
