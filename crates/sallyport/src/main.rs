@@ -37,8 +37,26 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub log: Option<String>,
 
+    /// How log lines are written to stderr: text, or json (one object per line, with the
+    /// `sync` and `run_id` of the run it belongs to under `span`).
+    #[arg(
+        long,
+        global = true,
+        env = "SALLYPORT_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 const EXIT_CODES: &str = "Exit codes:
@@ -145,10 +163,18 @@ fn main() -> ExitCode {
         None => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // The run's span (`sync`, `run_id`) on every line written while it goes.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

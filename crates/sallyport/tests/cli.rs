@@ -241,6 +241,61 @@ async fn sync_runs_failures_and_exit_codes() {
     s.stop().await;
 }
 
+/// `--log-format json` (or `SALLYPORT_LOG_FORMAT=json`): every line on stderr is a JSON
+/// object, those written during a run carry its sync and run id, and no secret shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_sync_and_the_run_on_every_line_of_a_run() {
+    sallyport_testkit::needs_postgres!();
+    let dir = tempfile::tempdir().unwrap();
+    let s = sandbox().await;
+    let (url, _schema) = setup(dir.path(), &s).await;
+    let env = [("WAREHOUSE_URL", url.as_str()), ("CIO_API_KEY", SECRET_KEY)];
+    let check = |o: &Output, run_id: i64| {
+        assert_eq!(o.status.code(), Some(0), "{}", text(o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains(SECRET_KEY) && !stderr.contains(DB_PASSWORD));
+        let mut in_run = 0;
+        for line in stderr.lines() {
+            let j: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(j["level"].is_string() && j["fields"].is_object(), "{line}");
+            if j["span"]["name"] == "run" {
+                assert_eq!(j["span"]["sync"], "people", "{line}");
+                assert_eq!(j["span"]["run_id"], run_id, "{line}");
+                in_run += 1;
+            }
+        }
+        assert!(in_run > 0, "no line of the run: {stderr}");
+    };
+    let o = sallyport(
+        dir.path(),
+        &[
+            "--config",
+            "custom.yaml",
+            "--log-format",
+            "json",
+            "--log",
+            "debug",
+            "sync",
+            "people",
+        ],
+        &env,
+    );
+    check(&o, 1);
+    let env = [
+        ("WAREHOUSE_URL", url.as_str()),
+        ("CIO_API_KEY", SECRET_KEY),
+        ("SALLYPORT_LOG_FORMAT", "json"),
+        ("RUST_LOG", "debug"),
+    ];
+    let o = sallyport(
+        dir.path(),
+        &["--config", "custom.yaml", "sync", "people"],
+        &env,
+    );
+    check(&o, 2);
+}
+
 #[test]
 fn config_errors_exit_1_with_the_line() {
     let dir = tempfile::tempdir().unwrap();
