@@ -219,6 +219,132 @@ pub struct Sender {
     pace: Arc<Pace>,
     settings: Delivery,
     pub stats: Arc<DeliveryStats>,
+    /// Where each attempt is written down for the API inspector, when a run asked for it.
+    recording: Option<Recording>,
+}
+
+/// The most of a request's body the inspector keeps.
+pub const INSPECTED_BODY: usize = 4096;
+
+/// Requests the inspector keeps per sync.
+pub const INSPECTED_REQUESTS: usize = 100;
+
+/// A request to the app as the API inspector shows it: never a header (the credentials travel
+/// there), the body cut at 4 KB with every secret of the app blanked out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inspected {
+    /// When it was sent (RFC 3339, UTC).
+    pub at: String,
+    pub run_id: i64,
+    pub method: String,
+    /// The path and query, without the host.
+    pub path: String,
+    /// The answer's status; none when no answer came.
+    pub status: Option<u16>,
+    /// Why no answer came.
+    pub error: Option<String>,
+    pub attempt: u32,
+    pub duration_ms: u64,
+    pub body: String,
+    /// The body was longer than what is kept.
+    pub truncated: bool,
+}
+
+/// The last requests of each sync, kept in the memory of the process that made them.
+#[derive(Debug, Default)]
+pub struct Inspector {
+    by_sync:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Inspected>>>,
+}
+
+impl Inspector {
+    fn add(&self, sync: &str, r: Inspected) {
+        let mut all = self.by_sync.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = all.entry(sync.to_string()).or_default();
+        if kept.len() == INSPECTED_REQUESTS {
+            kept.pop_front();
+        }
+        kept.push_back(r);
+    }
+
+    /// A sync's last requests, the newest first.
+    pub fn requests(&self, sync: &str) -> Vec<Inspected> {
+        let all = self.by_sync.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(sync)
+            .map(|k| k.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Where a sender writes its requests down: the inspector, the run, and the secrets to blank
+/// out of bodies.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub inspector: Arc<Inspector>,
+    pub sync: String,
+    pub run_id: i64,
+    pub secrets: Vec<String>,
+}
+
+/// What is kept of a request before its answer comes.
+struct Seen {
+    at: String,
+    method: String,
+    path: String,
+    body: String,
+    truncated: bool,
+}
+
+impl Recording {
+    fn seen(&self, req: &reqwest::Request) -> Seen {
+        let url = req.url();
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let bytes = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+        let mut body = String::from_utf8_lossy(bytes).into_owned();
+        for secret in self.secrets.iter().filter(|s| s.len() >= 4) {
+            body = body.replace(secret.as_str(), "[secret]");
+        }
+        let truncated = body.len() > INSPECTED_BODY;
+        if truncated {
+            let mut end = INSPECTED_BODY;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+        }
+        Seen {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            method: req.method().to_string(),
+            path,
+            body,
+            truncated,
+        }
+    }
+
+    fn write(&self, seen: Seen, attempt: u32, took: Duration, outcome: Result<u16, String>) {
+        let (status, error) = match outcome {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        self.inspector.add(
+            &self.sync,
+            Inspected {
+                at: seen.at,
+                run_id: self.run_id,
+                method: seen.method,
+                path: seen.path,
+                status,
+                error,
+                attempt,
+                duration_ms: took.as_millis() as u64,
+                body: seen.body,
+                truncated: seen.truncated,
+            },
+        );
+    }
 }
 
 /// How an attempt ended, for the retry decision.
@@ -265,7 +391,13 @@ impl Sender {
             pace,
             settings: settings.clone(),
             stats: Arc::new(DeliveryStats::default()),
+            recording: None,
         }
+    }
+
+    /// Writes each attempt down in `r` from now on.
+    pub fn record(&mut self, r: Recording) {
+        self.recording = Some(r);
     }
 
     pub fn settings(&self) -> &Delivery {
@@ -297,14 +429,33 @@ impl Sender {
             self.pace.limiter.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
-            let verdict = match build(&self.client).send().await {
-                Ok(resp) => classify(resp, attempt).await,
-                Err(e) => Verdict::Retry {
-                    why: describe_transport_error(&e),
-                    after: None,
-                },
+            let (verdict, seen) = match build(&self.client).build() {
+                Ok(req) => {
+                    let seen = self.recording.as_ref().map(|r| r.seen(&req));
+                    match self.client.execute(req).await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            (classify(resp, attempt).await, seen.map(|s| (s, Ok(status))))
+                        }
+                        Err(e) => {
+                            let why = describe_transport_error(&e);
+                            let seen = seen.map(|s| (s, Err(why.clone())));
+                            (Verdict::Retry { why, after: None }, seen)
+                        }
+                    }
+                }
+                Err(e) => (
+                    Verdict::Retry {
+                        why: describe_transport_error(&e),
+                        after: None,
+                    },
+                    None,
+                ),
             };
             drop(slot);
+            if let (Some(r), Some((seen, outcome))) = (&self.recording, seen) {
+                r.write(seen, attempt, sent.elapsed(), outcome);
+            }
             self.stats
                 .request_ms
                 .fetch_add(sent.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -453,6 +604,53 @@ mod pacing_tests {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_inspector_keeps_no_secret_cuts_bodies_and_keeps_the_last_hundred() {
+        let client = reqwest::Client::new();
+        let body = format!("{{\"key\":\"sk-1234\",\"pad\":\"{}\"}}", "é".repeat(3000));
+        let req = client
+            .post("http://127.0.0.1:1/api/v2/batch?x=1")
+            .header("Authorization", "Basic c2stMTIzNA==")
+            .body(body)
+            .build()
+            .unwrap();
+        let rec = Recording {
+            inspector: Arc::default(),
+            sync: "people".into(),
+            run_id: 7,
+            secrets: vec!["sk-1234".into()],
+        };
+        let seen = rec.seen(&req);
+        rec.write(seen, 2, Duration::from_millis(5), Err("timed out".into()));
+        let got = rec.inspector.requests("people");
+        assert_eq!(got.len(), 1);
+        let r = &got[0];
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/api/v2/batch?x=1")
+        );
+        assert_eq!((r.run_id, r.attempt, r.status), (7, 2, None));
+        assert_eq!(r.error.as_deref(), Some("timed out"));
+        assert!(!r.body.contains("sk-1234") && r.body.contains("[secret]"));
+        assert!(r.truncated && r.body.len() <= INSPECTED_BODY && r.body.len() > 4000);
+        assert!(
+            !format!("{r:?}").contains("c2stMTIzNA"),
+            "no header is kept"
+        );
+        for n in 0..150 {
+            let req = client
+                .post(format!("http://127.0.0.1:1/n/{n}"))
+                .build()
+                .unwrap();
+            rec.write(rec.seen(&req), 1, Duration::ZERO, Ok(200));
+        }
+        let got = rec.inspector.requests("people");
+        assert_eq!(got.len(), INSPECTED_REQUESTS);
+        assert_eq!(got[0].path, "/n/149", "the newest first");
+        assert_eq!(got[99].path, "/n/50");
+        assert!(rec.inspector.requests("other").is_empty());
+    }
+
     use super::*;
 
     #[test]

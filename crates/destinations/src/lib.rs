@@ -450,6 +450,19 @@ impl Destination {
         }
     }
 
+    /// Writes every request of run `run_id` of `sync` down in `inspector` (the API inspector),
+    /// with the app's secrets blanked out.
+    pub fn record(
+        &mut self,
+        inspector: std::sync::Arc<delivery::Inspector>,
+        sync: &str,
+        run_id: i64,
+    ) {
+        match self {
+            Destination::CustomerIo(c) => c.record(inspector, sync, run_id),
+        }
+    }
+
     /// Checks the credentials (and learns the region where asked to); a line for the user.
     pub async fn check(&mut self) -> Result<String, DestinationError> {
         match self {

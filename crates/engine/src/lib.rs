@@ -223,6 +223,8 @@ pub struct Engine {
     /// retries included); those still unsettled are abandoned uncommitted, and sent again by
     /// the next run (people are upserted, events carry their dedup ids).
     pub stop_grace: std::time::Duration,
+    /// The last requests of each sync to its app (the API inspector), in this process's memory.
+    pub inspector: Arc<sallyport_destinations::delivery::Inspector>,
 }
 
 /// How long a stopping run waits for its batches in flight unless the engine is told otherwise.
@@ -245,6 +247,7 @@ impl Engine {
             lock_lease: LOCK_LEASE,
             check_timeout: CHECK_TIMEOUT,
             stop_grace: STOP_GRACE,
+            inspector: Arc::default(),
         })
     }
 

@@ -482,7 +482,9 @@ impl Engine {
             full_resync: opts.full_resync,
             ..Default::default()
         };
-        let destination = Arc::new(p.destination);
+        let mut destination = p.destination;
+        destination.record(self.inspector.clone(), name, run_id);
+        let destination = Arc::new(destination);
         let outcome = Pipeline {
             engine: self,
             name: &key,

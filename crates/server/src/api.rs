@@ -44,6 +44,7 @@ pub fn routes(server: Arc<Server>) -> Router {
         )
         .route("/api/v1/syncs/{name}/runs", get(runs).post(run_now))
         .route("/api/v1/syncs/{name}/failures", get(failures))
+        .route("/api/v1/syncs/{name}/requests", get(requests))
         .route("/api/v1/syncs/{name}/preview", post(preview))
         .route("/api/v1/syncs/{name}/pause", post(pause))
         .route("/api/v1/syncs/{name}/resume", post(resume))
@@ -404,6 +405,18 @@ async fn failures(
         .then(|| f.last().map(|x| x.key.clone()))
         .flatten();
     Ok(Json(json!({ "failures": f, "next": next })))
+}
+
+/// The API inspector: the sync's last requests to the app, the newest first, as this process
+/// made them.
+async fn requests(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    find_sync(&s, &name)?;
+    Ok(Json(
+        json!({ "requests": s.engine().inspector.requests(&name) }),
+    ))
 }
 
 async fn preview(

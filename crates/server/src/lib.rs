@@ -403,6 +403,7 @@ impl Server {
             lock_lease: engine.lock_lease,
             check_timeout: engine.check_timeout,
             stop_grace: engine.stop_grace,
+            inspector: engine.inspector.clone(),
         });
         Ok(())
     }

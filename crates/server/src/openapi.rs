@@ -88,6 +88,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "200",
     ),
     (
+        "get",
+        "/api/v1/syncs/{name}/requests",
+        "The sync's last 100 requests to the app (API inspector; no header, secrets blanked, bodies cut at 4 KB)",
+        "200",
+    ),
+    (
         "post",
         "/api/v1/syncs/{name}/preview",
         "Dry run: what a run would send",

@@ -233,6 +233,35 @@ async fn runs_tests_pause_resume_preview_and_metrics() {
         serde_json::json!([])
     );
 
+    // The API inspector: the run's requests, newest first, with no header and no secret.
+    let inspected = s.json(&r, "get", "/api/v1/syncs/people/requests").await;
+    let list = inspected["requests"].as_array().unwrap();
+    assert!(!list.is_empty(), "{inspected}");
+    let run_id = runs["runs"][0]["id"].clone();
+    for q in list {
+        assert_eq!(q["run_id"], run_id, "{q}");
+        assert_eq!(q["method"], "POST", "{q}");
+        assert!(q["path"].as_str().unwrap().starts_with("/api/"), "{q}");
+        assert_eq!(q["status"], 200, "{q}");
+        assert_eq!(q["attempt"], 1, "{q}");
+        assert!(q["body"].as_str().unwrap().len() <= 4096, "{q}");
+    }
+    let all = inspected.to_string();
+    assert!(
+        all.contains("\\\"identifiers\\\""),
+        "the bodies are there: {all}"
+    );
+    assert!(
+        !all.contains(API_KEY) && !all.contains("Authorization") && !all.contains("Basic "),
+        "{all}"
+    );
+    assert_eq!(
+        s.call(&r, "get", "/api/v1/syncs/nope/requests", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+
     assert_eq!(
         s.json(&r, "post", "/api/v1/syncs/people/pause").await["paused"],
         true
@@ -603,6 +632,7 @@ async fn the_ui_needs_a_login_sets_a_safe_cookie_and_checks_csrf() {
         .await
         .unwrap();
     assert!(!page.contains(API_KEY) && !page.contains(DB_PASSWORD));
+    assert!(page.contains("<h2>Requests to the app</h2>") && page.contains("id=\"requests\""));
     let csrf = page
         .split("name=\"csrf\" content=\"")
         .nth(1)

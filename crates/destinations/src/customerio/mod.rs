@@ -56,6 +56,8 @@ pub struct Workspace {
     pinned: bool,
     auth: String,
     sender: Sender,
+    /// What a request may never show (the API key, the credentials as sent).
+    secrets: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -74,21 +76,39 @@ impl Workspace {
             (None, Region::Auto) => (US_URL.to_string(), false),
         };
         let creds = format!("{}:{}", s.site_id.expose(), s.api_key.expose());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&creds);
         Self {
+            secrets: vec![
+                s.api_key.expose().to_string(),
+                creds.clone(),
+                encoded.clone(),
+            ],
             name: name.to_string(),
             base,
             region: s.region,
             pinned,
-            auth: format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(creds)
-            ),
+            auth: format!("Basic {encoded}"),
             sender: Sender::paced(&s.delivery, pace),
         }
     }
 
     pub fn sender(&self) -> &Sender {
         &self.sender
+    }
+
+    /// Writes every request of run `run_id` of `sync` down in `inspector`, secrets blanked.
+    pub fn record(
+        &mut self,
+        inspector: std::sync::Arc<crate::delivery::Inspector>,
+        sync: &str,
+        run_id: i64,
+    ) {
+        self.sender.record(crate::delivery::Recording {
+            inspector,
+            sync: sync.to_string(),
+            run_id,
+            secrets: self.secrets.clone(),
+        });
     }
 
     /// The Track API URL requests go to.

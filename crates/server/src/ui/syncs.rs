@@ -130,6 +130,32 @@ pub(super) async fn sync_page(
             f.attempts
         );
     }
+    // The API inspector: the last requests this process made for the sync.
+    let mut requests = String::new();
+    for r in e.inspector.requests(&name) {
+        let answer = match (r.status, &r.error) {
+            (Some(st), _) => st.to_string(),
+            (None, Some(why)) => format!("no answer: {why}"),
+            (None, None) => String::new(),
+        };
+        let _ = write!(
+            requests,
+            "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{} ms</td><td><details><summary>{} bytes{}</summary><pre>{}</pre></details></td></tr>",
+            esc(&r.at),
+            r.run_id,
+            esc(&r.method),
+            esc(&r.path),
+            esc(&answer),
+            r.attempt,
+            r.duration_ms,
+            r.body.len(),
+            if r.truncated { ", cut at 4 KB" } else { "" },
+            esc(&r.body)
+        );
+    }
+    if requests.is_empty() {
+        requests = r#"<tr><td colspan="7">No request since this server started.</td></tr>"#.into();
+    }
     let running = server
         .running
         .lock()
@@ -153,7 +179,9 @@ pub(super) async fn sync_page(
 <form method="post" action="/syncs/{n}/preview" class="inline">{c}<button>Preview</button></form></p>
 <h2>Settings</h2><pre>{settings}</pre>
 <h2>Run history</h2><div id="history">{runs}</div>
-<h2>Failed rows</h2><table id="failures"><thead><tr><th>Key</th><th>Reason</th><th>Last run</th><th>Attempts</th></tr></thead><tbody>{fails}</tbody></table>"#,
+<h2>Failed rows</h2><table id="failures"><thead><tr><th>Key</th><th>Reason</th><th>Last run</th><th>Attempts</th></tr></thead><tbody>{fails}</tbody></table>
+<h2>Requests to the app</h2><p>The last 100 requests of this sync made by this server (no header is kept; secrets are blanked out; bodies are cut at 4 KB). Also at <code>GET /api/v1/syncs/{n}/requests</code>.</p>
+<table id="requests"><thead><tr><th>At</th><th>Run</th><th>Request</th><th>Answer</th><th>Attempt</th><th>Took</th><th>Body</th></tr></thead><tbody>{requests}</tbody></table>"#,
         n = esc(&name),
         c = hidden_csrf(&csrf),
         state = if running {
