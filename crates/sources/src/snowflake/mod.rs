@@ -86,8 +86,6 @@ struct Api {
 
 pub struct SnowflakeSource {
     api: Arc<Api>,
-    /// Snapshot writes (change detection in the warehouse) go one transaction at a time.
-    writes: Mutex<()>,
 }
 
 /// A fresh random request id (a UUID, as drivers send).
@@ -502,7 +500,6 @@ impl Warehouse for SnowflakeSource {
                 session: Mutex::new(session),
                 deadline: options.statement_timeout,
             }),
-            writes: Mutex::new(()),
         })
     }
 

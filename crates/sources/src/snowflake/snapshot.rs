@@ -2,8 +2,8 @@
 //! `SALLYPORT`) of the configured database (`"key" VARCHAR`, `"wfp" VARCHAR(16)`, `"lfp"
 //! NUMBER(19,0)`, `"note" VARCHAR`). The warehouse fingerprints a row as the first 16 hex digits
 //! of the MD5 of its mapped columns, each as `<length>:<text>` (NULL as `~`, semi-structured
-//! values as their JSON), behind the salt; each batch of acknowledged and removed keys goes into
-//! a transient staging table, and one `MERGE` applies it.
+//! values as their JSON), behind the salt; each batch of acknowledged and removed keys is applied
+//! by `MERGE` statements whose source is the batch itself (`FROM VALUES`), each atomic.
 
 use sallyport_core::Model;
 use serde_json::Value;
@@ -11,8 +11,10 @@ use serde_json::Value;
 use super::{RowType, SnowflakeSource};
 use crate::{AnsiQuotes, Dialect, DiffSpec, Row, RowStream, Snapshot, SnapshotRow, SourceError};
 
-/// Rows per `INSERT` into the staging table.
-const PER_INSERT: usize = 1000;
+/// The most rows and SQL text one MERGE carries (Snowflake takes 16,384 rows in a `VALUES`
+/// and 1 MB of text).
+const MERGE_ROWS: usize = 10_000;
+const MERGE_BYTES: usize = 512 * 1024;
 
 fn q(name: &str) -> String {
     AnsiQuotes.quote_ident(name)
@@ -102,16 +104,6 @@ impl SnowflakeSource {
 
     fn table(&self, s: &Snapshot) -> String {
         format!("{}.{}", self.home(&s.schema), q(&s.table()))
-    }
-
-    /// The snapshot's staging table: transient (no fail-safe copies), emptied before each batch.
-    /// (A temporary table would need the session to have a current schema.)
-    fn stage(&self, s: &Snapshot) -> String {
-        format!(
-            "{}.{}",
-            self.home(&s.schema),
-            q(&format!("{}_stage", s.table()))
-        )
     }
 
     /// The SQL of a diff read, as PostgreSQL's: each model row (its `columns` by name) with the
@@ -303,12 +295,6 @@ impl SnowflakeSource {
         rows: &[SnapshotRow],
         removed: &[String],
     ) -> Result<(), SourceError> {
-        if rows.is_empty() && removed.is_empty() {
-            return Ok(());
-        }
-        let (t, stage) = (self.table(s), self.stage(s));
-        // The batch (acknowledged keys, and removed ones marked `gone`) goes into the staging
-        // table, and one MERGE applies all of it at once: it needs no transaction around it.
         // A key both acknowledged and removed in one batch is removed (as a delete after the
         // upsert would leave it).
         let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
@@ -323,42 +309,51 @@ impl SnowflakeSource {
                 note: None,
             }))
             .collect();
-        let _one = self.writes.lock().await;
-        self.api
-            .execute(&format!(
-                "CREATE TRANSIENT TABLE IF NOT EXISTS {stage} (\"key\" VARCHAR, \"wfp\" VARCHAR(16), \"lfp\" NUMBER(19,0), \"note\" VARCHAR, \"gone\" BOOLEAN)"
-            ))
-            .await?;
-        self.api.execute(&format!("DELETE FROM {stage}")).await?;
-        for part in crate::last_of_each_key(&all).chunks(PER_INSERT) {
-            let values: Vec<String> = part
-                .iter()
-                .map(|r| {
-                    let is_gone = gone.contains(r.key.as_str());
-                    format!(
-                        "({}, {}, {}, {}, {})",
-                        lit(&r.key),
-                        r.warehouse_fingerprint
-                            .map_or("NULL".into(), |w| format!("'{}'", hex(w))),
-                        r.fingerprint as i64,
-                        r.note.as_deref().map_or("NULL".into(), lit),
-                        if is_gone { "TRUE" } else { "FALSE" }
-                    )
-                })
-                .collect();
+        let entries: Vec<String> = crate::last_of_each_key(&all)
+            .into_iter()
+            .map(|r| {
+                format!(
+                    "({}, {}, {}, {}, {})",
+                    lit(&r.key),
+                    r.warehouse_fingerprint
+                        .map_or("NULL".into(), |w| format!("'{}'", hex(w))),
+                    r.fingerprint as i64,
+                    r.note.as_deref().map_or("NULL".into(), lit),
+                    if gone.contains(r.key.as_str()) {
+                        "TRUE"
+                    } else {
+                        "FALSE"
+                    }
+                )
+            })
+            .collect();
+        // Each part of the batch is one MERGE whose source is the part itself: a statement
+        // is atomic, and nothing is shared between statements (a statement of a process that
+        // was killed may still be running in Snowflake: a shared staging table could take its
+        // rows).
+        let t = self.table(s);
+        let mut start = 0;
+        while start < entries.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while end < entries.len()
+                && end - start < MERGE_ROWS
+                && (end == start || bytes + entries[end].len() < MERGE_BYTES)
+            {
+                bytes += entries[end].len() + 2;
+                end += 1;
+            }
             self.api
-                .execute(&format!("INSERT INTO {stage} VALUES {}", values.join(", ")))
+                .execute(&format!(
+                    "MERGE INTO {t} AS t USING (SELECT column1::VARCHAR AS \"key\", column2::VARCHAR AS \"wfp\", column3::NUMBER(19,0) AS \"lfp\", column4::VARCHAR AS \"note\", column5::BOOLEAN AS \"gone\" FROM VALUES {}) AS st ON t.\"key\" = st.\"key\"
+                     WHEN MATCHED AND st.\"gone\" THEN DELETE
+                     WHEN MATCHED THEN UPDATE SET \"wfp\" = st.\"wfp\", \"lfp\" = st.\"lfp\", \"note\" = COALESCE(st.\"note\", t.\"note\")
+                     WHEN NOT MATCHED AND NOT st.\"gone\" THEN INSERT (\"key\", \"wfp\", \"lfp\", \"note\") VALUES (st.\"key\", st.\"wfp\", st.\"lfp\", st.\"note\")",
+                    entries[start..end].join(", ")
+                ))
                 .await?;
+            start = end;
         }
-        self.api
-            .execute(&format!(
-                "MERGE INTO {t} AS t USING {stage} AS st ON t.\"key\" = st.\"key\"
-                 WHEN MATCHED AND st.\"gone\" THEN DELETE
-                 WHEN MATCHED THEN UPDATE SET \"wfp\" = st.\"wfp\", \"lfp\" = st.\"lfp\", \"note\" = COALESCE(st.\"note\", t.\"note\")
-                 WHEN NOT MATCHED AND NOT st.\"gone\" THEN INSERT (\"key\", \"wfp\", \"lfp\", \"note\") VALUES (st.\"key\", st.\"wfp\", st.\"lfp\", st.\"note\")"
-            ))
-            .await
-            .map(|_| ())
+        Ok(())
     }
 
     fn absent_from(&self, s: &Snapshot, model: &Model, key: &str) -> String {
@@ -441,9 +436,6 @@ impl SnowflakeSource {
     }
 
     pub(super) async fn snapshot_drop(&self, s: &Snapshot) -> Result<(), SourceError> {
-        self.api
-            .execute(&format!("DROP TABLE IF EXISTS {}", self.stage(s)))
-            .await?;
         self.api
             .execute(&format!("DROP TABLE IF EXISTS {}", self.table(s)))
             .await
