@@ -562,7 +562,8 @@ impl Validator<'_> {
                     self.problem(
                         &at("change_detection"),
                         format!(
-                            "sync `{name}`: change_detection: warehouse is available on postgres, redshift, mysql, snowflake and bigquery warehouses; `{}` is a {} warehouse: use change_detection: local",
+                            "sync `{name}`: change_detection: warehouse is available on {} warehouses; `{}` is a {} warehouse: use change_detection: local",
+                            sallyport_sources::change_detection_hosts(),
                             s.warehouse,
                             w.kind()
                         ),

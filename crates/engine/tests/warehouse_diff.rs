@@ -487,7 +487,7 @@ async fn check_names_the_missing_schema_grant(kind: &str) {
     assert!(
         e.contains(":14:")
             && e.contains(
-                "change_detection: warehouse is available on postgres, redshift, mysql, snowflake and bigquery warehouses; `m` is a sqlite warehouse"
+                "change_detection: warehouse is available on postgres, redshift, mysql, bigquery and snowflake warehouses; `m` is a sqlite warehouse"
             ),
         "{e}"
     );

@@ -12,6 +12,7 @@ pub mod databricks;
 pub mod mysql;
 pub mod postgres;
 pub mod redshift;
+mod snapshots;
 #[cfg(feature = "snowflake")]
 pub mod snowflake;
 pub mod sqlite;
@@ -92,6 +93,27 @@ pub const WAREHOUSES: &[WarehouseKind] = &[
         fields: sqlite::FIELDS,
     },
 ];
+
+impl WarehouseKind {
+    /// Whether it can host change detection (it has a `sallyport_schema` for its tables).
+    pub fn hosts_change_detection(&self) -> bool {
+        self.fields.iter().any(|f| f.name == "sallyport_schema")
+    }
+}
+
+/// The `type:` values of the warehouses that can host change detection, as a sentence
+/// (`postgres, redshift and mysql`).
+pub fn change_detection_hosts() -> String {
+    let names: Vec<&str> = WAREHOUSES
+        .iter()
+        .filter(|w| w.hosts_change_detection())
+        .map(|w| w.name)
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
 
 /// The kind of warehouse of that `type:` value.
 pub fn warehouse_kind(name: &str) -> Option<&'static WarehouseKind> {
@@ -231,6 +253,86 @@ impl Dialect for Backticks {
     }
 }
 
+/// Inside a warehouse's `impl Warehouse`, the change-detection calls, each handed to the
+/// warehouse's own method of the same name (in its `snapshot.rs`).
+macro_rules! snapshot_calls {
+    ($t:ty) => {
+        fn snapshots(&self) -> Result<(), $crate::SourceError> {
+            Ok(())
+        }
+
+        async fn snapshot_check(&self, schema: &str) -> Result<(), $crate::SourceError> {
+            <$t>::snapshot_check(self, schema).await
+        }
+
+        async fn snapshot_prepare(
+            &self,
+            snapshot: &$crate::Snapshot,
+        ) -> Result<(u64, bool), $crate::SourceError> {
+            <$t>::snapshot_prepare(self, snapshot).await
+        }
+
+        async fn snapshot_count(
+            &self,
+            snapshot: &$crate::Snapshot,
+        ) -> Result<Option<u64>, $crate::SourceError> {
+            <$t>::snapshot_count(self, snapshot).await
+        }
+
+        async fn snapshot_write(
+            &self,
+            snapshot: &$crate::Snapshot,
+            rows: &[$crate::SnapshotRow],
+            removed: &[String],
+        ) -> Result<(), $crate::SourceError> {
+            <$t>::snapshot_write(self, snapshot, rows, removed).await
+        }
+
+        async fn snapshot_absent_count(
+            &self,
+            snapshot: &$crate::Snapshot,
+            model: &sallyport_core::Model,
+            key: &str,
+        ) -> Result<u64, $crate::SourceError> {
+            <$t>::snapshot_absent_count(self, snapshot, model, key).await
+        }
+
+        async fn snapshot_absent(
+            &self,
+            snapshot: &$crate::Snapshot,
+            model: &sallyport_core::Model,
+            key: &str,
+        ) -> Result<$crate::RowStream, $crate::SourceError> {
+            <$t>::snapshot_absent(self, snapshot, model, key).await
+        }
+
+        async fn count_keys(
+            &self,
+            model: &sallyport_core::Model,
+            key: &str,
+        ) -> Result<u64, $crate::SourceError> {
+            <$t>::count_keys(self, model, key).await
+        }
+
+        async fn snapshot_rows(
+            &self,
+            snapshot: &$crate::Snapshot,
+            after: &str,
+            limit: usize,
+        ) -> Result<Vec<$crate::SnapshotRow>, $crate::SourceError> {
+            <$t>::snapshot_rows(self, snapshot, after, limit).await
+        }
+
+        async fn snapshot_drop(
+            &self,
+            snapshot: &$crate::Snapshot,
+        ) -> Result<(), $crate::SourceError> {
+            <$t>::snapshot_drop(self, snapshot).await
+        }
+    };
+}
+pub(crate) use snapshot_calls;
+
 /// What every warehouse module provides once open. A warehouse reads a model (a table or a
 /// query) in its own dialect, streams its rows in bounded chunks, and finds duplicate keys and
 /// the model's keys by itself.
@@ -345,23 +447,6 @@ pub trait Warehouse: Sized {
     }
 }
 
-/// A batch of acknowledged keys with each key once (its last write wins), in key order: what a
-/// `MERGE` takes (Redshift and Snowflake refuse a source with a key twice).
-pub(crate) fn last_of_each_key(rows: &[SnapshotRow]) -> Vec<&SnapshotRow> {
-    let mut last = std::collections::HashMap::with_capacity(rows.len());
-    for (i, r) in rows.iter().enumerate() {
-        last.insert(r.key.as_str(), i);
-    }
-    let mut kept: Vec<&SnapshotRow> = rows
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| last.get(r.key.as_str()) == Some(i))
-        .map(|(_, r)| r)
-        .collect();
-    kept.sort_by(|a, b| a.key.cmp(&b.key));
-    kept
-}
-
 /// Why a key column cannot be compared in the warehouse: the snapshot's key is the key as the
 /// reader gives it, and the warehouse's own text of a date, a time, a boolean or a float is not
 /// always that.
@@ -374,7 +459,10 @@ pub(crate) fn key_not_comparable(key: &str, type_name: &str) -> SourceError {
 /// Why a warehouse cannot host change detection.
 fn no_snapshots() -> SourceError {
     SourceError::Other(
-        "change_detection: warehouse is not available for this warehouse yet (PostgreSQL, Redshift, MySQL, Snowflake and BigQuery have it); use change_detection: local".into(),
+        format!(
+            "change_detection: warehouse is not available for this warehouse ({} warehouses have it); use change_detection: local",
+            change_detection_hosts()
+        ),
     )
 }
 

@@ -206,7 +206,7 @@ pub(super) async fn new_sync_form(
 <h2>4. Field mapping</h2><p class="hint">Every column is sent under its own name unless you rename or untick it. Columns used above are not sent as attributes.</p>
 <table id="mapping"><thead><tr><th>Column</th><th>Send</th><th>As attribute</th></tr></thead><tbody>{mapping}</tbody></table>
 <h2>5. Schedule</h2><label>Schedule <input name="schedule" value="{schedule}" placeholder="every 15m, or a cron like 0 */2 * * *, or empty for manual">{schedule_err}</label>
-<label title="local: the model is read and compared here on every run; warehouse (PostgreSQL, Redshift, MySQL, Snowflake, BigQuery): the warehouse compares it with a snapshot table and only changed rows leave it">Change detection <select name="change_detection">{detection}</select>{detection_err}</label>
+<label title="local: the model is read and compared here on every run; warehouse ({hosts}): the warehouse compares it with a snapshot table and only changed rows leave it">Change detection <select name="change_detection">{detection}</select>{detection_err}</label>
 <p class="actions"><button>Create sync</button></p></form>"#,
         csrf_field = hidden_csrf(csrf),
         w = esc(&wname),
@@ -228,6 +228,7 @@ pub(super) async fn new_sync_form(
             false
         ),
         detection_err = err("change_detection"),
+        hosts = esc(&sallyport_sources::change_detection_hosts()),
     );
     page("New sync", Some(csrf), &html)
 }

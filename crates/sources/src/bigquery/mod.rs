@@ -18,8 +18,8 @@ use xxhash_rust::xxh3::Xxh3;
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, parse_datetime, Column, Dialect, ReadSpec, Row, RowStream, Snapshot,
-    SnapshotRow, SourceError, Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, parse_datetime, Column, Dialect, ReadSpec, Row, RowStream, SourceError,
+    Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// BigQuery's identifiers: `` `name` ``, with backslashes and backticks escaped by a backslash
@@ -559,65 +559,7 @@ impl Warehouse for BigQuerySource {
         self.stream(first, |cells| Row::new(key_text(cells.first()), Vec::new()))
     }
 
-    fn snapshots(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-
-    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
-        BigQuerySource::snapshot_check(self, schema).await
-    }
-
-    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
-        BigQuerySource::snapshot_prepare(self, snapshot).await
-    }
-
-    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
-        BigQuerySource::snapshot_count(self, snapshot).await
-    }
-
-    async fn snapshot_write(
-        &self,
-        snapshot: &Snapshot,
-        rows: &[SnapshotRow],
-        removed: &[String],
-    ) -> Result<(), SourceError> {
-        BigQuerySource::snapshot_write(self, snapshot, rows, removed).await
-    }
-
-    async fn snapshot_absent_count(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<u64, SourceError> {
-        BigQuerySource::snapshot_absent_count(self, snapshot, model, key).await
-    }
-
-    async fn snapshot_absent(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<RowStream, SourceError> {
-        BigQuerySource::snapshot_absent(self, snapshot, model, key).await
-    }
-
-    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
-        BigQuerySource::count_keys(self, model, key).await
-    }
-
-    async fn snapshot_rows(
-        &self,
-        snapshot: &Snapshot,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SnapshotRow>, SourceError> {
-        BigQuerySource::snapshot_rows(self, snapshot, after, limit).await
-    }
-
-    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
-        BigQuerySource::snapshot_drop(self, snapshot).await
-    }
+    crate::snapshot_calls!(BigQuerySource);
 }
 
 impl BigQuerySource {

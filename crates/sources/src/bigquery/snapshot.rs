@@ -61,14 +61,6 @@ fn fingerprint(columns: &[&str], salt: &str) -> String {
     )
 }
 
-fn hex(w: i64) -> String {
-    format!("{:016x}", w as u64)
-}
-
-fn unhex(t: &str) -> Option<i64> {
-    u64::from_str_radix(t.trim(), 16).ok().map(|u| u as i64)
-}
-
 /// The SQL of a diff read, as PostgreSQL's: each model row (its `columns` by name) with the
 /// warehouse's fingerprint and what the snapshot holds for its key, only those that differ
 /// unless every row is asked for.
@@ -79,53 +71,31 @@ pub(super) fn diff_sql(
     hashed: &[&str],
     d: &DiffSpec<'_>,
 ) -> String {
-    let inner = BigQueryQuotes.model_from(model);
-    let inner = match inner.strip_suffix(" AS m") {
-        Some(i) => format!("{i} AS q"),
-        None => inner,
-    };
     let wfp = match d.fingerprint {
         Some(f) => fingerprint(hashed, &f.salt),
         None => "'0000000000000000'".into(),
     };
     let select: Vec<String> = columns.iter().map(|c| format!("m.{}", q(c))).collect();
-    let rows = format!("(SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m");
-    if d.empty {
-        return format!("SELECT {}, m.__sp_wfp FROM {rows}", select.join(", "));
-    }
-    let filter = match (d.all, d.fingerprint.is_some()) {
-        (true, _) => "",
-        (false, true) => " WHERE s.key IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
-        (false, false) => " WHERE s.key IS NULL",
-    };
-    format!(
-        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.key IS NOT NULL THEN COALESCE(s.note, '') END FROM {rows} LEFT JOIN {} AS s ON s.key = CAST(m.{} AS STRING){filter}",
-        select.join(", "),
-        table(d.snapshot),
-        q(key),
+    crate::snapshots::diff_sql(
+        model,
+        key,
+        &select,
+        d,
+        crate::snapshots::DiffSql {
+            dialect: &BigQueryQuotes,
+            table: table(d.snapshot),
+            fingerprint: wfp,
+            key_text: &|k| format!("CAST({k} AS STRING)"),
+            differs: &crate::snapshots::plainly_differs,
+        },
     )
 }
 
 /// Reads what a diff read appends to a row (`cells[at..]`).
 pub(super) fn diff_of(cells: &[Value], at: usize, empty: bool) -> crate::Diff {
     let cell = |i: usize| key_text(cells.get(i));
-    let wfp = cell(at).as_deref().and_then(unhex).unwrap_or(0);
-    if empty {
-        return crate::Diff {
-            warehouse_fingerprint: wfp,
-            previous: None,
-        };
-    }
-    let lfp = cell(at + 1).and_then(|t| t.parse::<i64>().ok());
-    crate::Diff {
-        warehouse_fingerprint: wfp,
-        previous: cell(at + 2).map(|n| {
-            (
-                lfp.map_or(0, |l| l as u64),
-                Some(n).filter(|n| !n.is_empty()),
-            )
-        }),
-    }
+    let (wfp, lfp, note) = (cell(at), cell(at + 1), cell(at + 2));
+    crate::snapshots::diff_of_texts(wfp.as_deref(), lfp.as_deref(), note.as_deref(), empty)
 }
 
 impl BigQuerySource {
@@ -247,53 +217,33 @@ impl BigQuerySource {
         rows: &[SnapshotRow],
         removed: &[String],
     ) -> Result<(), SourceError> {
-        // A key both acknowledged and removed in one batch is removed.
-        let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
-        let all: Vec<SnapshotRow> = rows
-            .iter()
-            .filter(|r| !gone.contains(r.key.as_str()))
-            .cloned()
-            .chain(removed.iter().map(|k| SnapshotRow {
-                key: k.clone(),
-                warehouse_fingerprint: None,
-                fingerprint: 0,
-                note: None,
-            }))
-            .collect();
-        let entries: Vec<String> = crate::last_of_each_key(&all)
+        let entries: Vec<String> = crate::snapshots::with_removals(rows, removed)
             .into_iter()
-            .map(|r| {
+            .map(|(r, gone)| {
                 format!(
-                    "STRUCT({} AS key, {} AS wfp, {} AS lfp, {} AS note, {} AS gone)",
+                    "STRUCT({} AS key, {} AS wfp, {} AS lfp, {} AS note, {gone} AS gone)",
                     lit(&r.key),
                     r.warehouse_fingerprint
-                        .map_or("CAST(NULL AS STRING)".into(), |w| format!("'{}'", hex(w))),
+                        .map_or("CAST(NULL AS STRING)".into(), |w| format!(
+                            "'{}'",
+                            crate::snapshots::hex(w)
+                        )),
                     r.fingerprint as i64,
                     r.note.as_deref().map_or("CAST(NULL AS STRING)".into(), lit),
-                    gone.contains(r.key.as_str())
                 )
             })
             .collect();
         let t = table(s);
-        let mut start = 0;
-        while start < entries.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < entries.len() && (end == start || bytes + entries[end].len() < MERGE_BYTES)
-            {
-                bytes += entries[end].len() + 2;
-                end += 1;
-            }
+        for part in crate::snapshots::parts(&entries, usize::MAX, MERGE_BYTES) {
             self.api
                 .query(&format!(
                     "MERGE {t} AS t USING (SELECT * FROM UNNEST([{}])) AS st ON t.key = st.key
                      WHEN MATCHED AND st.gone THEN DELETE
                      WHEN MATCHED THEN UPDATE SET wfp = st.wfp, lfp = st.lfp, note = COALESCE(st.note, t.note)
                      WHEN NOT MATCHED AND NOT st.gone THEN INSERT (key, wfp, lfp, note) VALUES (st.key, st.wfp, st.lfp, st.note)",
-                    entries[start..end].join(", ")
+                    part.join(", ")
                 ))
                 .await?;
-            start = end;
         }
         Ok(())
     }
@@ -369,7 +319,7 @@ impl BigQuerySource {
                 let cell = |i: usize| r.get(i).cloned().flatten();
                 SnapshotRow {
                     key: cell(0).unwrap_or_default(),
-                    warehouse_fingerprint: cell(1).as_deref().and_then(unhex),
+                    warehouse_fingerprint: cell(1).as_deref().and_then(crate::snapshots::unhex),
                     fingerprint: cell(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0) as u64,
                     note: cell(3),
                 }
@@ -393,12 +343,5 @@ mod tests {
     fn literals_escape_what_a_quoted_string_cannot_hold() {
         assert_eq!(lit("o'hara"), r"'o\'hara'");
         assert_eq!(lit("a\\b\nc\u{1}"), r"'a\\b\nc\x01'");
-    }
-
-    #[test]
-    fn fingerprints_round_trip_through_hex() {
-        for w in [0, 1, -1, i64::MIN, i64::MAX] {
-            assert_eq!(unhex(&hex(w)), Some(w));
-        }
     }
 }

@@ -19,8 +19,8 @@ pub use settings::{Settings, FIELDS};
 
 use crate::tls::{explain, SslMode};
 use crate::{
-    decimal_value, Backticks, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
-    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, Backticks, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable,
+    Warehouse, CHUNK_ROWS,
 };
 
 /// How long a connection attempt may take.
@@ -307,65 +307,7 @@ impl Warehouse for MySource {
         .await
     }
 
-    fn snapshots(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-
-    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
-        MySource::snapshot_check(self, schema).await
-    }
-
-    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
-        MySource::snapshot_prepare(self, snapshot).await
-    }
-
-    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
-        MySource::snapshot_count(self, snapshot).await
-    }
-
-    async fn snapshot_write(
-        &self,
-        snapshot: &Snapshot,
-        rows: &[SnapshotRow],
-        removed: &[String],
-    ) -> Result<(), SourceError> {
-        MySource::snapshot_write(self, snapshot, rows, removed).await
-    }
-
-    async fn snapshot_absent_count(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<u64, SourceError> {
-        MySource::snapshot_absent_count(self, snapshot, model, key).await
-    }
-
-    async fn snapshot_absent(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<RowStream, SourceError> {
-        MySource::snapshot_absent(self, snapshot, model, key).await
-    }
-
-    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
-        MySource::count_keys(self, model, key).await
-    }
-
-    async fn snapshot_rows(
-        &self,
-        snapshot: &Snapshot,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SnapshotRow>, SourceError> {
-        MySource::snapshot_rows(self, snapshot, after, limit).await
-    }
-
-    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
-        MySource::snapshot_drop(self, snapshot).await
-    }
+    crate::snapshot_calls!(MySource);
 }
 
 /// A column as read: its name, type and how it is decoded.

@@ -64,30 +64,23 @@ pub(super) fn diff_sql(
     hashed: &[String],
     d: &DiffSpec<'_>,
 ) -> String {
-    let inner = Backticks.model_from(model);
-    let inner = match inner.strip_suffix(" AS m") {
-        Some(i) => format!("{i} AS q"),
-        None => inner,
-    };
     let wfp = match d.fingerprint {
         Some(f) => fingerprint(hashed, &f.salt),
         None => "CAST(0 AS UNSIGNED)".into(),
     };
-    let rows = format!("(SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m");
-    if d.empty {
-        return format!("SELECT {}, m.__sp_wfp FROM {rows}", select.join(", "));
-    }
-    let filter = match (d.all, d.fingerprint.is_some()) {
-        (true, _) => "",
-        // NULL-safe: a fingerprint MySQL could not make (NULL) is never taken for unchanged.
-        (false, true) => " WHERE s.`key` IS NULL OR s.wfp IS NULL OR NOT (s.wfp <=> m.__sp_wfp)",
-        (false, false) => " WHERE s.`key` IS NULL",
-    };
-    format!(
-        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.`key` IS NOT NULL THEN COALESCE(s.note, '') END FROM {rows} LEFT JOIN {} AS s ON s.`key` = {}{filter}",
-        select.join(", "),
-        table(d.snapshot),
-        key_bytes(&format!("m.{}", q(key))),
+    crate::snapshots::diff_sql(
+        model,
+        key,
+        select,
+        d,
+        crate::snapshots::DiffSql {
+            dialect: &Backticks,
+            table: table(d.snapshot),
+            fingerprint: wfp,
+            key_text: &key_bytes,
+            // NULL-safe: a fingerprint MySQL could not make (NULL) is never taken for unchanged.
+            differs: &|s, m| format!("NOT ({s} <=> {m})"),
+        },
     )
 }
 
@@ -105,22 +98,11 @@ pub(super) fn diff_of(values: &mut [My], at: usize, empty: bool) -> crate::Diff 
     };
     let wfp = int(&values[at]).unwrap_or(0);
     if empty {
-        return crate::Diff {
-            warehouse_fingerprint: wfp,
-            previous: None,
-        };
+        return crate::snapshots::diff(wfp, None, None, true);
     }
     let lfp = int(&values[at + 1]);
     let note = text_of(std::mem::replace(&mut values[at + 2], My::NULL));
-    crate::Diff {
-        warehouse_fingerprint: wfp,
-        previous: note.map(|n| {
-            (
-                lfp.map_or(0, |l| l as u64),
-                Some(n).filter(|n| !n.is_empty()),
-            )
-        }),
-    }
+    crate::snapshots::diff(wfp, lfp, note, false)
 }
 
 /// The statement that anti-joins the snapshot with the model's keys: the keys it holds that

@@ -19,8 +19,8 @@ pub use connect::{split_tls, Connector, SslMode, Tls};
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
-    SourceError, Warehouse, CHUNK_ROWS,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,
+    CHUNK_ROWS,
 };
 
 pub struct PgSource {
@@ -96,65 +96,7 @@ impl Warehouse for PgSource {
         PgSource::keys(self, model, key).await
     }
 
-    fn snapshots(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-
-    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
-        PgSource::snapshot_check(self, schema).await
-    }
-
-    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
-        PgSource::snapshot_prepare(self, snapshot).await
-    }
-
-    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
-        PgSource::snapshot_count(self, snapshot).await
-    }
-
-    async fn snapshot_write(
-        &self,
-        snapshot: &Snapshot,
-        rows: &[SnapshotRow],
-        removed: &[String],
-    ) -> Result<(), SourceError> {
-        PgSource::snapshot_write(self, snapshot, rows, removed).await
-    }
-
-    async fn snapshot_absent_count(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<u64, SourceError> {
-        PgSource::snapshot_absent_count(self, snapshot, model, key).await
-    }
-
-    async fn snapshot_absent(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<RowStream, SourceError> {
-        PgSource::snapshot_absent(self, snapshot, model, key).await
-    }
-
-    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
-        PgSource::count_keys(self, model, key).await
-    }
-
-    async fn snapshot_rows(
-        &self,
-        snapshot: &Snapshot,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SnapshotRow>, SourceError> {
-        PgSource::snapshot_rows(self, snapshot, after, limit).await
-    }
-
-    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
-        PgSource::snapshot_drop(self, snapshot).await
-    }
+    crate::snapshot_calls!(PgSource);
 }
 
 impl PgSource {

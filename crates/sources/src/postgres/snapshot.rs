@@ -7,6 +7,7 @@ use sallyport_core::Model;
 use tokio_postgres::Client;
 
 use super::{model_from, query_error, quote_ident, PgSource};
+use crate::AnsiQuotes;
 use crate::{DiffSpec, Row, RowStream, Snapshot, SnapshotRow, SourceError};
 
 /// `"schema"."snapshot_…"`.
@@ -55,11 +56,6 @@ pub(super) fn diff_sql(
     hashed: &[String],
     d: &DiffSpec<'_>,
 ) -> String {
-    let inner = model_from(model);
-    let inner = match inner.strip_suffix(" AS m") {
-        Some(i) => format!("{i} AS q"),
-        None => inner,
-    };
     // The fingerprint of the mapped columns (`hashed`: each as it is, or as text), seeded
     // with the salt that names what is built from them. A record with no column is `ROW()`.
     let wfp = match d.fingerprint {
@@ -70,26 +66,18 @@ pub(super) fn diff_sql(
         ),
         None => "0::int8".into(),
     };
-    if d.empty {
-        // Nothing to compare with: every row, with its fingerprint only.
-        return format!(
-            "SELECT {}, m.__sp_wfp FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m",
-            select.join(", "),
-        );
-    }
-    let filter = match (d.all, d.fingerprint.is_some()) {
-        (true, _) => "",
-        (false, true) => " WHERE s.key IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
-        (false, false) => " WHERE s.key IS NULL",
-    };
-    // What the snapshot holds for a key, in as few bytes as do: its fingerprint only where
-    // the warehouse's is not known yet (carried over from local change detection: compared
-    // here), its note as '' when it has none (a NULL note: the key is new).
-    format!(
-        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.key IS NOT NULL THEN coalesce(s.note, '') END FROM (SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m LEFT JOIN {} AS s ON s.key = m.{}::text{filter}",
-        select.join(", "),
-        table(d.snapshot),
-        quote_ident(key),
+    crate::snapshots::diff_sql(
+        model,
+        key,
+        select,
+        d,
+        crate::snapshots::DiffSql {
+            dialect: &AnsiQuotes,
+            table: table(d.snapshot),
+            fingerprint: wfp,
+            key_text: &|k| format!("{k}::text"),
+            differs: &crate::snapshots::plainly_differs,
+        },
     )
 }
 
@@ -140,24 +128,13 @@ pub(super) fn diff_of(
     let get = |e: tokio_postgres::Error| SourceError::Query(e.to_string());
     let wfp: i64 = row.try_get(at).map_err(get)?;
     if empty {
-        return Ok(crate::Diff {
-            warehouse_fingerprint: wfp,
-            previous: None,
-        });
+        return Ok(crate::snapshots::diff(wfp, None, None, true));
     }
     let lfp: Option<i64> = row.try_get(at + 1).map_err(get)?;
     let note: Option<String> = row.try_get(at + 2).map_err(get)?;
     // A key the snapshot holds has a note ('' for none); its fingerprint comes only when the
     // warehouse's is not known (0 otherwise: the warehouse found the row changed).
-    Ok(crate::Diff {
-        warehouse_fingerprint: wfp,
-        previous: note.map(|n| {
-            (
-                lfp.map_or(0, |l| l as u64),
-                Some(n).filter(|n| !n.is_empty()),
-            )
-        }),
-    })
+    Ok(crate::snapshots::diff(wfp, lfp, note, false))
 }
 
 impl PgSource {

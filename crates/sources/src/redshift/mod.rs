@@ -29,8 +29,8 @@ pub use settings::{Settings, FIELDS};
 
 use crate::postgres::Connector;
 use crate::{
-    decimal_value, parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot,
-    SnapshotRow, SourceError, Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, parse_datetime, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream,
+    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
 };
 
 /// Rows fetched from the cursor at a time.
@@ -336,65 +336,7 @@ impl Warehouse for RedshiftSource {
         .await
     }
 
-    fn snapshots(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-
-    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
-        RedshiftSource::snapshot_check(self, schema).await
-    }
-
-    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
-        RedshiftSource::snapshot_prepare(self, snapshot).await
-    }
-
-    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
-        RedshiftSource::snapshot_count(self, snapshot).await
-    }
-
-    async fn snapshot_write(
-        &self,
-        snapshot: &Snapshot,
-        rows: &[SnapshotRow],
-        removed: &[String],
-    ) -> Result<(), SourceError> {
-        RedshiftSource::snapshot_write(self, snapshot, rows, removed).await
-    }
-
-    async fn snapshot_absent_count(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<u64, SourceError> {
-        RedshiftSource::snapshot_absent_count(self, snapshot, model, key).await
-    }
-
-    async fn snapshot_absent(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<RowStream, SourceError> {
-        RedshiftSource::snapshot_absent(self, snapshot, model, key).await
-    }
-
-    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
-        RedshiftSource::count_keys(self, model, key).await
-    }
-
-    async fn snapshot_rows(
-        &self,
-        snapshot: &Snapshot,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SnapshotRow>, SourceError> {
-        RedshiftSource::snapshot_rows(self, snapshot, after, limit).await
-    }
-
-    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
-        RedshiftSource::snapshot_drop(self, snapshot).await
-    }
+    crate::snapshot_calls!(RedshiftSource);
 }
 
 impl RedshiftSource {

@@ -93,61 +93,30 @@ pub(super) fn diff_sql(
     texts: &[String],
     d: &DiffSpec<'_>,
 ) -> String {
-    let inner = AnsiQuotes.model_from(model);
-    let inner = match inner.strip_suffix(" AS m") {
-        Some(i) => format!("{i} AS q"),
-        None => inner,
-    };
     let wfp = match d.fingerprint {
         Some(f) => fingerprint(texts, &f.salt),
         None => "'0000000000000000'".into(),
     };
-    let rows = format!("(SELECT q.*, {wfp} AS __sp_wfp FROM {inner}) AS m");
-    if d.empty {
-        return format!("SELECT {}, m.__sp_wfp FROM {rows}", select.join(", "));
-    }
-    let filter = match (d.all, d.fingerprint.is_some()) {
-        (true, _) => "",
-        (false, true) => " WHERE s.\"key\" IS NULL OR s.wfp IS NULL OR s.wfp <> m.__sp_wfp",
-        (false, false) => " WHERE s.\"key\" IS NULL",
-    };
-    format!(
-        "SELECT {}, m.__sp_wfp, CASE WHEN s.wfp IS NULL THEN s.lfp END, CASE WHEN s.\"key\" IS NOT NULL THEN COALESCE(s.note, '') END FROM {rows} LEFT JOIN {} AS s ON s.\"key\" = m.{}::varchar{filter}",
-        select.join(", "),
-        table(d.snapshot),
-        q(key),
+    crate::snapshots::diff_sql(
+        model,
+        key,
+        select,
+        d,
+        crate::snapshots::DiffSql {
+            dialect: &AnsiQuotes,
+            table: table(d.snapshot),
+            fingerprint: wfp,
+            key_text: &|k| format!("{k}::varchar"),
+            differs: &crate::snapshots::plainly_differs,
+        },
     )
-}
-
-/// A fingerprint as the snapshot keeps it, and back.
-fn hex(w: i64) -> String {
-    format!("{:016x}", w as u64)
-}
-
-fn unhex(t: &str) -> Option<i64> {
-    u64::from_str_radix(t.trim(), 16).ok().map(|u| u as i64)
 }
 
 /// Reads what a diff read appends to a row (at `at`, and, unless the snapshot was empty,
 /// `at + 1` and `at + 2`).
 pub(super) fn diff_of(row: &SimpleQueryRow, at: usize, empty: bool) -> crate::Diff {
-    let wfp = row.get(at).and_then(unhex).unwrap_or(0);
-    if empty {
-        return crate::Diff {
-            warehouse_fingerprint: wfp,
-            previous: None,
-        };
-    }
-    let lfp = row.get(at + 1).and_then(|t| t.parse::<i64>().ok());
-    crate::Diff {
-        warehouse_fingerprint: wfp,
-        previous: row.get(at + 2).map(|n| {
-            (
-                lfp.map_or(0, |l| l as u64),
-                Some(n.to_string()).filter(|n| !n.is_empty()),
-            )
-        }),
-    }
+    let text = |i: usize| if empty { None } else { row.get(i) };
+    crate::snapshots::diff_of_texts(row.get(at), text(at + 1), text(at + 2), empty)
 }
 
 /// The rows of a statement run as a simple query.
@@ -284,7 +253,7 @@ impl RedshiftSource {
         let t = table(s);
         let mut sql = vec!["BEGIN".to_string()];
         if !rows.is_empty() {
-            let kept = crate::last_of_each_key(rows);
+            let kept = crate::snapshots::last_of_each_key(rows);
             sql.push(
                 "CREATE TEMP TABLE IF NOT EXISTS sallyport_stage (\"key\" varchar(3072), wfp char(16), lfp int8, note varchar(65535)); DELETE FROM sallyport_stage".into(),
             );
@@ -295,8 +264,10 @@ impl RedshiftSource {
                         format!(
                             "({}, {}, {}, {})",
                             lit(&r.key),
-                            r.warehouse_fingerprint
-                                .map_or("NULL".into(), |w| format!("'{}'", hex(w))),
+                            r.warehouse_fingerprint.map_or("NULL".into(), |w| format!(
+                                "'{}'",
+                                crate::snapshots::hex(w)
+                            )),
                             r.fingerprint as i64,
                             r.note.as_deref().map_or("NULL".into(), lit)
                         )
@@ -411,7 +382,7 @@ impl RedshiftSource {
             .iter()
             .map(|r| SnapshotRow {
                 key: r.get(0).unwrap_or_default().to_string(),
-                warehouse_fingerprint: r.get(1).and_then(unhex),
+                warehouse_fingerprint: r.get(1).and_then(crate::snapshots::unhex),
                 fingerprint: r.get(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0) as u64,
                 note: r.get(3).map(str::to_string),
             })
@@ -432,12 +403,5 @@ mod tests {
     fn literals_read_the_same_whatever_the_server_does_with_backslashes() {
         assert_eq!(lit("o'hara"), "'o''hara'");
         assert_eq!(lit(r"a\b"), r"'a' || CHR(92) || 'b'");
-    }
-
-    #[test]
-    fn fingerprints_round_trip_through_hex() {
-        for w in [0, 1, -1, i64::MIN, i64::MAX] {
-            assert_eq!(unhex(&hex(w)), Some(w));
-        }
     }
 }

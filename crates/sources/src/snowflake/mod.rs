@@ -26,8 +26,8 @@ use xxhash_rust::xxh3::Xxh3;
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SnapshotRow,
-    SourceError, Unreadable, Warehouse, CHUNK_ROWS,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Unreadable,
+    Warehouse, CHUNK_ROWS,
 };
 
 /// A column of a result, as `rowtype` describes it.
@@ -661,65 +661,7 @@ impl Warehouse for SnowflakeSource {
         })
     }
 
-    fn snapshots(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-
-    async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
-        SnowflakeSource::snapshot_check(self, schema).await
-    }
-
-    async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {
-        SnowflakeSource::snapshot_prepare(self, snapshot).await
-    }
-
-    async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
-        SnowflakeSource::snapshot_count(self, snapshot).await
-    }
-
-    async fn snapshot_write(
-        &self,
-        snapshot: &Snapshot,
-        rows: &[SnapshotRow],
-        removed: &[String],
-    ) -> Result<(), SourceError> {
-        SnowflakeSource::snapshot_write(self, snapshot, rows, removed).await
-    }
-
-    async fn snapshot_absent_count(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<u64, SourceError> {
-        SnowflakeSource::snapshot_absent_count(self, snapshot, model, key).await
-    }
-
-    async fn snapshot_absent(
-        &self,
-        snapshot: &Snapshot,
-        model: &Model,
-        key: &str,
-    ) -> Result<RowStream, SourceError> {
-        SnowflakeSource::snapshot_absent(self, snapshot, model, key).await
-    }
-
-    async fn count_keys(&self, model: &Model, key: &str) -> Result<u64, SourceError> {
-        SnowflakeSource::count_keys(self, model, key).await
-    }
-
-    async fn snapshot_rows(
-        &self,
-        snapshot: &Snapshot,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<SnapshotRow>, SourceError> {
-        SnowflakeSource::snapshot_rows(self, snapshot, after, limit).await
-    }
-
-    async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
-        SnowflakeSource::snapshot_drop(self, snapshot).await
-    }
+    crate::snapshot_calls!(SnowflakeSource);
 }
 
 impl SnowflakeSource {

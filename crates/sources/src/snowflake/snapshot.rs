@@ -61,35 +61,10 @@ fn fingerprint(texts: &[String], salt: &str) -> String {
     format!("LEFT(MD5({}), 16)", parts.join(" || '|' || "))
 }
 
-/// A fingerprint as the snapshot keeps it, and back.
-fn hex(w: i64) -> String {
-    format!("{:016x}", w as u64)
-}
-
-fn unhex(t: &str) -> Option<i64> {
-    u64::from_str_radix(t.trim(), 16).ok().map(|u| u as i64)
-}
-
 /// Reads what a diff read appends to a row (`cells[at..]`).
 pub(super) fn diff_of(cells: &[Option<String>], at: usize, empty: bool) -> crate::Diff {
     let cell = |i: usize| cells.get(i).and_then(|c| c.as_deref());
-    let wfp = cell(at).and_then(unhex).unwrap_or(0);
-    if empty {
-        return crate::Diff {
-            warehouse_fingerprint: wfp,
-            previous: None,
-        };
-    }
-    let lfp = cell(at + 1).and_then(|t| t.parse::<i64>().ok());
-    crate::Diff {
-        warehouse_fingerprint: wfp,
-        previous: cell(at + 2).map(|n| {
-            (
-                lfp.map_or(0, |l| l as u64),
-                Some(n.to_string()).filter(|n| !n.is_empty()),
-            )
-        }),
-    }
+    crate::snapshots::diff_of_texts(cell(at), cell(at + 1), cell(at + 2), empty)
 }
 
 impl SnowflakeSource {
@@ -117,11 +92,6 @@ impl SnowflakeSource {
         hashed: &[usize],
         d: &DiffSpec<'_>,
     ) -> String {
-        let inner = AnsiQuotes.model_from(model);
-        let inner = match inner.strip_suffix(" AS m") {
-            Some(i) => format!("{i} AS q"),
-            None => inner,
-        };
         let wfp = match d.fingerprint {
             Some(f) => {
                 let texts: Vec<String> = hashed
@@ -136,22 +106,18 @@ impl SnowflakeSource {
             .iter()
             .map(|c| format!("m.{}", q(&c.name)))
             .collect();
-        let rows = format!("(SELECT q.*, {wfp} AS \"__sp_wfp\" FROM {inner}) AS m");
-        if d.empty {
-            return format!("SELECT {}, m.\"__sp_wfp\" FROM {rows}", select.join(", "));
-        }
-        let filter = match (d.all, d.fingerprint.is_some()) {
-            (true, _) => "",
-            (false, true) => {
-                " WHERE s.\"key\" IS NULL OR s.\"wfp\" IS NULL OR s.\"wfp\" <> m.\"__sp_wfp\""
-            }
-            (false, false) => " WHERE s.\"key\" IS NULL",
-        };
-        format!(
-            "SELECT {}, m.\"__sp_wfp\", CASE WHEN s.\"wfp\" IS NULL THEN s.\"lfp\" END, CASE WHEN s.\"key\" IS NOT NULL THEN COALESCE(s.\"note\", '') END FROM {rows} LEFT JOIN {} AS s ON s.\"key\" = m.{}::VARCHAR{filter}",
-            select.join(", "),
-            self.table(d.snapshot),
-            q(key),
+        crate::snapshots::diff_sql(
+            model,
+            key,
+            &select,
+            d,
+            crate::snapshots::DiffSql {
+                dialect: &AnsiQuotes,
+                table: self.table(d.snapshot),
+                fingerprint: wfp,
+                key_text: &|k| format!("{k}::VARCHAR"),
+                differs: &crate::snapshots::plainly_differs,
+            },
         )
     }
 
@@ -295,35 +261,16 @@ impl SnowflakeSource {
         rows: &[SnapshotRow],
         removed: &[String],
     ) -> Result<(), SourceError> {
-        // A key both acknowledged and removed in one batch is removed (as a delete after the
-        // upsert would leave it).
-        let gone: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
-        let all: Vec<SnapshotRow> = rows
-            .iter()
-            .filter(|r| !gone.contains(r.key.as_str()))
-            .cloned()
-            .chain(removed.iter().map(|k| SnapshotRow {
-                key: k.clone(),
-                warehouse_fingerprint: None,
-                fingerprint: 0,
-                note: None,
-            }))
-            .collect();
-        let entries: Vec<String> = crate::last_of_each_key(&all)
+        let entries: Vec<String> = crate::snapshots::with_removals(rows, removed)
             .into_iter()
-            .map(|r| {
+            .map(|(r, gone)| {
                 format!(
-                    "({}, {}, {}, {}, {})",
+                    "({}, {}, {}, {}, {gone})",
                     lit(&r.key),
                     r.warehouse_fingerprint
-                        .map_or("NULL".into(), |w| format!("'{}'", hex(w))),
+                        .map_or("NULL".into(), |w| format!("'{}'", crate::snapshots::hex(w))),
                     r.fingerprint as i64,
                     r.note.as_deref().map_or("NULL".into(), lit),
-                    if gone.contains(r.key.as_str()) {
-                        "TRUE"
-                    } else {
-                        "FALSE"
-                    }
                 )
             })
             .collect();
@@ -332,26 +279,16 @@ impl SnowflakeSource {
         // was killed may still be running in Snowflake: a shared staging table could take its
         // rows).
         let t = self.table(s);
-        let mut start = 0;
-        while start < entries.len() {
-            let (mut end, mut bytes) = (start, 0);
-            while end < entries.len()
-                && end - start < MERGE_ROWS
-                && (end == start || bytes + entries[end].len() < MERGE_BYTES)
-            {
-                bytes += entries[end].len() + 2;
-                end += 1;
-            }
+        for part in crate::snapshots::parts(&entries, MERGE_ROWS, MERGE_BYTES) {
             self.api
                 .execute(&format!(
                     "MERGE INTO {t} AS t USING (SELECT column1::VARCHAR AS \"key\", column2::VARCHAR AS \"wfp\", column3::NUMBER(19,0) AS \"lfp\", column4::VARCHAR AS \"note\", column5::BOOLEAN AS \"gone\" FROM VALUES {}) AS st ON t.\"key\" = st.\"key\"
                      WHEN MATCHED AND st.\"gone\" THEN DELETE
                      WHEN MATCHED THEN UPDATE SET \"wfp\" = st.\"wfp\", \"lfp\" = st.\"lfp\", \"note\" = COALESCE(st.\"note\", t.\"note\")
                      WHEN NOT MATCHED AND NOT st.\"gone\" THEN INSERT (\"key\", \"wfp\", \"lfp\", \"note\") VALUES (st.\"key\", st.\"wfp\", st.\"lfp\", st.\"note\")",
-                    entries[start..end].join(", ")
+                    part.join(", ")
                 ))
                 .await?;
-            start = end;
         }
         Ok(())
     }
@@ -427,7 +364,7 @@ impl SnowflakeSource {
                 let cell = |i: usize| r.get(i).cloned().flatten();
                 SnapshotRow {
                     key: cell(0).unwrap_or_default(),
-                    warehouse_fingerprint: cell(1).as_deref().and_then(unhex),
+                    warehouse_fingerprint: cell(1).as_deref().and_then(crate::snapshots::unhex),
                     fingerprint: cell(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0) as u64,
                     note: cell(3),
                 }
@@ -459,12 +396,5 @@ mod tests {
     fn literals_escape_quotes_and_backslashes() {
         assert_eq!(lit("o'hara"), "'o''hara'");
         assert_eq!(lit(r"a\b"), r"'a\\b'");
-    }
-
-    #[test]
-    fn fingerprints_round_trip_through_hex() {
-        for w in [0, 1, -1, i64::MIN, i64::MAX] {
-            assert_eq!(unhex(&hex(w)), Some(w));
-        }
     }
 }
