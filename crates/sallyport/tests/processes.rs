@@ -69,6 +69,25 @@ impl Setup {
         }
     }
 
+    /// Puts `settings` (the `{...}` after `pg: `) in place of the PostgreSQL warehouse of the
+    /// config.
+    fn warehouse(&self, settings: &str) {
+        let path = self.dir.path().join("sallyport.yaml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let config: Vec<String> = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("  pg: {type: postgres") {
+                    format!("  pg: {settings}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        assert!(config.iter().any(|l| *l == format!("  pg: {settings}")));
+        std::fs::write(&path, config.join("\n") + "\n").unwrap();
+    }
+
     /// The same over a MariaDB database of the test's own: `tables` run there (`{s}` standing
     /// for the database), and the syncs' warehouse `pg` is that database.
     async fn mysql(url: &str, tables: &str, syncs: &str, delivery: &str) -> Setup {
@@ -79,20 +98,9 @@ impl Setup {
         c.query_drop(tables.replace("{s}", &db)).await.unwrap();
         let _ = c.disconnect().await;
         let mut s = Setup::new("", &syncs.replace("{s}", &db), delivery).await;
-        let path = s.dir.path().join("sallyport.yaml");
-        let config = std::fs::read_to_string(&path).unwrap();
-        let config = config
-            .lines()
-            .map(|l| {
-                if l.starts_with("  pg: {type: postgres") {
-                    format!("  pg: {{type: mysql, url: \"{url}\", sallyport_schema: \"{db}\"}}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&path, config + "\n").unwrap();
+        s.warehouse(&format!(
+            "{{type: mysql, url: \"{url}\", sallyport_schema: \"{db}\"}}"
+        ));
         s.mysql = Some((url.to_string(), db));
         s
     }
@@ -328,19 +336,7 @@ async fn sigkill_at_random_moments_with_change_detection_in_snowflake() {
         KILLED_DELIVERY,
     )
     .await;
-    let path = s.dir.path().join("sallyport.yaml");
-    let config = std::fs::read_to_string(&path).unwrap();
-    let config: Vec<String> = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("  pg: {type: postgres") {
-                format!("  pg: {{type: snowflake, account: test, user: sallyport, password: pw, warehouse: COMPUTE_WH, database: {db}, schema: PUBLIC, url: \"{url}\"}}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    std::fs::write(&path, config.join("\n") + "\n").unwrap();
+    s.warehouse(&format!("{{type: snowflake, account: test, user: sallyport, password: pw, warehouse: COMPUTE_WH, database: {db}, schema: PUBLIC, url: \"{url}\"}}"));
     killed_at_random_moments(s, "snowflake warehouse", ROWS).await;
 }
 
@@ -417,14 +413,13 @@ async fn sigkill_at_random_moments(mode: &str, kind: &str) {
         KILLED_DELIVERY,
     )
     .await;
-    let path = s.dir.path().join("sallyport.yaml");
-    let config = std::fs::read_to_string(&path).unwrap();
-    let config = config.replace("  pg: {type: postgres", &format!("  pg: {{type: {kind}"));
-    assert!(
-        config.contains(&format!("  pg: {{type: {kind},")),
-        "{config}"
-    );
-    std::fs::write(&path, config).unwrap();
+    if kind != "postgres" {
+        s.warehouse(&format!(
+            "{{type: {kind}, url: \"{}\", sallyport_schema: \"{}\"}}",
+            sallyport_testkit::pg_url(),
+            &*s._schema
+        ));
+    }
     killed_at_random_moments(s, &format!("{kind} {mode}"), N).await;
 }
 
