@@ -366,7 +366,7 @@ mod tests {
         let state = StateStore::open(&StateLocation::Sqlite(dir.path().join("s.db")))
             .await
             .unwrap();
-        let run = state.begin_run("s", false).await.unwrap();
+        let run = state.begin_run("s", false, None).await.unwrap();
         let commit = Commit {
             accepted: vec![("a".into(), 1), ("b".into(), 2), ("d".into(), 9)],
             ..Default::default()

@@ -234,7 +234,7 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The lease of a run's lock unless the engine is told otherwise.
-pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Engine {
     /// Opens the state store the config names.

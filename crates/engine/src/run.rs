@@ -39,6 +39,12 @@ pub struct RunOptions {
     pub progress: Option<Arc<dyn Progress>>,
     /// Lets this run remove more rows than the sync's `max_removals` allows (once).
     pub allow_removals: bool,
+    /// The `serve` worker running it, named in the run history.
+    pub worker: Option<String>,
+    /// A scheduled run: it starts only if no run of the sync started after this time (Unix
+    /// milliseconds), checked again once the lock is held, so that of several workers that
+    /// find a sync due, one runs it and the others answer [`RunError::AlreadyRunning`].
+    pub unless_started_after: Option<i64>,
 }
 
 /// An op as a preview shows it.
@@ -164,6 +170,20 @@ impl Engine {
             snapshot_home,
             in_warehouse,
         })
+    }
+
+    /// Refuses a scheduled run when a run of the sync started after `after` (another worker
+    /// made it).
+    async fn still_due(&self, name: &str, after: Option<i64>) -> Result<(), RunError> {
+        let Some(after) = after else {
+            return Ok(());
+        };
+        match self.state.runs(Some(name), 1).await?.first() {
+            Some(last) if last.started_at > after => {
+                Err(RunError::AlreadyRunning(name.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Takes the lock of a run that died on this machine.
@@ -397,6 +417,8 @@ impl Engine {
     /// a run that started ends with a summary (status `failed` if it could not complete).
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
+        // A scheduled run that another worker already made is not made again.
+        self.still_due(name, opts.unless_started_after).await?;
         // The app's check retries what is transient; a stop asked for meanwhile ends it.
         let p = match opts.cancel.clone() {
             Some(mut c) => tokio::select! {
@@ -460,12 +482,20 @@ impl Engine {
         });
         // This run holds the sync now: a run of it still recorded as `running` belongs to a
         // process that stopped without finishing it.
-        if let Err(e) = self.interrupt_runs_of(Some(name)).await {
+        let checked = match self.still_due(name, opts.unless_started_after).await {
+            Ok(()) => self.interrupt_runs_of(Some(name)).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
             renew.0.abort();
             let _ = self.state.unlock(&key, &holder).await;
             return Err(e);
         }
-        let run_id = match self.state.begin_run(name, opts.full_resync).await {
+        let run_id = match self
+            .state
+            .begin_run(name, opts.full_resync, opts.worker.as_deref())
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 renew.0.abort();
@@ -480,6 +510,7 @@ impl Engine {
             id: run_id,
             sync: name.to_string(),
             full_resync: opts.full_resync,
+            worker: opts.worker.clone(),
             ..Default::default()
         };
         let mut destination = p.destination;

@@ -156,7 +156,7 @@ async fn a_run_marks_the_run_a_killed_process_left_running_as_interrupted() {
     users(&h, 5).await;
     let engine = h.engine(PEOPLE).await;
     // What a SIGKILLed `sallyport sync` leaves: a run recorded as `running`.
-    let left = engine.state.begin_run("people", false).await.unwrap();
+    let left = engine.state.begin_run("people", false, None).await.unwrap();
     let s = h.run(&engine, "people").await;
     assert_eq!(s.status, "succeeded");
     let runs = engine.state.runs(Some("people"), 5).await.unwrap();

@@ -769,7 +769,7 @@ async fn an_email_state_written_in_another_case_is_folded_not_removed() {
 ";
     let engine = h.engine(syncs).await;
     // A state as an earlier version wrote it: the email as the model has it.
-    let run = engine.state.begin_run("people", false).await.unwrap();
+    let run = engine.state.begin_run("people", false, None).await.unwrap();
     engine
         .state
         .commit(

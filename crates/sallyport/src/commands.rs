@@ -115,13 +115,15 @@ pub async fn dispatch(cli: Cli) -> u8 {
             data_dir,
             allow_private_networks,
             public_url,
+            lease,
         } => {
             let token_path = cli
                 .config
                 .parent()
                 .map(|d| d.join("sallyport.token"))
                 .unwrap_or_else(|| "sallyport.token".into());
-            with_engine(&cli.config, |e| {
+            with_engine(&cli.config, |mut e| {
+                e.lock_lease = std::time::Duration::from_secs(lease);
                 serve(
                     e,
                     listen,
@@ -356,6 +358,7 @@ pub async fn sync(engine: &Engine, names: &[String], how: RunHow, json: bool) ->
             progress: bar
                 .clone()
                 .map(|b| b as Arc<dyn sallyport_engine::Progress>),
+            ..Default::default()
         };
         let result = engine.run(name, opts).await;
         if let Some(b) = &bar {

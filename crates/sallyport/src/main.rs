@@ -152,6 +152,10 @@ pub enum Command {
         /// TLS proxy: an https:// one makes the session cookie Secure.
         #[arg(long)]
         public_url: Option<String>,
+        /// How long a run's lock holds without a heartbeat, in seconds: when a worker dies,
+        /// another worker over the same state store takes its syncs over after at most this.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(4..=3600))]
+        lease: u64,
     },
 }
 

@@ -48,6 +48,7 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/api/v1/syncs/{name}/preview", post(preview))
         .route("/api/v1/syncs/{name}/pause", post(pause))
         .route("/api/v1/syncs/{name}/resume", post(resume))
+        .route("/api/v1/workers", get(workers))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(server.clone(), auth));
@@ -416,6 +417,12 @@ async fn requests(
     find_sync(&s, &name)?;
     Ok(Json(
         json!({ "requests": s.engine().inspector.requests(&name) }),
+    ))
+}
+
+async fn workers(State(s): State<Arc<Server>>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "workers": s.workers().await.map_err(internal)? }),
     ))
 }
 

@@ -307,6 +307,8 @@ pub struct Server {
     allow_private: std::sync::atomic::AtomicBool,
     /// Turns true when the server stops: every run stops as Ctrl-C stops a CLI run.
     stop: tokio::sync::watch::Sender<bool>,
+    /// This process as the other workers over the same state store see it.
+    pub(crate) worker: sallyport_state::WorkerRecord,
 }
 
 impl Server {
@@ -347,6 +349,7 @@ impl Server {
                 Some(d) => d.clone(),
                 None => std::path::PathBuf::from("."),
             }),
+            worker: this_worker(),
         });
         // Secrets an earlier version stored without their address binding are sealed again.
         let upgraded = entities::upgrade(&server.engine().state, &server.vault).await?;
@@ -449,6 +452,21 @@ impl Server {
         self.start_run_with(sync, trigger, false)
     }
 
+    /// This worker's id, as the run history and `GET /api/v1/workers` name it.
+    pub fn worker_id(&self) -> &str {
+        &self.worker.id
+    }
+
+    /// Starts a scheduled run of `sync` unless a run of it started after `last` (Unix ms):
+    /// of several workers that find it due, one runs it.
+    pub(crate) fn start_scheduled(
+        self: &Arc<Self>,
+        sync: &str,
+        last: Option<i64>,
+    ) -> Result<Running, ApiError> {
+        self.launch(sync, "schedule", false, Some(last.unwrap_or(0)))
+    }
+
     /// [`Server::start_run`], letting the run remove more rows than the sync's `max_removals`
     /// allows when `allow_removals`.
     pub fn start_run_with(
@@ -456,6 +474,16 @@ impl Server {
         sync: &str,
         trigger: &'static str,
         allow_removals: bool,
+    ) -> Result<Running, ApiError> {
+        self.launch(sync, trigger, allow_removals, None)
+    }
+
+    fn launch(
+        self: &Arc<Self>,
+        sync: &str,
+        trigger: &'static str,
+        allow_removals: bool,
+        unless_started_after: Option<i64>,
     ) -> Result<Running, ApiError> {
         let engine = self.engine();
         engine
@@ -501,11 +529,29 @@ impl Server {
             let options = RunOptions {
                 cancel: Some(server.stop.subscribe()),
                 allow_removals,
+                worker: Some(server.worker.id.clone()),
+                unless_started_after,
                 ..Default::default()
             };
             let result = engine.run(&name, options).await;
+            // The schedule keeps time by the history: a run made here or by another worker
+            // is learned from it again (a run that could not start is tried again a schedule
+            // later, not at once).
+            if matches!(
+                result,
+                Ok(_) | Err(sallyport_engine::RunError::AlreadyRunning(_))
+            ) {
+                server
+                    .last_start
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+            }
             match &result {
                 Ok(summary) => server.metrics.record(summary, &app),
+                Err(sallyport_engine::RunError::AlreadyRunning(_)) => {
+                    tracing::debug!(sync = %name, "run made by another worker");
+                }
                 Err(e) => {
                     tracing::warn!(sync = %name, error = %e, "run could not start");
                     server.metrics.record(
@@ -615,6 +661,7 @@ pub async fn serve(
     use tower_service::Service;
 
     let scheduler = tokio::spawn(scheduler::run(server.clone()));
+    let heartbeat = tokio::spawn(heartbeat(server.clone()));
     let router = app(server.clone());
     let limits = server.limits();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
@@ -662,8 +709,88 @@ pub async fn serve(
     // what was acknowledged and end `interrupted`.
     scheduler.abort();
     server.stop.send_replace(true);
+    server.beat().await;
     server.wait_for_runs(RUNS_DRAIN).await;
+    heartbeat.abort();
+    if let Err(e) = server.engine().state.worker_gone(&server.worker.id).await {
+        tracing::warn!(error = %e, "cannot remove this worker from the list of workers");
+    }
     Ok(())
+}
+
+/// How often a worker tells the others that it is alive.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// This process as a worker: host, process id and a random part (a restarted process is a new
+/// worker).
+fn this_worker() -> sallyport_state::WorkerRecord {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let pid = std::process::id();
+    sallyport_state::WorkerRecord {
+        id: format!("{host}-{pid}-{:04x}", fastrand::u16(..)),
+        host,
+        pid: pid as i64,
+        started_at: Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}
+
+impl Server {
+    /// Records this worker's heartbeat: alive, what it runs, whether it is stopping.
+    pub(crate) async fn beat(&self) {
+        let mut me = self.worker.clone();
+        me.running = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut names: Vec<String> = running.keys().cloned().collect();
+            names.sort();
+            names
+        };
+        me.stopping = *self.stop.borrow();
+        if let Err(e) = self.engine().state.worker_beat(&me).await {
+            tracing::warn!(error = %e, "cannot record this worker's heartbeat");
+        }
+    }
+}
+
+/// A worker as `GET /api/v1/workers` and the UI show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerView {
+    #[serde(flatten)]
+    pub worker: sallyport_state::WorkerRecord,
+    /// It beat within the run lease: its runs still hold their syncs.
+    pub alive: bool,
+    /// It is the worker that answered.
+    pub this: bool,
+}
+
+impl Server {
+    /// The workers sharing the state store, the most recently heard first.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>, sallyport_state::StateError> {
+        let engine = self.engine();
+        let lease = engine.lock_lease.as_millis() as i64;
+        let now = Utc::now().timestamp_millis();
+        Ok(engine
+            .state
+            .workers()
+            .await?
+            .into_iter()
+            .map(|w| WorkerView {
+                alive: now - w.heartbeat_at <= lease,
+                this: w.id == self.worker.id,
+                worker: w,
+            })
+            .collect())
+    }
+}
+
+async fn heartbeat(server: Arc<Server>) {
+    loop {
+        server.beat().await;
+        tokio::time::sleep(HEARTBEAT).await;
+    }
 }
 
 /// What a client may take of the server.

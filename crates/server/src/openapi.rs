@@ -111,6 +111,12 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "Resume the sync's schedule",
         "200",
     ),
+    (
+        "get",
+        "/api/v1/workers",
+        "The serve workers sharing the state store: last heartbeat, alive, the syncs each runs",
+        "200",
+    ),
     ("get", "/metrics", "Prometheus metrics", "200"),
     ("get", "/healthz", "Health (no token needed)", "200"),
 ];

@@ -1,6 +1,10 @@
 //! Starts scheduled runs. A sync is due at its schedule's next time after its last run started
 //! (read from the run history, so that it keeps time across restarts). A sync never runs twice
 //! at once: one that is due while its previous run is going starts when that run ends.
+//!
+//! Several workers may share one state store: each finds the sync due, and the run's lock
+//! decides. The worker that takes it checks, under the lock, that no run started since the
+//! time it knew of; the others learn that run's start from the history and wait for the next.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +68,13 @@ async fn tick(server: &Arc<Server>) {
             continue;
         }
         if next_after(server, name, schedule) <= now {
-            if let Err(e) = server.start_run(name, "schedule") {
+            let last = server
+                .last_start
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .map(|t| t.timestamp_millis());
+            if let Err(e) = server.start_scheduled(name, last) {
                 tracing::debug!(sync = %name, error = %e.message, "scheduled run not started");
             }
         }

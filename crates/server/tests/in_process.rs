@@ -252,7 +252,7 @@ async fn listings_come_a_page_at_a_time_and_never_more_than_a_thousand() {
     assert_eq!(status, StatusCode::CREATED);
     let engine = server.engine();
     let key = engine.state_key("people");
-    let run = engine.state.begin_run("people", false).await.unwrap();
+    let run = engine.state.begin_run("people", false, None).await.unwrap();
     let failed = (0..1500)
         .map(|i| (format!("k{i:05}"), "bad".to_string()))
         .collect();
@@ -296,7 +296,7 @@ async fn listings_come_a_page_at_a_time_and_never_more_than_a_thousand() {
     assert!(second["next"].is_null());
 
     for _ in 0..2 {
-        engine.state.begin_run("people", false).await.unwrap();
+        engine.state.begin_run("people", false, None).await.unwrap();
     }
     let (_, runs) = call(&app, "GET", "/api/v1/syncs/people/runs?limit=2", None, true).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2);

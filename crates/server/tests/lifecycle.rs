@@ -113,14 +113,14 @@ async fn a_starting_server_marks_runs_left_running_as_interrupted() {
     let state = engine.state.clone();
     // A process died in the middle of a run: its run is still `running`, its lock is a dead
     // holder's (or its lease lapsed).
-    let left = state.begin_run("people", false).await.unwrap();
+    let left = state.begin_run("people", false, None).await.unwrap();
     let dead = format!("{}/999999999/0", sallyport_engine::lock_place());
     assert!(state
         .try_lock("people", &dead, Duration::from_secs(60))
         .await
         .unwrap());
     // A run of a sync whose lock a live holder has is left alone.
-    let live = state.begin_run("other", false).await.unwrap();
+    let live = state.begin_run("other", false, None).await.unwrap();
     assert!(state
         .try_lock("other", "somewhere-else/1/0", Duration::from_secs(60))
         .await

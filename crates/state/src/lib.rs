@@ -93,6 +93,23 @@ pub struct RunRecord {
     #[serde(flatten)]
     pub counts: RowCounts,
     pub error: Option<String>,
+    /// The `serve` worker that ran it (none for a CLI run).
+    pub worker: Option<String>,
+}
+
+/// A `serve` process sharing the state store, as its last heartbeat left it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// The syncs it was running at its last heartbeat.
+    pub running: Vec<String>,
+    /// It was draining (stopping) at its last heartbeat.
+    pub stopping: bool,
 }
 
 impl std::ops::Deref for RunRecord {
@@ -253,8 +270,32 @@ impl StateStore {
     }
 
     /// Records the start of a run; its id.
-    pub async fn begin_run(&self, sync: &str, full_resync: bool) -> Result<i64> {
-        each!(self, s => s.begin_run(sync, full_resync, now_ms()).await)
+    pub async fn begin_run(
+        &self,
+        sync: &str,
+        full_resync: bool,
+        worker: Option<&str>,
+    ) -> Result<i64> {
+        each!(self, s => s.begin_run(sync, full_resync, worker, now_ms()).await)
+    }
+
+    /// Records that worker `w` is alive now (and what it runs); workers silent for a day are
+    /// forgotten on the way.
+    pub async fn worker_beat(&self, w: &WorkerRecord) -> Result<()> {
+        let mut w = w.clone();
+        w.heartbeat_at = now_ms();
+        let forget_before = w.heartbeat_at - 24 * 3600 * 1000;
+        each!(self, s => s.worker_beat(&w, forget_before).await)
+    }
+
+    /// The workers that beat in the last day, the most recent first.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        each!(self, s => s.workers().await)
+    }
+
+    /// Forgets a worker that stopped.
+    pub async fn worker_gone(&self, id: &str) -> Result<()> {
+        each!(self, s => s.worker_gone(id).await)
     }
 
     /// Records a run's outcome and counters.
@@ -533,6 +574,15 @@ CREATE TABLE IF NOT EXISTS locks (
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    running TEXT NOT NULL,
+    stopping BOOLEAN NOT NULL
+);
 ";
 
 /// The run history table, with the backend's auto-numbered primary key.
@@ -552,7 +602,8 @@ fn runs_table(id: &str) -> String {
             rows_sent BIGINT NOT NULL DEFAULT 0,
             rows_failed BIGINT NOT NULL DEFAULT 0,
             rows_removed BIGINT NOT NULL DEFAULT 0,
-            error TEXT
+            error TEXT,
+            worker TEXT
         );
         CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);"
     )
@@ -560,4 +611,4 @@ fn runs_table(id: &str) -> String {
 
 const RUN_COLUMNS: &str =
     "id, sync, status, started_at, finished_at, full_resync, rows_read, rows_new, \
-    rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error";
+    rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error, worker";

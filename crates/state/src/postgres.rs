@@ -30,6 +30,7 @@ fn run_from_row(r: &tokio_postgres::Row) -> RunRecord {
             rows_removed: r.get::<_, i64>(12) as u64,
         },
         error: r.get(13),
+        worker: r.get(14),
     }
 }
 
@@ -43,6 +44,34 @@ impl PgState {
             .connect()
             .await
             .map_err(|e| StateError::Postgres(format!("the PostgreSQL state store: {e}")))?;
+        // Several processes may start at once over one store: they create and migrate its
+        // tables one after another (concurrent CREATE TABLE IF NOT EXISTS can collide).
+        client
+            .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7140517021)")
+            .await?;
+        let made = Self::create(&client).await;
+        client
+            .batch_execute(if made.is_ok() { "COMMIT" } else { "ROLLBACK" })
+            .await?;
+        made?;
+        client
+            .batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                    PRIMARY KEY (sync, key));
+                 CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
+                    PRIMARY KEY (sync, key));
+                 CREATE TEMP TABLE IF NOT EXISTS seen_keys (scope TEXT NOT NULL, norm TEXT NOT NULL,
+                    raw TEXT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS seen_keys_norm ON seen_keys (scope, norm);",
+            )
+            .await?;
+        Ok(Self {
+            client: tokio::sync::Mutex::new(client),
+        })
+    }
+
+    /// Creates the tables, or adds what an earlier version's store lacks.
+    async fn create(client: &Client) -> Result<()> {
         client.batch_execute(SYNC_ROWS).await?;
         // Stores made before notes were kept gain the column (asked first: altering the table
         // needs its owner, and locks it).
@@ -64,20 +93,22 @@ impl PgState {
         client
             .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
             .await?;
-        client
-            .batch_execute(
-                "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
-                    PRIMARY KEY (sync, key));
-                 CREATE TEMP TABLE IF NOT EXISTS duplicate_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
-                    PRIMARY KEY (sync, key));
-                 CREATE TEMP TABLE IF NOT EXISTS seen_keys (scope TEXT NOT NULL, norm TEXT NOT NULL,
-                    raw TEXT NOT NULL);
-                 CREATE INDEX IF NOT EXISTS seen_keys_norm ON seen_keys (scope, norm);",
+        // Stores made before runs named their worker gain the column.
+        let has_worker: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_name = 'runs' AND column_name = 'worker'
+                    AND table_schema = ANY (current_schemas(false)))",
+                &[],
             )
-            .await?;
-        Ok(Self {
-            client: tokio::sync::Mutex::new(client),
-        })
+            .await?
+            .get(0);
+        if !has_worker {
+            client
+                .batch_execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS worker TEXT")
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn try_lock(&self, sync: &str, holder: &str, now: i64, expires: i64) -> Result<bool> {
@@ -183,17 +214,86 @@ impl PgState {
         Ok(())
     }
 
-    pub async fn begin_run(&self, sync: &str, full_resync: bool, now: i64) -> Result<i64> {
+    pub async fn begin_run(
+        &self,
+        sync: &str,
+        full_resync: bool,
+        worker: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
         let row = self
             .client
             .lock()
             .await
             .query_one(
-                "INSERT INTO runs (sync, status, started_at, full_resync) VALUES ($1, 'running', $2, $3) RETURNING id",
-                &[&sync, &now, &full_resync],
+                "INSERT INTO runs (sync, status, started_at, full_resync, worker) VALUES ($1, 'running', $2, $3, $4) RETURNING id",
+                &[&sync, &now, &full_resync, &worker],
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    pub async fn worker_beat(&self, w: &crate::WorkerRecord, forget_before: i64) -> Result<()> {
+        let running = serde_json::to_string(&w.running).unwrap_or_default();
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, running, stopping)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                    running = excluded.running, stopping = excluded.stopping",
+                &[
+                    &w.id,
+                    &w.host,
+                    &w.pid,
+                    &w.started_at,
+                    &w.heartbeat_at,
+                    &running,
+                    &w.stopping,
+                ],
+            )
+            .await?;
+        client
+            .execute(
+                "DELETE FROM workers WHERE heartbeat_at < $1",
+                &[&forget_before],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn workers(&self) -> Result<Vec<crate::WorkerRecord>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT id, host, pid, started_at, heartbeat_at, running, stopping FROM workers
+                 ORDER BY heartbeat_at DESC, id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::WorkerRecord {
+                id: r.get(0),
+                host: r.get(1),
+                pid: r.get(2),
+                started_at: r.get(3),
+                heartbeat_at: r.get(4),
+                running: serde_json::from_str(&r.get::<_, String>(5)).unwrap_or_default(),
+                stopping: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn worker_gone(&self, id: &str) -> Result<()> {
+        self.client
+            .lock()
+            .await
+            .execute("DELETE FROM workers WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
     }
 
     pub async fn finish_run(&self, r: &RunRecord) -> Result<()> {

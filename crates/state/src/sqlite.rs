@@ -34,6 +34,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             rows_removed: r.get::<_, i64>(12)? as u64,
         },
         error: r.get(13)?,
+        worker: r.get(14)?,
     })
 }
 
@@ -60,6 +61,13 @@ impl SqliteState {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
+        // Stores made before runs named their worker gain the column.
+        let has_worker: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'worker'")?
+            .exists([])?;
+        if !has_worker {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN worker TEXT")?;
+        }
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
                 PRIMARY KEY (sync, key)) WITHOUT ROWID;
@@ -195,14 +203,82 @@ impl SqliteState {
         .await
     }
 
-    pub async fn begin_run(&self, sync: &str, full_resync: bool, now: i64) -> Result<i64> {
+    pub async fn begin_run(
+        &self,
+        sync: &str,
+        full_resync: bool,
+        worker: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
         let sync = sync.to_string();
+        let worker = worker.map(str::to_string);
         self.call(move |conn| {
-                    conn.execute(
-                "INSERT INTO runs (sync, status, started_at, full_resync) VALUES (?1, 'running', ?2, ?3)",
-                params![sync, now, full_resync],
+            conn.execute(
+                "INSERT INTO runs (sync, status, started_at, full_resync, worker) VALUES (?1, 'running', ?2, ?3, ?4)",
+                params![sync, now, full_resync, worker],
             )?;
             Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    pub async fn worker_beat(&self, w: &crate::WorkerRecord, forget_before: i64) -> Result<()> {
+        let w = w.clone();
+        self.call(move |conn| {
+            let running = serde_json::to_string(&w.running).unwrap_or_default();
+            conn.execute(
+                "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, running, stopping)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,
+                    running = excluded.running, stopping = excluded.stopping",
+                params![
+                    w.id,
+                    w.host,
+                    w.pid,
+                    w.started_at,
+                    w.heartbeat_at,
+                    running,
+                    w.stopping
+                ],
+            )?;
+            conn.execute(
+                "DELETE FROM workers WHERE heartbeat_at < ?1",
+                params![forget_before],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn workers(&self) -> Result<Vec<crate::WorkerRecord>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, host, pid, started_at, heartbeat_at, running, stopping FROM workers
+                 ORDER BY heartbeat_at DESC, id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(crate::WorkerRecord {
+                        id: r.get(0)?,
+                        host: r.get(1)?,
+                        pid: r.get(2)?,
+                        started_at: r.get(3)?,
+                        heartbeat_at: r.get(4)?,
+                        running: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+                        stopping: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn worker_gone(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM workers WHERE id = ?1", params![id])?;
+            Ok(())
         })
         .await
     }

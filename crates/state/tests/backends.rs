@@ -33,7 +33,7 @@ async fn exercise(store: StateStore) {
         "a crashed holder's lease ran out"
     );
 
-    let run = store.begin_run("people", false).await.unwrap();
+    let run = store.begin_run("people", false, None).await.unwrap();
     store
         .commit(
             "people",
@@ -83,7 +83,7 @@ async fn exercise(store: StateStore) {
         .unwrap();
 
     // A second run fails key 4 again: one more attempt.
-    let run2 = store.begin_run("people", false).await.unwrap();
+    let run2 = store.begin_run("people", false, None).await.unwrap();
     let again = Commit {
         failed: vec![("4".into(), "still too long".into())],
         ..Default::default()
@@ -157,11 +157,47 @@ async fn exercise(store: StateStore) {
     assert!(store.entities("app").await.unwrap().is_empty());
 
     removals(&store).await;
+    workers(&store).await;
+}
+
+/// Workers' heartbeats, and the worker each run names.
+async fn workers(store: &StateStore) {
+    let w = sallyport_state::WorkerRecord {
+        id: "host-1-ab12".into(),
+        host: "host".into(),
+        pid: 1,
+        started_at: 5,
+        running: vec!["people".into()],
+        ..Default::default()
+    };
+    store.worker_beat(&w).await.unwrap();
+    let second = sallyport_state::WorkerRecord {
+        id: "host-2-cd34".into(),
+        stopping: true,
+        ..w.clone()
+    };
+    store.worker_beat(&second).await.unwrap();
+    let seen = store.workers().await.unwrap();
+    assert_eq!(seen.len(), 2);
+    let first = seen.iter().find(|x| x.id == w.id).unwrap();
+    assert_eq!(first.running, vec!["people".to_string()]);
+    assert!(
+        first.heartbeat_at > 5,
+        "the beat is dated by the store's call"
+    );
+    assert!(seen.iter().any(|x| x.id == second.id && x.stopping));
+    store.worker_gone(&second.id).await.unwrap();
+    assert_eq!(store.workers().await.unwrap().len(), 1);
+
+    let run = store.begin_run("people", false, Some(&w.id)).await.unwrap();
+    let runs = store.runs(Some("people"), 1).await.unwrap();
+    assert_eq!(runs[0].id, run);
+    assert_eq!(runs[0].worker.as_deref(), Some("host-1-ab12"));
 }
 
 /// Notes beside keys, keys that left the model, removals, and keys compared after folding.
 async fn removals(store: &StateStore) {
-    let run = store.begin_run("devices", false).await.unwrap();
+    let run = store.begin_run("devices", false, None).await.unwrap();
     let accepted: Vec<(String, u64)> = ["a", "b", "c", "d"]
         .iter()
         .map(|k| (k.to_string(), 1))

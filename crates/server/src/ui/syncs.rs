@@ -19,6 +19,7 @@ pub(super) async fn syncs_page(
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let e = server.engine();
     let paused = e.state.paused().await.unwrap_or_default();
+    let workers = server.workers().await.unwrap_or_default();
     let mut rows = String::new();
     for (name, s) in &e.config.syncs {
         let last = e
@@ -31,7 +32,10 @@ pub(super) async fn syncs_page(
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name);
+            .contains_key(name)
+            || workers
+                .iter()
+                .any(|w| w.alive && w.worker.running.contains(name));
         let state = if running {
             "running"
         } else if paused.contains(name) {
@@ -57,12 +61,37 @@ pub(super) async fn syncs_page(
                 .unwrap_or_else(|| "manual".into()),
         );
     }
+    let mut worker_rows = String::new();
+    for w in &workers {
+        let state = match (w.alive, w.worker.stopping) {
+            (false, _) => "lost (no heartbeat within the lease)",
+            (true, true) => "stopping",
+            (true, false) => "alive",
+        };
+        let _ = write!(
+            worker_rows,
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td></tr>",
+            esc(&w.worker.id),
+            if w.this { " (this one)" } else { "" },
+            w.worker.pid,
+            time(Some(w.worker.started_at)),
+            time(Some(w.worker.heartbeat_at)),
+            if w.worker.running.is_empty() {
+                "—".to_string()
+            } else {
+                esc(&w.worker.running.join(", "))
+            },
+        );
+    }
     page(
         "Syncs",
         Some(&csrf),
         &format!(
             r#"<p><a class="button" href="/syncs/new">New sync</a></p>
-<table><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Last run</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table>"#
+<table><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Last run</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Workers</h2>
+<p>The <code>serve</code> processes sharing this state store. Each run is made by one of them; a worker that stops beating loses its runs to another within the lease.</p>
+<table id="workers"><thead><tr><th>Worker</th><th>Process</th><th>Started</th><th>Last heartbeat</th><th>State</th><th>Running</th></tr></thead><tbody>{worker_rows}</tbody></table>"#
         ),
     )
 }
@@ -76,7 +105,7 @@ pub(super) fn runs_table(runs: &[sallyport_state::RunRecord]) -> String {
             .unwrap_or_else(|| "…".into());
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{took}</td><td class=\"status-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{took}</td><td class=\"status-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             r.id,
             time(Some(r.started_at)),
             esc(r.status.as_str()),
@@ -85,11 +114,12 @@ pub(super) fn runs_table(runs: &[sallyport_state::RunRecord]) -> String {
             r.rows_new,
             r.rows_changed,
             r.rows_sent,
-            r.rows_failed
+            r.rows_failed,
+            esc(r.worker.as_deref().unwrap_or("CLI")),
         );
     }
     format!(
-        r#"<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Duration</th><th>Status</th><th>Read</th><th>New</th><th>Changed</th><th>Sent</th><th>Failed</th></tr></thead><tbody>{rows}</tbody></table>"#
+        r#"<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Duration</th><th>Status</th><th>Read</th><th>New</th><th>Changed</th><th>Sent</th><th>Failed</th><th>Worker</th></tr></thead><tbody>{rows}</tbody></table>"#
     )
 }
 
