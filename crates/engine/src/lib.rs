@@ -48,6 +48,10 @@ pub struct RunSummary {
     /// What `rows_removed` counts: `removed` (the app accepted their removal: mirror syncs,
     /// people with `on_removal`), or `forgotten` (the state forgot them; the app keeps them).
     pub removals: &'static str,
+    /// Why the run's log could not be written to the warehouse (`writeback:`); the run itself
+    /// is not failed by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writeback_error: Option<String>,
 }
 
 impl std::ops::Deref for RunSummary {

@@ -19,6 +19,7 @@ use tracing::Instrument;
 pub use crate::classify::Change;
 use crate::classify::{key_rows, map_chunk, Classifier, Duplicates, MappedChunk};
 use crate::{Engine, RunError, RunSummary, Stop};
+use sallyport_sources::writeback::RunLog;
 
 /// How many failure reasons a summary quotes.
 const SUMMARY_FAILURES: usize = 5;
@@ -93,6 +94,8 @@ struct Prepared {
     snapshot_home: Option<Snapshot>,
     /// `change_detection: warehouse`.
     in_warehouse: bool,
+    /// Where run logs go in the warehouse (`writeback:`).
+    writeback: Option<sallyport_sources::writeback::WriteBack>,
 }
 
 impl Engine {
@@ -169,6 +172,7 @@ impl Engine {
             model: sync.model.clone(),
             snapshot_home,
             in_warehouse,
+            writeback: warehouse.writeback().cloned(),
         })
     }
 
@@ -511,6 +515,11 @@ impl Engine {
             sync: name.to_string(),
             full_resync: opts.full_resync,
             worker: opts.worker.clone(),
+            started_at: sallyport_state::now_ms(),
+            ..Default::default()
+        };
+        let mut changelog = Changelog {
+            on: p.writeback.is_some(),
             ..Default::default()
         };
         let mut destination = p.destination;
@@ -539,6 +548,7 @@ impl Engine {
             snap_rows: Vec::new(),
             snap_removed: Vec::new(),
             duplicates_found: false,
+            changelog: &mut changelog,
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
@@ -567,7 +577,53 @@ impl Engine {
         let _ = self.state.unlock(&key, &holder).await;
         finish?;
         let stats = destination.stats();
+        // The run's log in the warehouse: a failure there is reported, and fails nothing.
+        let writeback_error = match &p.writeback {
+            Some(w) => {
+                let failures = self
+                    .state
+                    .failures(&key)
+                    .await
+                    .map(|all| {
+                        all.into_iter()
+                            .filter(|f| f.run_id == run_id)
+                            .map(|f| (f.key, f.reason, f.attempts))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let log = RunLog {
+                    sync: name.to_string(),
+                    run_id,
+                    status: status.as_str().to_string(),
+                    started_at: record.started_at,
+                    finished_at: record.finished_at.unwrap_or_default(),
+                    full_resync: opts.full_resync,
+                    rows_read: record.rows_read as i64,
+                    rows_new: record.rows_new as i64,
+                    rows_changed: record.rows_changed as i64,
+                    rows_unchanged: record.rows_unchanged as i64,
+                    rows_sent: record.rows_sent as i64,
+                    rows_failed: record.rows_failed as i64,
+                    rows_removed: record.rows_removed as i64,
+                    requests: stats.requests.load(Ordering::Relaxed) as i64,
+                    retries: stats.retries.load(Ordering::Relaxed) as i64,
+                    error: error.clone(),
+                    worker: opts.worker.clone(),
+                    failures,
+                    changelog: std::mem::take(&mut changelog.entries),
+                };
+                match p.source.write_back(w, &log).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(sync = name, run_id, error = %e, "the run's log could not be written to the warehouse");
+                        Some(format!("writeback to `{}` failed: {e}", w.schema))
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(RunSummary {
+            writeback_error,
             sync: name.to_string(),
             run_id,
             status,
@@ -687,6 +743,43 @@ struct Pipeline<'a> {
     snap_removed: Vec<String>,
     /// Whether the model has keys in more than one row.
     duplicates_found: bool,
+    /// What each delivered key went through, for the warehouse's `writeback:` changelog.
+    changelog: &'a mut Changelog,
+}
+
+/// The keys a run delivered and what happened to each (kept only for warehouses with
+/// `writeback:`).
+#[derive(Default)]
+pub(crate) struct Changelog {
+    /// Whether it is kept.
+    on: bool,
+    /// Keys sent and not yet answered, with what the classifier found.
+    pending: std::collections::HashMap<String, Change>,
+    /// Delivered keys: `added`, `changed`, `removed` or `resent`.
+    pub(crate) entries: Vec<(String, &'static str)>,
+}
+
+impl Changelog {
+    fn sent(&mut self, ops: &[sallyport_destinations::Op], changes: &[Change]) {
+        if self.on {
+            for (op, change) in ops.iter().zip(changes) {
+                self.pending.insert(op.key.clone(), *change);
+            }
+        }
+    }
+
+    fn delivered(&mut self, key: &str, removal: bool) {
+        if !self.on {
+            return;
+        }
+        let what = match (removal, self.pending.remove(key)) {
+            (true, _) | (_, Some(Change::Removed)) => "removed",
+            (false, Some(Change::New)) => "added",
+            (false, Some(Change::Unchanged)) => "resent",
+            (false, _) => "changed",
+        };
+        self.entries.push((key.to_string(), what));
+    }
 }
 
 /// How many acknowledged keys are merged into a snapshot at once.
@@ -812,6 +905,7 @@ impl Pipeline<'_> {
             // change detection): their warehouse fingerprints join the snapshot.
             self.snap_rows.extend(out.refresh);
             self.flush_snapshot_when_full().await?;
+            self.changelog.sent(&out.send, &out.changes);
             for op in out.send {
                 if let Some((route, full)) = batches.add(&self.destination, op) {
                     self.dispatch(&mut inflight, full, route, concurrency)
@@ -1262,6 +1356,7 @@ impl Pipeline<'_> {
             match r {
                 Ok(()) if op.removal => {
                     self.record.rows_removed += 1;
+                    self.changelog.delivered(&op.key, true);
                     if warehouse {
                         snap_removed.push(op.key);
                     } else {
@@ -1273,6 +1368,7 @@ impl Pipeline<'_> {
                         commit.cleared.push(op.key.clone());
                     }
                     self.record.rows_sent += 1;
+                    self.changelog.delivered(&op.key, false);
                     if warehouse {
                         snap_rows.push(SnapshotRow {
                             key: op.key,

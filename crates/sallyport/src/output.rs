@@ -85,6 +85,9 @@ pub fn summary(s: &RunSummary) -> String {
             s.requests, s.retries
         ));
     }
+    if let Some(e) = &s.writeback_error {
+        out.push_str(&format!("\n  warning: {e}"));
+    }
     if let Some(e) = &s.error {
         out.push_str(&format!("\n  error: {e}"));
     }

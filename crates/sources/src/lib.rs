@@ -17,6 +17,7 @@ mod snapshots;
 pub mod snowflake;
 pub mod sqlite;
 pub mod tls;
+pub mod writeback;
 
 pub use sallyport_core::Model;
 use sallyport_core::Resolve;
@@ -150,6 +151,11 @@ impl WarehouseSettings {
         each_settings!(self, s => crate::Settings::sallyport_schema(s))
     }
 
+    /// Where run logs go (`writeback:`), when the warehouse writes them.
+    pub fn writeback(&self) -> Option<&writeback::WriteBack> {
+        each_settings!(self, s => crate::Settings::writeback(s))
+    }
+
     /// The fields that hold secrets: encrypted at rest, never shown.
     pub fn secret_fields(&self) -> &'static [&'static str] {
         each_settings!(self, s => s.secret_fields())
@@ -200,6 +206,10 @@ pub trait Settings {
     fn hosts(&self) -> Vec<(String, u16)>;
     /// Where snapshot tables go, for warehouses that host change detection.
     fn sallyport_schema(&self) -> Option<String> {
+        None
+    }
+    /// Where run logs go (`writeback:`), for warehouses that write them.
+    fn writeback(&self) -> Option<&writeback::WriteBack> {
         None
     }
 }
@@ -444,6 +454,18 @@ pub trait Warehouse: Sized {
     async fn snapshot_drop(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
         let _ = snapshot;
         Err(no_snapshots())
+    }
+
+    /// Writes a run's log to the `writeback:` tables in `w.schema` (created on first use).
+    async fn write_back(
+        &self,
+        w: &writeback::WriteBack,
+        log: &writeback::RunLog,
+    ) -> Result<(), SourceError> {
+        let _ = (w, log);
+        Err(SourceError::Other(
+            "writeback is not available for this warehouse (postgres and mysql have it)".into(),
+        ))
     }
 }
 
@@ -821,6 +843,15 @@ impl Source {
 
     pub async fn snapshot_check(&self, schema: &str) -> Result<(), SourceError> {
         each_source!(self, s => s.snapshot_check(schema).await)
+    }
+
+    /// Writes a run's log to the warehouse's `writeback:` tables.
+    pub async fn write_back(
+        &self,
+        w: &writeback::WriteBack,
+        log: &writeback::RunLog,
+    ) -> Result<(), SourceError> {
+        each_source!(self, s => s.write_back(w, log).await)
     }
 
     pub async fn snapshot_prepare(&self, snapshot: &Snapshot) -> Result<(u64, bool), SourceError> {

@@ -4,6 +4,7 @@
 
 mod settings;
 mod snapshot;
+mod writeback;
 
 use std::sync::Arc;
 
@@ -308,6 +309,14 @@ impl Warehouse for MySource {
     }
 
     crate::snapshot_calls!(MySource);
+
+    async fn write_back(
+        &self,
+        w: &crate::writeback::WriteBack,
+        log: &crate::writeback::RunLog,
+    ) -> Result<(), SourceError> {
+        Self::write_back(self, w, log).await
+    }
 }
 
 /// A column as read: its name, type and how it is decoded.

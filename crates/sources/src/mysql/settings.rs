@@ -31,6 +31,9 @@ pub struct Settings {
     /// (default `sallyport`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sallyport_schema: Option<String>,
+    /// Run logs in the warehouse: `{schema: sallyport_audit, keep_runs: 30}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writeback: Option<crate::writeback::WriteBack>,
 }
 
 impl Settings {
@@ -44,6 +47,7 @@ impl Settings {
             sslkey: None,
             timezone: None,
             sallyport_schema: None,
+            writeback: None,
         }
     }
 
@@ -140,6 +144,10 @@ impl crate::Settings for Settings {
                 .clone()
                 .unwrap_or_else(|| "sallyport".into()),
         )
+    }
+
+    fn writeback(&self) -> Option<&crate::writeback::WriteBack> {
+        self.writeback.as_ref()
     }
 
     fn kind(&self) -> &'static str {

@@ -133,7 +133,7 @@ impl MySource {
     }
 
     /// Runs `f` on the writer; a connection that failed is dropped, to be opened again.
-    async fn writing<T>(
+    pub(super) async fn writing<T>(
         &self,
         f: impl for<'c> FnOnce(
             &'c mut Conn,

@@ -4,6 +4,7 @@
 mod connect;
 mod settings;
 pub(crate) mod snapshot;
+mod writeback;
 
 use std::sync::Arc;
 
@@ -97,6 +98,14 @@ impl Warehouse for PgSource {
     }
 
     crate::snapshot_calls!(PgSource);
+
+    async fn write_back(
+        &self,
+        w: &crate::writeback::WriteBack,
+        log: &crate::writeback::RunLog,
+    ) -> Result<(), SourceError> {
+        Self::write_back(self, w, log).await
+    }
 }
 
 impl PgSource {

@@ -26,6 +26,9 @@ pub struct Settings {
     /// `sallyport`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sallyport_schema: Option<String>,
+    /// Run logs in the warehouse: `{schema: sallyport_audit, keep_runs: 30}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writeback: Option<crate::writeback::WriteBack>,
 }
 
 impl Settings {
@@ -38,6 +41,7 @@ impl Settings {
             sslcert: None,
             sslkey: None,
             sallyport_schema: None,
+            writeback: None,
         }
     }
 
@@ -111,6 +115,10 @@ impl crate::Settings for Settings {
                 .clone()
                 .unwrap_or_else(|| "sallyport".into()),
         )
+    }
+
+    fn writeback(&self) -> Option<&crate::writeback::WriteBack> {
+        self.writeback.as_ref()
     }
 
     fn kind(&self) -> &'static str {

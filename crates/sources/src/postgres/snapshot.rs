@@ -139,7 +139,9 @@ pub(super) fn diff_of(
 
 impl PgSource {
     /// The connection snapshot writes go over (opened once).
-    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SourceError> {
+    pub(super) async fn writer(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, SourceError> {
         let mut w = self.writer.lock().await;
         if w.as_ref().is_none_or(|c| c.is_closed()) {
             *w = Some(self.connector.connect().await?);
