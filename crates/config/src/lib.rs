@@ -20,6 +20,7 @@
 //! assert_eq!(config.syncs["people"].primary_key.as_deref(), Some("user_id"));
 //! ```
 
+pub mod alerts;
 mod dbt;
 mod model;
 mod schedule;
@@ -74,6 +75,8 @@ pub struct Config {
     pub warehouses: BTreeMap<String, Warehouse>,
     pub apps: BTreeMap<String, App>,
     pub syncs: BTreeMap<String, Sync>,
+    /// Webhooks told when a sync needs a person.
+    pub alerts: Vec<alerts::Alert>,
     /// Names of the entities that came from the state store (made in the UI or the API), not
     /// from the file: `("warehouse" | "app" | "sync", name)`.
     pub stored: std::collections::BTreeSet<(String, String)>,
@@ -88,6 +91,7 @@ impl fmt::Debug for Config {
             .field("warehouses", &self.warehouses)
             .field("apps", &self.apps)
             .field("syncs", &self.syncs)
+            .field("alerts", &self.alerts)
             .field("stored", &self.stored)
             .finish_non_exhaustive()
     }
@@ -249,6 +253,8 @@ impl Config {
             v.check_sync(name, sync, &warehouses, &apps);
         }
         v.check_ids(&syncs);
+        let mut alerts = raw.alerts;
+        v.check_alerts(&mut alerts, &syncs);
         if !v.problems.is_empty() {
             return Err(ConfigError {
                 problems: v.problems,
@@ -261,6 +267,7 @@ impl Config {
             warehouses,
             apps,
             syncs,
+            alerts,
             stored: Default::default(),
         })
     }
@@ -366,6 +373,77 @@ impl Validator<'_> {
                         "sync `{name}`: its state id `{id}` is also the state id of sync `{other}` (an `id:`, or a name without one); each sync needs its own"
                     ),
                 );
+            }
+        }
+    }
+
+    /// Alerts: unique names, an http(s) webhook, syncs that exist, at least one condition,
+    /// thresholds and durations that parse.
+    fn check_alerts(&mut self, alerts: &mut [alerts::Alert], syncs: &BTreeMap<String, Sync>) {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, a) in alerts.iter_mut().enumerate() {
+            let at = i.to_string();
+            let name = a.name.clone();
+            if !names.insert(name.clone()) {
+                self.problem(
+                    &["alerts", &at, "name"],
+                    format!("alert `{name}`: another alert has this name"),
+                );
+            }
+            let url = self.expand(a.webhook.expose(), &["alerts", &at, "webhook"]);
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                self.problem(
+                    &["alerts", &at, "webhook"],
+                    format!("alert `{name}`: webhook must be an http:// or https:// URL"),
+                );
+            }
+            a.webhook = Secret::new(url);
+            for s in &a.syncs {
+                if !syncs.contains_key(s) {
+                    let known: Vec<&str> = syncs.keys().map(String::as_str).collect();
+                    self.problem(
+                        &["alerts", &at, "syncs"],
+                        format!(
+                            "alert `{name}`: no sync named `{s}` (defined: {})",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            let w = &a.when;
+            if !w.run_failed
+                && w.rows_failed.is_none()
+                && w.rows_sent_deviates.is_none()
+                && w.not_succeeded_for.is_none()
+            {
+                self.problem(
+                    &["alerts", &at, "when"],
+                    format!("alert `{name}`: `when` names no condition (run_failed, rows_failed, rows_sent_deviates, not_succeeded_for)"),
+                );
+            }
+            if let Some(t) = &w.rows_failed {
+                if let Err(e) = t.exceeded(0, 0) {
+                    self.problem(
+                        &["alerts", &at, "when", "rows_failed"],
+                        format!("alert `{name}`: rows_failed {e}"),
+                    );
+                }
+            }
+            if let Some(f) = w.rows_sent_deviates {
+                if !(f > 1.0 && f.is_finite()) {
+                    self.problem(
+                        &["alerts", &at, "when", "rows_sent_deviates"],
+                        format!("alert `{name}`: rows_sent_deviates is a factor above 1 (3 means above 3× or below a third of the median)"),
+                    );
+                }
+            }
+            if let Some(d) = &w.not_succeeded_for {
+                if let Err(e) = parse_duration(d) {
+                    self.problem(
+                        &["alerts", &at, "when", "not_succeeded_for"],
+                        format!("alert `{name}`: not_succeeded_for {e}"),
+                    );
+                }
             }
         }
     }

@@ -23,6 +23,9 @@ pub struct RawConfig {
     /// Sync pipelines, by name.
     #[serde(default)]
     pub syncs: BTreeMap<String, serde_yaml_ng::Value>,
+    /// Webhooks told when a sync needs a person.
+    #[serde(default)]
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 /// A source connection: the settings its warehouse module reads (`type: postgres`, ...).

@@ -433,3 +433,38 @@ fn the_readme_examples_of_each_object_read() {
         );
     }
 }
+
+#[test]
+fn alerts_are_checked_and_their_webhooks_kept_secret() {
+    let good = format!(
+        "{GOOD}alerts:\n  - name: ops\n    webhook: \"https://hooks.example.com/${{CIO_API_KEY}}\"\n    format: slack\n    syncs: [people]\n    when: {{run_failed: true, rows_failed: \"5%\", rows_sent_deviates: 3, not_succeeded_for: 2h}}\n"
+    );
+    let c = parse(&good).unwrap();
+    let a = &c.alerts[0];
+    assert_eq!(a.webhook.expose(), "https://hooks.example.com/topsecret");
+    assert!(a.watches("people") && !a.watches("events"));
+    let shown = serde_json::to_string(a).unwrap();
+    assert!(
+        !shown.contains("topsecret") && shown.contains("***"),
+        "{shown}"
+    );
+    let t = a.when.rows_failed.as_ref().unwrap();
+    assert!(t.exceeded(6, 100).unwrap() && !t.exceeded(5, 100).unwrap());
+    assert!(alerts::Threshold::Count(10).exceeded(11, 0).unwrap());
+
+    let bad = format!(
+        "{GOOD}alerts:\n  - name: ops\n    webhook: ftp://x\n    syncs: [peopel]\n    when: {{}}\n  - name: ops\n    webhook: https://x\n    when: {{rows_failed: \"lots\", rows_sent_deviates: 0.5, not_succeeded_for: 2 hours}}\n"
+    );
+    let all = parse(&bad).unwrap_err().to_string();
+    for expected in [
+        "alert `ops`: webhook must be an http:// or https:// URL",
+        "alert `ops`: no sync named `peopel` (defined: people)",
+        "alert `ops`: `when` names no condition",
+        "alert `ops`: another alert has this name",
+        "alert `ops`: rows_failed `lots` is not a count (10) nor a percentage (\"5%\")",
+        "alert `ops`: rows_sent_deviates is a factor above 1",
+        "alert `ops`: not_succeeded_for",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}

@@ -9,6 +9,7 @@
 //! batch commits the fingerprints of exactly the ops the app accepted. A bad row becomes a
 //! failed row with a reason and never stops the run.
 
+pub mod alerts;
 mod classify;
 mod run;
 

@@ -419,7 +419,14 @@ impl Engine {
 
     /// Runs a sync: reads, detects changes, delivers, commits. `Err` when it could not start;
     /// a run that started ends with a summary (status `failed` if it could not complete).
+    /// Afterwards, the alerts that watch the sync are weighed.
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
+        let result = self.run_once(name, opts).await;
+        self.alert_after_run(name, &result).await;
+        result
+    }
+
+    async fn run_once(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         // A scheduled run that another worker already made is not made again.
         self.still_due(name, opts.unless_started_after).await?;

@@ -49,6 +49,8 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/api/v1/syncs/{name}/pause", post(pause))
         .route("/api/v1/syncs/{name}/resume", post(resume))
         .route("/api/v1/workers", get(workers))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{name}/test", post(alert_test))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(server.clone(), auth));
@@ -418,6 +420,40 @@ async fn requests(
     Ok(Json(
         json!({ "requests": s.engine().inspector.requests(&name) }),
     ))
+}
+
+async fn alerts(State(s): State<Arc<Server>>) -> Result<Json<Value>, ApiError> {
+    let e = s.engine();
+    let open = e.state.incidents().await.map_err(internal)?;
+    // The webhook is a secret (a Slack webhook's URL is its credential): shown as ***.
+    let list: Vec<Value> = e
+        .config
+        .alerts
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["open"] = json!(open
+                .iter()
+                .filter(|i| i.alert == a.name)
+                .collect::<Vec<_>>());
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "alerts": list })))
+}
+
+async fn alert_test(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let e = s.engine();
+    if !e.config.alerts.iter().any(|a| a.name == name) {
+        return Err(ApiError::not_found("alert", &name));
+    }
+    match e.alert_test(&name).await {
+        Ok(()) => Ok(Json(json!({"sent": true}))),
+        Err(m) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "webhook_failed", m)),
+    }
 }
 
 async fn workers(State(s): State<Arc<Server>>) -> Result<Json<Value>, ApiError> {

@@ -662,6 +662,7 @@ pub async fn serve(
 
     let scheduler = tokio::spawn(scheduler::run(server.clone()));
     let heartbeat = tokio::spawn(heartbeat(server.clone()));
+    let watch = tokio::spawn(watch_alerts(server.clone()));
     let router = app(server.clone());
     let limits = server.limits();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
@@ -712,6 +713,7 @@ pub async fn serve(
     server.beat().await;
     server.wait_for_runs(RUNS_DRAIN).await;
     heartbeat.abort();
+    watch.abort();
     if let Err(e) = server.engine().state.worker_gone(&server.worker.id).await {
         tracing::warn!(error = %e, "cannot remove this worker from the list of workers");
     }
@@ -783,6 +785,16 @@ impl Server {
                 worker: w,
             })
             .collect())
+    }
+}
+
+/// How often `serve` looks for syncs that have not succeeded for longer than an alert allows.
+const ALERT_WATCH: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn watch_alerts(server: Arc<Server>) {
+    loop {
+        tokio::time::sleep(ALERT_WATCH).await;
+        server.engine().alert_not_succeeded().await;
     }
 }
 

@@ -117,6 +117,18 @@ pub const OPERATIONS: &[(&str, &str, &str, &str)] = &[
         "The serve workers sharing the state store: last heartbeat, alive, the syncs each runs",
         "200",
     ),
+    (
+        "get",
+        "/api/v1/alerts",
+        "The alerts of the config (webhooks shown as ***) with their open incidents",
+        "200",
+    ),
+    (
+        "post",
+        "/api/v1/alerts/{name}/test",
+        "Send a test message to an alert's webhook",
+        "200",
+    ),
     ("get", "/metrics", "Prometheus metrics", "200"),
     ("get", "/healthz", "Health (no token needed)", "200"),
 ];

@@ -1,6 +1,7 @@
 //! The API over HTTP: auth everywhere but /healthz, every documented endpoint, secrets never in
 //! a response, runs, pause and resume, metrics, and the scheduler across a restart.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sallyport_config::Config;
@@ -143,7 +144,26 @@ syncs:
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_needs_the_token_and_never_shows_a_secret() {
     sallyport_testkit::needs_postgres!();
-    let s = Setup::new("").await;
+    let mut s = Setup::new("").await;
+    // An alert (named as the sync, for the paths below) whose webhook carries its secret.
+    let told: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let hook = {
+        let told = told.clone();
+        let app = axum::Router::new().route(
+            "/hook-secret-123",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| async move {
+                told.lock().unwrap().push(v);
+                "ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    s.config.push_str(&format!(
+        "alerts:\n  - name: people\n    webhook: \"{hook}/hook-secret-123\"\n    when: {{run_failed: true}}\n"
+    ));
     let r = s.start().await;
     let (status, body) = s.call(&r, "get", "/healthz", None).await;
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
@@ -184,6 +204,14 @@ async fn every_endpoint_needs_the_token_and_never_shows_a_secret() {
         "a database password leaked"
     );
     assert!(!everything.contains("sandbox-site"), "a Site ID leaked");
+    assert!(
+        !everything.contains("hook-secret-123"),
+        "an alert's webhook leaked"
+    );
+    assert!(everything.contains(r#""webhook":"***""#), "{everything}");
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 1, "the test message reached the webhook");
+    assert_eq!(told[0]["state"], "test");
 
     // Errors have one shape.
     let (status, body) = s.call(&r, "get", "/api/v1/syncs/nope", Some(TOKEN)).await;

@@ -97,6 +97,17 @@ pub struct RunRecord {
     pub worker: Option<String>,
 }
 
+/// An alert's open incident: what fired, for which sync, since when.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Incident {
+    pub alert: String,
+    pub kind: String,
+    pub sync: String,
+    /// Unix milliseconds.
+    pub opened_at: i64,
+    pub message: String,
+}
+
 /// A `serve` process sharing the state store, as its last heartbeat left it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct WorkerRecord {
@@ -291,6 +302,22 @@ impl StateStore {
     /// The workers that beat in the last day, the most recent first.
     pub async fn workers(&self) -> Result<Vec<WorkerRecord>> {
         each!(self, s => s.workers().await)
+    }
+
+    /// Opens an incident unless it is open: `true` when this call opened it (whichever process
+    /// asks, one of them does).
+    pub async fn incident_open(&self, i: &Incident) -> Result<bool> {
+        each!(self, s => s.incident_open(i).await)
+    }
+
+    /// Closes an open incident: `true` when this call closed it.
+    pub async fn incident_close(&self, alert: &str, kind: &str, sync: &str) -> Result<bool> {
+        each!(self, s => s.incident_close(alert, kind, sync).await)
+    }
+
+    /// The open incidents, the oldest first.
+    pub async fn incidents(&self) -> Result<Vec<Incident>> {
+        each!(self, s => s.incidents().await)
     }
 
     /// Forgets a worker that stopped.
@@ -573,6 +600,14 @@ CREATE TABLE IF NOT EXISTS locks (
     sync TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_incidents (
+    alert TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (alert, kind, sync)
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,

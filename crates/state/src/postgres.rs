@@ -287,6 +287,56 @@ impl PgState {
             .collect())
     }
 
+    pub async fn incident_open(&self, i: &crate::Incident) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "INSERT INTO alert_incidents (alert, kind, sync, opened_at, message)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&i.alert, &i.kind, &i.sync, &i.opened_at, &i.message],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn incident_close(&self, alert: &str, kind: &str, sync: &str) -> Result<bool> {
+        let n = self
+            .client
+            .lock()
+            .await
+            .execute(
+                "DELETE FROM alert_incidents WHERE alert = $1 AND kind = $2 AND sync = $3",
+                &[&alert, &kind, &sync],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn incidents(&self) -> Result<Vec<crate::Incident>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT alert, kind, sync, opened_at, message FROM alert_incidents
+                 ORDER BY opened_at, alert, kind, sync",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::Incident {
+                alert: r.get(0),
+                kind: r.get(1),
+                sync: r.get(2),
+                opened_at: r.get(3),
+                message: r.get(4),
+            })
+            .collect())
+    }
+
     pub async fn worker_gone(&self, id: &str) -> Result<()> {
         self.client
             .lock()

@@ -274,6 +274,53 @@ impl SqliteState {
         .await
     }
 
+    pub async fn incident_open(&self, i: &crate::Incident) -> Result<bool> {
+        let i = i.clone();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "INSERT INTO alert_incidents (alert, kind, sync, opened_at, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![i.alert, i.kind, i.sync, i.opened_at, i.message],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn incident_close(&self, alert: &str, kind: &str, sync: &str) -> Result<bool> {
+        let (alert, kind, sync) = (alert.to_string(), kind.to_string(), sync.to_string());
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM alert_incidents WHERE alert = ?1 AND kind = ?2 AND sync = ?3",
+                params![alert, kind, sync],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn incidents(&self) -> Result<Vec<crate::Incident>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT alert, kind, sync, opened_at, message FROM alert_incidents
+                 ORDER BY opened_at, alert, kind, sync",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(crate::Incident {
+                        alert: r.get(0)?,
+                        kind: r.get(1)?,
+                        sync: r.get(2)?,
+                        opened_at: r.get(3)?,
+                        message: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn worker_gone(&self, id: &str) -> Result<()> {
         let id = id.to_string();
         self.call(move |conn| {

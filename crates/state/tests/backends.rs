@@ -187,6 +187,27 @@ async fn workers(store: &StateStore) {
     );
     assert!(seen.iter().any(|x| x.id == second.id && x.stopping));
     store.worker_gone(&second.id).await.unwrap();
+
+    // An incident opens once and closes once, whoever asks.
+    let i = sallyport_state::Incident {
+        alert: "ops".into(),
+        kind: "run_failed".into(),
+        sync: "people".into(),
+        opened_at: 7,
+        message: "people: the run failed".into(),
+    };
+    assert!(store.incident_open(&i).await.unwrap());
+    assert!(!store.incident_open(&i).await.unwrap());
+    assert_eq!(store.incidents().await.unwrap(), vec![i.clone()]);
+    assert!(store
+        .incident_close("ops", "run_failed", "people")
+        .await
+        .unwrap());
+    assert!(!store
+        .incident_close("ops", "run_failed", "people")
+        .await
+        .unwrap());
+    assert!(store.incidents().await.unwrap().is_empty());
     assert_eq!(store.workers().await.unwrap().len(), 1);
 
     let run = store.begin_run("people", false, Some(&w.id)).await.unwrap();

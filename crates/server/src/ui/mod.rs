@@ -43,6 +43,7 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/syncs/{name}/{action}", post(sync_action_route))
         .route("/syncs/new/model", post(new_sync_model))
         .route("/syncs/{name}/preview", post(sync_preview))
+        .route("/alerts/{name}/test", post(alert_test))
         .route("/apps", get(apps_page).post(app_create))
         .route("/apps/test", post(app_test_unsaved))
         .route("/apps/{name}/test", post(app_test))

@@ -83,6 +83,58 @@ pub(super) async fn syncs_page(
             },
         );
     }
+    let incidents = e.state.incidents().await.unwrap_or_default();
+    let mut alert_rows = String::new();
+    for a in &e.config.alerts {
+        let w = &a.when;
+        let mut when = Vec::new();
+        if w.run_failed {
+            when.push("a run fails".to_string());
+        }
+        if let Some(t) = &w.rows_failed {
+            when.push(format!("more than {} rows fail", t.text()));
+        }
+        if let Some(f) = w.rows_sent_deviates {
+            when.push(format!("rows sent move more than {f}× from the median"));
+        }
+        if let Some(d) = &w.not_succeeded_for {
+            when.push(format!("no success for {d}"));
+        }
+        let open: Vec<String> = incidents
+            .iter()
+            .filter(|i| i.alert == a.name)
+            .map(|i| format!("{} (since {})", esc(&i.message), time(Some(i.opened_at))))
+            .collect();
+        let _ = write!(
+            alert_rows,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form method="post" action="/alerts/{}/test" class="inline">{}<button>Send a test</button></form></td></tr>"#,
+            esc(&a.name),
+            if a.syncs.is_empty() {
+                "every sync".to_string()
+            } else {
+                esc(&a.syncs.join(", "))
+            },
+            esc(&when.join("; ")),
+            match a.format {
+                sallyport_config::alerts::AlertFormat::Slack => "Slack",
+                sallyport_config::alerts::AlertFormat::Json => "JSON webhook",
+            },
+            if open.is_empty() {
+                "none".to_string()
+            } else {
+                open.join("<br>")
+            },
+            esc(&a.name),
+            hidden_csrf(&csrf),
+        );
+    }
+    let alerts = if e.config.alerts.is_empty() {
+        "<p>No alert is set: add <code>alerts:</code> to the config to be told when a run fails, rows fail, the rows sent move away from the usual, or a sync stops succeeding.</p>".to_string()
+    } else {
+        format!(
+            r#"<table id="alerts"><thead><tr><th>Alert</th><th>Watches</th><th>Fires when</th><th>Goes to</th><th>Open incidents</th><th></th></tr></thead><tbody>{alert_rows}</tbody></table>"#
+        )
+    };
     page(
         "Syncs",
         Some(&csrf),
@@ -91,7 +143,9 @@ pub(super) async fn syncs_page(
 <table><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Last run</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table>
 <h2>Workers</h2>
 <p>The <code>serve</code> processes sharing this state store. Each run is made by one of them; a worker that stops beating loses its runs to another within the lease.</p>
-<table id="workers"><thead><tr><th>Worker</th><th>Process</th><th>Started</th><th>Last heartbeat</th><th>State</th><th>Running</th></tr></thead><tbody>{worker_rows}</tbody></table>"#
+<table id="workers"><thead><tr><th>Worker</th><th>Process</th><th>Started</th><th>Last heartbeat</th><th>State</th><th>Running</th></tr></thead><tbody>{worker_rows}</tbody></table>
+<h2>Alerts</h2>
+{alerts}"#
         ),
     )
 }
@@ -371,4 +425,24 @@ pub(super) async fn sync_preview(
         Err(e) => banner("error", &e.to_string()),
     };
     page(&format!("Preview of {name}"), Some(&csrf), &body).into_response()
+}
+
+pub(super) async fn alert_test(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Html<String> {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    let said = match server.engine().alert_test(&name).await {
+        Ok(()) => banner(
+            "ok",
+            &format!("A test message went to the webhook of alert `{name}`."),
+        ),
+        Err(e) => banner("error", &format!("alert `{name}`: {e}")),
+    };
+    page(
+        "Alert test",
+        Some(&csrf),
+        &format!(r#"{said}<p><a href="/syncs">Back to the syncs</a></p>"#),
+    )
 }
