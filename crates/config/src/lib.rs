@@ -34,6 +34,16 @@ pub use sallyport_core::units::{parse_bytes, parse_duration};
 pub use sallyport_core::{line_of, Problem, SettingProblem};
 pub use schedule::{CronSpec, Schedule, ScheduleSpec};
 
+/// Where the API inspector keeps each sync's last requests: `memory` (of the process that made
+/// them; the default) or `persist` (the state store, so every worker and the CLI share them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InspectorMode {
+    #[default]
+    Memory,
+    Persist,
+}
+
 /// Where the state store lives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateLocation {
@@ -77,6 +87,8 @@ pub struct Config {
     pub syncs: BTreeMap<String, Sync>,
     /// Webhooks told when a sync needs a person.
     pub alerts: Vec<alerts::Alert>,
+    /// Where the API inspector keeps requests.
+    pub inspector: InspectorMode,
     /// Names of the entities that came from the state store (made in the UI or the API), not
     /// from the file: `("warehouse" | "app" | "sync", name)`.
     pub stored: std::collections::BTreeSet<(String, String)>,
@@ -268,6 +280,7 @@ impl Config {
             apps,
             syncs,
             alerts,
+            inspector: raw.inspector,
             stored: Default::default(),
         })
     }

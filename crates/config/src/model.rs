@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Webhooks told when a sync needs a person.
     #[serde(default)]
     pub alerts: Vec<crate::alerts::Alert>,
+    /// Where the API inspector keeps each sync's last requests: `memory` or `persist`.
+    #[serde(default)]
+    pub inspector: crate::InspectorMode,
 }
 
 /// A source connection: the settings its warehouse module reads (`type: postgres`, ...).

@@ -231,7 +231,7 @@ pub const INSPECTED_REQUESTS: usize = 100;
 
 /// A request to the app as the API inspector shows it: never a header (the credentials travel
 /// there), the body cut at 4 KB with every secret of the app blanked out.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inspected {
     /// When it was sent (RFC 3339, UTC).
     pub at: String,
@@ -250,15 +250,45 @@ pub struct Inspected {
     pub truncated: bool,
 }
 
-/// The last requests of each sync, kept in the memory of the process that made them.
+/// The last requests of each sync, kept in the memory of the process that made them, and,
+/// when it persists (`inspector: persist`), also held until the engine writes them to the
+/// state store.
 #[derive(Debug, Default)]
 pub struct Inspector {
     by_sync:
         std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Inspected>>>,
+    persist: bool,
+    pending: std::sync::Mutex<Vec<(String, Inspected)>>,
 }
 
 impl Inspector {
+    /// An inspector whose requests are also to be kept in the state store.
+    pub fn persisting() -> Self {
+        Self {
+            persist: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether its requests are kept in the state store.
+    pub fn persists(&self) -> bool {
+        self.persist
+    }
+
+    /// The requests not yet written to the state store, `(sync, request)`, oldest first.
+    pub fn take_pending(&self) -> Vec<(String, Inspected)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn add(&self, sync: &str, r: Inspected) {
+        if self.persist {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: past this, the oldest unwritten requests go first.
+            if pending.len() >= 10 * INSPECTED_REQUESTS {
+                pending.remove(0);
+            }
+            pending.push((sync.to_string(), r.clone()));
+        }
         let mut all = self.by_sync.lock().unwrap_or_else(|p| p.into_inner());
         let kept = all.entry(sync.to_string()).or_default();
         if kept.len() == INSPECTED_REQUESTS {

@@ -212,6 +212,31 @@ impl Stop {
     }
 }
 
+use sallyport_destinations::delivery::{Inspected, Inspector, INSPECTED_REQUESTS};
+
+/// Writes the requests an inspector holds to the state store, each sync keeping its last 100.
+async fn keep_inspected(state: &StateStore, inspector: &Inspector) {
+    let pending = inspector.take_pending();
+    if pending.is_empty() {
+        return;
+    }
+    let entries: Vec<(String, i64, String)> = pending
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sync, r))| {
+            // Ordered by when each was sent; the index keeps those of one millisecond apart.
+            let ms = chrono::DateTime::parse_from_rfc3339(&r.at)
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default();
+            let entry = serde_json::to_string(&r).unwrap_or_default();
+            (sync, ms * 1000 + (i % 1000) as i64, entry)
+        })
+        .collect();
+    if let Err(e) = state.inspected_add(&entries, INSPECTED_REQUESTS).await {
+        tracing::warn!(error = %e, "the inspector's requests could not be written to the state store");
+    }
+}
+
 /// The engine over one config and its state store.
 pub struct Engine {
     pub config: Arc<Config>,
@@ -244,16 +269,51 @@ pub const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 impl Engine {
     /// Opens the state store the config names.
     pub async fn open(config: Config) -> Result<Engine, RunError> {
-        let state = StateStore::open(&config.state).await?;
+        let state = Arc::new(StateStore::open(&config.state).await?);
+        let inspector = Arc::new(match config.inspector {
+            sallyport_config::InspectorMode::Memory => Inspector::default(),
+            sallyport_config::InspectorMode::Persist => Inspector::persisting(),
+        });
+        if inspector.persists() {
+            // Requests reach the store every second (and at the end of each run).
+            let (state, inspector) = (state.clone(), inspector.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    keep_inspected(&state, &inspector).await;
+                }
+            });
+        }
         Ok(Engine {
             config: Arc::new(config),
-            state: Arc::new(state),
+            state,
             pacing: Arc::default(),
             lock_lease: LOCK_LEASE,
             check_timeout: CHECK_TIMEOUT,
             stop_grace: STOP_GRACE,
-            inspector: Arc::default(),
+            inspector,
         })
+    }
+
+    /// A sync's last requests to its app, the newest first: from the state store with
+    /// `inspector: persist` (every worker's and the CLI's), else from this process's memory.
+    pub async fn requests(&self, sync: &str) -> Result<Vec<Inspected>, RunError> {
+        if !self.inspector.persists() {
+            return Ok(self.inspector.requests(sync));
+        }
+        keep_inspected(&self.state, &self.inspector).await;
+        Ok(self
+            .state
+            .inspected(sync)
+            .await?
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect())
+    }
+
+    /// Writes the requests the inspector holds to the state store (`inspector: persist`).
+    pub async fn keep_inspected(&self) {
+        keep_inspected(&self.state, &self.inspector).await;
     }
 
     /// A config error located at a setting of a sync.

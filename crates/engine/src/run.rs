@@ -423,6 +423,9 @@ impl Engine {
     pub async fn run(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let result = self.run_once(name, opts).await;
         self.alert_after_run(name, &result).await;
+        if self.inspector.persists() {
+            self.keep_inspected().await;
+        }
         result
     }
 

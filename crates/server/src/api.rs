@@ -418,7 +418,7 @@ async fn requests(
 ) -> Result<Json<Value>, ApiError> {
     find_sync(&s, &name)?;
     Ok(Json(
-        json!({ "requests": s.engine().inspector.requests(&name) }),
+        json!({ "requests": s.engine().requests(&name).await.map_err(run_error)? }),
     ))
 }
 

@@ -320,6 +320,21 @@ impl StateStore {
         each!(self, s => s.incidents().await)
     }
 
+    /// Keeps requests of the API inspector (`inspector: persist`): `(sync, sequence, entry as
+    /// JSON)`; each sync keeps its last `keep`.
+    pub async fn inspected_add(
+        &self,
+        entries: &[(String, i64, String)],
+        keep: usize,
+    ) -> Result<()> {
+        each!(self, s => s.inspected_add(entries, keep as i64).await)
+    }
+
+    /// A sync's kept inspector entries (JSON), the newest first.
+    pub async fn inspected(&self, sync: &str) -> Result<Vec<String>> {
+        each!(self, s => s.inspected(sync).await)
+    }
+
     /// Forgets a worker that stopped.
     pub async fn worker_gone(&self, id: &str) -> Result<()> {
         each!(self, s => s.worker_gone(id).await)
@@ -608,6 +623,12 @@ CREATE TABLE IF NOT EXISTS alert_incidents (
     opened_at BIGINT NOT NULL,
     message TEXT NOT NULL,
     PRIMARY KEY (alert, kind, sync)
+);
+CREATE TABLE IF NOT EXISTS inspected (
+    sync TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (sync, seq)
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,

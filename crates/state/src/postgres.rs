@@ -337,6 +337,41 @@ impl PgState {
             .collect())
     }
 
+    pub async fn inspected_add(&self, entries: &[(String, i64, String)], keep: i64) -> Result<()> {
+        let syncs: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let seqs: Vec<i64> = entries.iter().map(|e| e.1).collect();
+        let bodies: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO inspected (sync, seq, entry)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
+            &[&syncs, &seqs, &bodies],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM inspected i WHERE i.sync = ANY($1) AND i.seq < (SELECT seq FROM inspected
+                WHERE sync = i.sync ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+            &[&syncs, &(keep - 1)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn inspected(&self, sync: &str) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT entry FROM inspected WHERE sync = $1 ORDER BY seq DESC",
+                &[&sync],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     pub async fn worker_gone(&self, id: &str) -> Result<()> {
         self.client
             .lock()

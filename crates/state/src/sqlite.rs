@@ -321,6 +321,44 @@ impl SqliteState {
         .await
     }
 
+    pub async fn inspected_add(&self, entries: &[(String, i64, String)], keep: i64) -> Result<()> {
+        let entries = entries.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut syncs = std::collections::BTreeSet::new();
+            for (sync, seq, entry) in &entries {
+                tx.execute(
+                    "INSERT INTO inspected (sync, seq, entry) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![sync, seq, entry],
+                )?;
+                syncs.insert(sync.clone());
+            }
+            for sync in syncs {
+                tx.execute(
+                    "DELETE FROM inspected WHERE sync = ?1 AND seq < (SELECT seq FROM inspected
+                        WHERE sync = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                    params![sync, keep - 1],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn inspected(&self, sync: &str) -> Result<Vec<String>> {
+        let sync = sync.to_string();
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT entry FROM inspected WHERE sync = ?1 ORDER BY seq DESC")?;
+            let rows = stmt
+                .query_map(params![sync], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn worker_gone(&self, id: &str) -> Result<()> {
         let id = id.to_string();
         self.call(move |conn| {

@@ -188,6 +188,18 @@ async fn workers(store: &StateStore) {
     assert!(seen.iter().any(|x| x.id == second.id && x.stopping));
     store.worker_gone(&second.id).await.unwrap();
 
+    // Inspector entries: the last `keep` of each sync, the newest first.
+    let entries: Vec<(String, i64, String)> = (1..=5)
+        .map(|i| ("people".to_string(), i, format!("{{\"n\":{i}}}")))
+        .chain([("events".to_string(), 1, "{}".to_string())])
+        .collect();
+    store.inspected_add(&entries, 3).await.unwrap();
+    assert_eq!(
+        store.inspected("people").await.unwrap(),
+        vec!["{\"n\":5}", "{\"n\":4}", "{\"n\":3}"]
+    );
+    assert_eq!(store.inspected("events").await.unwrap().len(), 1);
+
     // An incident opens once and closes once, whoever asks.
     let i = sallyport_state::Incident {
         alert: "ops".into(),

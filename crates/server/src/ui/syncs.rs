@@ -216,7 +216,7 @@ pub(super) async fn sync_page(
     }
     // The API inspector: the last requests this process made for the sync.
     let mut requests = String::new();
-    for r in e.inspector.requests(&name) {
+    for r in e.requests(&name).await.unwrap_or_default() {
         let answer = match (r.status, &r.error) {
             (Some(st), _) => st.to_string(),
             (None, Some(why)) => format!("no answer: {why}"),
