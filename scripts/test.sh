@@ -115,6 +115,24 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   fi
 fi
 
+# axe-core (from npm) checks every page of the browser test for accessibility problems.
+axe_dir="${XDG_CACHE_HOME:-$HOME/.cache}/sallyport-test/axe-core"
+if [ ! -f "$axe_dir/node_modules/axe-core/axe.min.js" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing npm from Debian's packages (for the browser test's accessibility check)"
+      apt-get install -y -qq npm >/dev/null || die "cannot install npm with apt-get"
+    else
+      die "the browser test's accessibility check needs npm (apt-get install npm) to install axe-core"
+    fi
+  fi
+  say "installing axe-core from npm into $axe_dir (once)"
+  mkdir -p "$axe_dir"
+  npm install --prefix "$axe_dir" --no-audit --no-fund --silent axe-core@4 >/dev/null \
+    || die "cannot install axe-core from npm into $axe_dir"
+fi
+export SALLYPORT_TEST_AXE="$axe_dir/node_modules/axe-core/axe.min.js"
+
 # The test database.
 if command -v psql >/dev/null 2>&1; then
   if ! psql -h "$PGHOST_" -p "$PGPORT_" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$dbname'" | grep -q 1; then

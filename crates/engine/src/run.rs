@@ -529,7 +529,8 @@ impl Engine {
             ..Default::default()
         };
         let mut changelog = Changelog {
-            on: p.writeback.is_some(),
+            on: true,
+            cap: p.writeback.is_none().then_some(CHANGES_KEPT),
             ..Default::default()
         };
         let mut destination = p.destination;
@@ -587,6 +588,15 @@ impl Engine {
         let _ = self.state.unlock(&key, &holder).await;
         finish?;
         let stats = destination.stats();
+        // What the run did to each key, for its page (the first CHANGES_KEPT).
+        let kept = &changelog.entries[..changelog.entries.len().min(CHANGES_KEPT)];
+        if let Err(e) = self
+            .state
+            .changes_add(name, run_id, kept, CHANGES_RUNS)
+            .await
+        {
+            tracing::warn!(sync = name, run_id, error = %e, "the run's changes could not be kept");
+        }
         // The run's log in the warehouse: a failure there is reported, and fails nothing.
         let writeback_error = match &p.writeback {
             Some(w) => {
@@ -763,6 +773,8 @@ struct Pipeline<'a> {
 pub(crate) struct Changelog {
     /// Whether it is kept.
     on: bool,
+    /// The most entries kept (all of them for `writeback:`).
+    cap: Option<usize>,
     /// Keys sent and not yet answered, with what the classifier found.
     pending: std::collections::HashMap<String, Change>,
     /// Delivered keys: `added`, `changed`, `removed` or `resent`.
@@ -788,9 +800,15 @@ impl Changelog {
             (false, Some(Change::Unchanged)) => "resent",
             (false, _) => "changed",
         };
-        self.entries.push((key.to_string(), what));
+        if self.cap.is_none_or(|c| self.entries.len() < c) {
+            self.entries.push((key.to_string(), what));
+        }
     }
 }
+
+/// The changes of a run kept for its page, and how many runs of a sync keep theirs.
+pub const CHANGES_KEPT: usize = 100_000;
+pub const CHANGES_RUNS: usize = 30;
 
 /// How many acknowledged keys are merged into a snapshot at once.
 const SNAPSHOT_FLUSH: usize = 20_000;

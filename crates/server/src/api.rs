@@ -688,6 +688,15 @@ pub(crate) async fn store(
     Ok((status, Value::Object(shown)))
 }
 
+/// Deletes an entity made in the UI or the API.
+pub(crate) async fn remove_entity(
+    s: &Arc<Server>,
+    kind: &'static str,
+    name: &str,
+) -> Result<(), ApiError> {
+    remove(s, kind, name).await.map(|_| ())
+}
+
 async fn remove(s: &Arc<Server>, kind: &'static str, name: &str) -> Result<Response, ApiError> {
     let _edit = s.edits.lock().await;
     let engine = s.engine();

@@ -272,6 +272,38 @@ pub struct Running {
     pub started_at: DateTime<Utc>,
     /// `manual` or `schedule`.
     pub trigger: &'static str,
+    /// Rows read, sent and failed so far.
+    #[serde(skip)]
+    pub live: Arc<Live>,
+    /// Stops this run the way Ctrl-C stops a CLI run.
+    #[serde(skip)]
+    pub(crate) cancel: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// A run's figures as it goes, updated by the engine.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub rows_read: std::sync::atomic::AtomicU64,
+    pub rows_sent: std::sync::atomic::AtomicU64,
+    pub rows_failed: std::sync::atomic::AtomicU64,
+}
+
+impl sallyport_engine::Progress for Live {
+    fn update(&self, rows_read: u64, rows_sent: u64, rows_failed: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows_read.store(rows_read, Relaxed);
+        self.rows_sent.store(rows_sent, Relaxed);
+        self.rows_failed.store(rows_failed, Relaxed);
+    }
+}
+
+/// How a run is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct How {
+    pub allow_removals: bool,
+    pub full_resync: bool,
+    /// A scheduled run: only if no run of the sync started after this (Unix ms).
+    pub unless_started_after: Option<i64>,
 }
 
 /// Everything the routes and the scheduler share.
@@ -464,7 +496,14 @@ impl Server {
         sync: &str,
         last: Option<i64>,
     ) -> Result<Running, ApiError> {
-        self.launch(sync, "schedule", false, Some(last.unwrap_or(0)))
+        self.launch(
+            sync,
+            "schedule",
+            How {
+                unless_started_after: Some(last.unwrap_or(0)),
+                ..Default::default()
+            },
+        )
     }
 
     /// [`Server::start_run`], letting the run remove more rows than the sync's `max_removals`
@@ -475,15 +514,46 @@ impl Server {
         trigger: &'static str,
         allow_removals: bool,
     ) -> Result<Running, ApiError> {
-        self.launch(sync, trigger, allow_removals, None)
+        self.launch(
+            sync,
+            trigger,
+            How {
+                allow_removals,
+                ..Default::default()
+            },
+        )
     }
 
-    fn launch(
+    /// Starts a run that sends every row of the model again.
+    pub fn start_full_resync(self: &Arc<Self>, sync: &str) -> Result<Running, ApiError> {
+        self.launch(
+            sync,
+            "manual",
+            How {
+                full_resync: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Stops the run of `sync` going in this process (as Ctrl-C stops a CLI run): `false` when
+    /// none is.
+    pub fn stop_run(&self, sync: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get(sync) {
+            Some(r) => {
+                r.cancel.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn launch(
         self: &Arc<Self>,
         sync: &str,
         trigger: &'static str,
-        allow_removals: bool,
-        unless_started_after: Option<i64>,
+        how: How,
     ) -> Result<Running, ApiError> {
         let engine = self.engine();
         engine
@@ -496,9 +566,12 @@ impl Server {
                 "the server is stopping: no new run starts",
             ));
         }
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
         let info = Running {
             started_at: Utc::now(),
             trigger,
+            live: Arc::default(),
+            cancel: Arc::new(cancel),
         };
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -517,6 +590,7 @@ impl Server {
             .insert(sync.to_string(), info.started_at);
         let server = self.clone();
         let name = sync.to_string();
+        let shown = info.clone();
         let app = engine
             .config
             .syncs
@@ -526,14 +600,28 @@ impl Server {
         tokio::spawn(async move {
             // However the run ends (even by a panic), the sync is free again afterwards.
             let _free = Release(server.clone(), name.clone());
+            // The server stopping stops the run too.
+            let forward = {
+                let (mut stopping, cancel) = (server.stop.subscribe(), info.cancel.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    while !*stopping.borrow_and_update() {
+                        if stopping.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    cancel.send_replace(true);
+                }))
+            };
             let options = RunOptions {
-                cancel: Some(server.stop.subscribe()),
-                allow_removals,
+                cancel: Some(cancelled),
+                allow_removals: how.allow_removals,
+                full_resync: how.full_resync,
+                progress: Some(info.live.clone() as Arc<dyn sallyport_engine::Progress>),
                 worker: Some(server.worker.id.clone()),
-                unless_started_after,
-                ..Default::default()
+                unless_started_after: how.unless_started_after,
             };
             let result = engine.run(&name, options).await;
+            drop(forward);
             // The schedule keeps time by the history: a run made here or by another worker
             // is learned from it again (a run that could not start is tried again a schedule
             // later, not at once).
@@ -566,7 +654,16 @@ impl Server {
                 }
             }
         });
-        Ok(info)
+        Ok(shown)
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

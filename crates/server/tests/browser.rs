@@ -1,9 +1,14 @@
 //! A marketer's path through the web UI, in a real headless Chromium: log in, connect
 //! Customer.io (testing a good and a wrong key), connect PostgreSQL, build a Person sync through
-//! the form, run it and see the people arrive; then a Track Event sync. Screenshots of each page
-//! are saved under `target/tmp/ui-screenshots/`.
+//! the form, run it and see the people arrive; then a Track Event sync. Then the sync's settings
+//! in words and its chart, a run's page, an edit (with the note that it resends rows) and a
+//! schedule preset with its next run times, a duplicate deleted again, and a long run watched
+//! live and stopped. Every page is checked with axe-core (no serious or critical problem) and
+//! for fitting a 375 px wide phone, and its screenshots at 375 and 1440 px are saved under
+//! `target/tmp/ui-screenshots/`.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (scripts/test.sh installs them when missing).
+//! Needs Debian's `chromium` and `chromium-driver`, and axe-core from npm (scripts/test.sh
+//! installs them when missing and says where axe-core is in `SALLYPORT_TEST_AXE`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -73,11 +78,60 @@ async fn browser() -> (Driver, Client) {
     (driver, client)
 }
 
+/// Checks the page as it stands and keeps its screenshots at both widths: axe-core's serious
+/// and critical problems, and anything wider than a phone's 375 px, are noted in `problems`.
 async fn shot(c: &Client, name: &str) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    for width in [375u32, 1440] {
+        c.set_window_size(width, 1100).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+        if width == 375 {
+            let wide = c
+                .execute(
+                    "return [document.documentElement.scrollWidth, window.innerWidth];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let (page_w, view_w) = (wide[0].as_u64().unwrap(), wide[1].as_u64().unwrap());
+            if page_w > view_w + 1 {
+                problem(format!(
+                    "{name}: the page is {page_w} px wide in a {view_w} px phone screen"
+                ));
+            }
+        }
+    }
+    c.execute(&axe_source(), vec![]).await.unwrap();
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at '
+                   + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '))))
+               .catch(e => done(['axe did not run: ' + e]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for v in found.as_array().cloned().unwrap_or_default() {
+        problem(format!("{name}: {}", v.as_str().unwrap_or_default()));
+    }
+}
+
+static PROBLEMS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn problem(p: String) {
+    PROBLEMS.lock().unwrap().push(p);
+}
+
+fn axe_source() -> String {
+    let path = std::env::var("SALLYPORT_TEST_AXE").expect("SALLYPORT_TEST_AXE");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 async fn text(c: &Client, css: &str) -> String {
@@ -136,13 +190,17 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     if !sallyport_testkit::require(
         "Chromium with chromedriver (Debian's chromium and chromium-driver)",
         chromedriver().is_some() && std::path::Path::new("/usr/bin/chromium").exists(),
+    ) || !sallyport_testkit::require(
+        "axe-core from npm (SALLYPORT_TEST_AXE names its axe.min.js)",
+        std::env::var("SALLYPORT_TEST_AXE").is_ok_and(|p| std::path::Path::new(&p).exists()),
     ) {
         return;
     }
     let (pg, schema) = sallyport_testkit::schema().await;
     pg.batch_execute(&format!(
         "CREATE TABLE {schema}.users AS SELECT g AS user_id, 'u' || g || '@x.com' AS email, 'Name' || g AS first_name, 'secret' AS notes FROM generate_series(1, 12) g;
-         CREATE TABLE {schema}.purchases AS SELECT 'p' || g AS purchase_id, g AS user_id, 'purchase' AS event, g * 100 AS amount, 1700000000 + g AS at FROM generate_series(1, 7) g;"
+         CREATE TABLE {schema}.purchases AS SELECT 'p' || g AS purchase_id, g AS user_id, 'purchase' AS event, g * 100 AS amount, 1700000000 + g AS at FROM generate_series(1, 7) g;
+         CREATE TABLE {schema}.crowd AS SELECT 'c' || g AS crowd_id, repeat('x', 200) AS note FROM generate_series(1, 40000) g;"
     ))
     .await
     .unwrap();
@@ -241,7 +299,7 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     fill(&c, "#step-sync input[name=name]", "people").await;
     choose(&c, "#step-sync select[name=app]", "cio").await;
     // Saving without the column that identifies the person is explained next to that field.
-    click(&c, "#step-sync button").await;
+    click(&c, "#step-sync button:not([type=button])").await;
     wait_text(
         &c,
         ".field-error[data-field=primary_key]",
@@ -254,7 +312,7 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     click(&c, "#mapping input[name='send:notes']").await;
     fill(&c, "#mapping input[name='as:first_name']", "first").await;
     shot(&c, "06-new-person-sync").await;
-    click(&c, "#step-sync button").await;
+    click(&c, "#step-sync button:not([type=button])").await;
     wait_text(&c, "h1", "Sync people").await;
     click(&c, "form[action='/syncs/people/run'] button").await;
     wait_text(&c, "#history", "succeeded").await;
@@ -294,7 +352,7 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     choose(&c, "#step-sync select[name=timestamp]", "at").await;
     choose(&c, "#step-sync select[name=event_name]", "event").await;
     shot(&c, "08-new-event-sync").await;
-    click(&c, "#step-sync button").await;
+    click(&c, "#step-sync button:not([type=button])").await;
     wait_text(&c, "h1", "Sync purchases").await;
     click(&c, "form[action='/syncs/purchases/run'] button").await;
     wait_text(&c, "#history", "succeeded").await;
@@ -302,6 +360,155 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     assert_eq!(sandbox.shared().stats().events, 7);
 
     c.goto(&format!("{base}/syncs")).await.unwrap();
+    wait_text(&c, "#overview", "healthy").await;
+    assert!(c
+        .find(Locator::Css("#overview svg.sparkline, #overview td"))
+        .await
+        .is_ok());
     shot(&c, "10-syncs").await;
+
+    // The sync's settings in words, its mapping as a table, and its chart.
+    c.goto(&format!("{base}/syncs/people")).await.unwrap();
+    let words = text(&c, "#in-words").await;
+    assert!(
+        words.contains("Rows of")
+            && words.contains("Customer.io people, matched by id from user_id"),
+        "{words}"
+    );
+    assert!(
+        words.contains("2 columns sent, 1 renamed, 1 excluded"),
+        "{words}"
+    );
+    let mapping = text(&c, "#mapping-table").await;
+    assert!(mapping.contains("sent as `first` (renamed)"), "{mapping}");
+    assert!(mapping.contains("not sent (excluded)"), "{mapping}");
+    let chart = c
+        .find(Locator::Css("#runs-chart title"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
+    assert!(chart.contains("The last 1 runs"), "{chart}");
+    shot(&c, "11-sync-page").await;
+
+    // A run's own page.
+    click(&c, "#runs tbody a").await;
+    wait_text(&c, "h1", "Run ").await;
+    let figures = text(&c, "#run-figures").await;
+    assert!(
+        figures.contains("Sent 12") && figures.contains("succeeded"),
+        "{figures}"
+    );
+    shot(&c, "12-run-page").await;
+
+    // Edit: the form comes filled in; a rename and an hourly schedule are reviewed, with the
+    // note that rows go again, then saved; the next run resends every person.
+    c.goto(&format!("{base}/syncs/people/edit")).await.unwrap();
+    let renamed = c
+        .find(Locator::Css("#mapping input[name='as:first_name']"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(renamed.as_deref(), Some("first"));
+    assert!(!c
+        .find(Locator::Css("#mapping input[name='send:notes']"))
+        .await
+        .unwrap()
+        .is_selected()
+        .await
+        .unwrap());
+    fill(&c, "#mapping input[name='as:first_name']", "given_name").await;
+    click(&c, "[data-preset='every 1h']").await;
+    let next = wait_text(&c, "#schedule-next", "Next runs:").await;
+    assert_eq!(next.matches("UTC").count(), 3, "{next}");
+    shot(&c, "13-edit-sync").await;
+    click(&c, "#step-sync button:not([type=button])").await;
+    wait_text(&c, "#diff", "mapping.fields.first_name").await;
+    wait_text(&c, ".banner.warning", "This change resends rows").await;
+    shot(&c, "14-edit-review").await;
+    click(&c, "form button:not(.link)").await;
+    wait_text(&c, "#in-words", "every hour").await;
+    click(&c, "form[action='/syncs/people/run'] button").await;
+    wait_text(&c, "#runs tbody tr:first-child", "succeeded").await;
+    let p = reqwest::get(format!("{}/_sandbox/people/3", sandbox.url()))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(p["attributes"]["given_name"], "Name3", "{p}");
+
+    // Duplicate, then delete the copy after a page that names it.
+    click(&c, "form[action='/syncs/people/duplicate'] button").await;
+    wait_text(&c, "h1", "Sync people-copy").await;
+    c.goto(&format!("{base}/syncs/people-copy/delete"))
+        .await
+        .unwrap();
+    wait_text(&c, ".banner.warning", "Deleting `people-copy`").await;
+    shot(&c, "15-delete-confirm").await;
+    click(&c, "button.danger").await;
+    wait_text(&c, "h1", "Syncs").await;
+    assert!(!text(&c, "#overview").await.contains("people-copy"));
+
+    // A full resync says what it sends before it does.
+    c.goto(&format!("{base}/syncs/people/full-resync"))
+        .await
+        .unwrap();
+    wait_text(&c, ".banner.warning", "sends every row of the model").await;
+    shot(&c, "16-full-resync-confirm").await;
+
+    // A long run, watched live and stopped.
+    c.goto(&format!("{base}/syncs/new")).await.unwrap();
+    choose(&c, "#step-model select[name=warehouse]", "pg").await;
+    fill(
+        &c,
+        "#step-model textarea[name=model]",
+        &format!("{schema}.crowd"),
+    )
+    .await;
+    click(&c, "#step-model button").await;
+    wait_text(&c, "#model-preview", "c1").await;
+    fill(&c, "#step-sync input[name=name]", "crowd").await;
+    choose(&c, "#step-sync select[name=app]", "cio").await;
+    choose(&c, "#step-sync select[name=primary_key]", "crowd_id").await;
+    choose(&c, "#step-sync select[name=identifier]", "id").await;
+    click(&c, "#step-sync button:not([type=button])").await;
+    wait_text(&c, "h1", "Sync crowd").await;
+    sandbox
+        .shared()
+        .set_faults(sallyport_sandbox::Faults {
+            latency_ms: 2500,
+            ..Default::default()
+        })
+        .unwrap();
+    click(&c, "form[action='/syncs/crowd/run'] button").await;
+    wait_text(&c, "#runs tbody tr:first-child", "running").await;
+    click(&c, "#runs tbody a").await;
+    wait_text(&c, "#progress", "rows/s").await;
+    let first = text(&c, "#progress").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = text(&c, "#progress").await;
+    assert_ne!(first, later, "the figures move while the run goes");
+    shot(&c, "17-run-live").await;
+    click(&c, "#stop").await;
+    wait_text(&c, ".banner.ok", "Stopping `crowd`").await;
+    c.goto(&format!("{base}/syncs/crowd")).await.unwrap();
+    wait_text(&c, "#runs tbody tr:first-child", "interrupted").await;
+    sandbox.shared().set_faults(Default::default()).unwrap();
+    assert!(
+        sandbox.shared().stats().people < 40_012,
+        "stopped before the end"
+    );
+
     c.close().await.unwrap();
+    let problems = PROBLEMS.lock().unwrap().clone();
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

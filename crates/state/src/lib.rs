@@ -320,6 +320,29 @@ impl StateStore {
         each!(self, s => s.incidents().await)
     }
 
+    /// Keeps what a run did to each key it delivered (`added`, `changed`, `removed`,
+    /// `resent`); each sync keeps the changes of its last `keep_runs` runs.
+    pub async fn changes_add(
+        &self,
+        sync: &str,
+        run_id: i64,
+        changes: &[(String, &'static str)],
+        keep_runs: usize,
+    ) -> Result<()> {
+        each!(self, s => s.changes_add(sync, run_id, changes, keep_runs as i64).await)
+    }
+
+    /// A page of a run's changes, in key order after `after`.
+    pub async fn changes(
+        &self,
+        sync: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        each!(self, s => s.changes(sync, run_id, after, limit as i64).await)
+    }
+
     /// Keeps requests of the API inspector (`inspector: persist`): `(sync, sequence, entry as
     /// JSON)`; each sync keeps its last `keep`.
     pub async fn inspected_add(
@@ -623,6 +646,13 @@ CREATE TABLE IF NOT EXISTS alert_incidents (
     opened_at BIGINT NOT NULL,
     message TEXT NOT NULL,
     PRIMARY KEY (alert, kind, sync)
+);
+CREATE TABLE IF NOT EXISTS run_changes (
+    sync TEXT NOT NULL,
+    run_id BIGINT NOT NULL,
+    key TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    PRIMARY KEY (sync, run_id, key)
 );
 CREATE TABLE IF NOT EXISTS inspected (
     sync TEXT NOT NULL,

@@ -337,6 +337,53 @@ impl PgState {
             .collect())
     }
 
+    pub async fn changes_add(
+        &self,
+        sync: &str,
+        run_id: i64,
+        changes: &[(String, &'static str)],
+        keep_runs: i64,
+    ) -> Result<()> {
+        let keys: Vec<&str> = changes.iter().map(|c| c.0.as_str()).collect();
+        let ops: Vec<&str> = changes.iter().map(|c| c.1).collect();
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO run_changes (sync, run_id, key, operation)
+             SELECT $1, $2, * FROM unnest($3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+            &[&sync, &run_id, &keys, &ops],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM run_changes WHERE sync = $1 AND run_id NOT IN (SELECT DISTINCT run_id
+                FROM run_changes WHERE sync = $1 ORDER BY run_id DESC LIMIT $2)",
+            &[&sync, &keep_runs],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn changes(
+        &self,
+        sync: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .client
+            .lock()
+            .await
+            .query(
+                "SELECT key, operation FROM run_changes WHERE sync = $1 AND run_id = $2
+                 AND ($3::text IS NULL OR key > $3) ORDER BY key LIMIT $4",
+                &[&sync, &run_id, &after, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     pub async fn inspected_add(&self, entries: &[(String, i64, String)], keep: i64) -> Result<()> {
         let syncs: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         let seqs: Vec<i64> = entries.iter().map(|e| e.1).collect();

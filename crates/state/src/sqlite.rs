@@ -321,6 +321,61 @@ impl SqliteState {
         .await
     }
 
+    pub async fn changes_add(
+        &self,
+        sync: &str,
+        run_id: i64,
+        changes: &[(String, &'static str)],
+        keep_runs: i64,
+    ) -> Result<()> {
+        let sync = sync.to_string();
+        let changes = changes.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT INTO run_changes (sync, run_id, key, operation) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )?;
+                for (key, op) in &changes {
+                    insert.execute(params![sync, run_id, key, op])?;
+                }
+            }
+            tx.execute(
+                "DELETE FROM run_changes WHERE sync = ?1 AND run_id NOT IN (SELECT DISTINCT run_id
+                    FROM run_changes WHERE sync = ?1 ORDER BY run_id DESC LIMIT ?2)",
+                params![sync, keep_runs],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn changes(
+        &self,
+        sync: &str,
+        run_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let sync = sync.to_string();
+        let after = after.map(str::to_string);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT key, operation FROM run_changes WHERE sync = ?1 AND run_id = ?2
+                 AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(params![sync, run_id, after, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn inspected_add(&self, entries: &[(String, i64, String)], keep: i64) -> Result<()> {
         let entries = entries.to_vec();
         self.call(move |conn| {

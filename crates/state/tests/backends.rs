@@ -188,6 +188,33 @@ async fn workers(store: &StateStore) {
     assert!(seen.iter().any(|x| x.id == second.id && x.stopping));
     store.worker_gone(&second.id).await.unwrap();
 
+    // A run's changes, a page at a time; only the last `keep_runs` runs keep theirs.
+    for run in 1..=3 {
+        store
+            .changes_add(
+                "people",
+                run,
+                &[
+                    ("b".into(), "changed"),
+                    ("a".into(), "added"),
+                    ("c".into(), "removed"),
+                ],
+                2,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store
+        .changes("people", 1, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.changes("people", 3, Some("a"), 1).await.unwrap(),
+        vec![("b".to_string(), "changed".to_string())]
+    );
+    assert_eq!(store.changes("people", 2, None, 10).await.unwrap().len(), 3);
+
     // Inspector entries: the last `keep` of each sync, the newest first.
     let entries: Vec<(String, i64, String)> = (1..=5)
         .map(|i| ("people".to_string(), i, format!("{{\"n\":{i}}}")))

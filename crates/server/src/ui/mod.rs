@@ -16,14 +16,17 @@ use sallyport_config::FieldKind;
 use crate::Server;
 
 mod apps;
+mod charts;
 mod new_sync;
 mod session;
+mod sync_view;
 mod syncs;
 mod warehouses;
 
 use apps::*;
 use new_sync::*;
 use session::*;
+use sync_view::*;
 use syncs::*;
 use warehouses::*;
 
@@ -40,7 +43,16 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/syncs/new", get(new_sync_page).post(new_sync_submit))
         .route("/syncs/{name}", get(sync_page))
         .route("/syncs/{name}/live", get(sync_live))
-        .route("/syncs/{name}/{action}", post(sync_action_route))
+        .route("/syncs/{name}/runs/{id}", get(run_page))
+        .route(
+            "/syncs/{name}/edit",
+            get(edit_sync_page).post(edit_sync_submit),
+        )
+        .route(
+            "/syncs/{name}/{action}",
+            get(confirm_page).post(sync_action_route),
+        )
+        .route("/schedule/next", get(schedule_next))
         .route("/syncs/new/model", post(new_sync_model))
         .route("/syncs/{name}/preview", post(sync_preview))
         .route("/alerts/{name}/test", post(alert_test))
@@ -105,7 +117,7 @@ fn page(title: &str, csrf: Option<&str>, body: &str) -> Html<String> {
     };
     Html(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{} · Sallyport</title>
-<meta name="csrf" content="{}"><link rel="stylesheet" href="/assets/style.css"><script src="/assets/ui.js" defer></script></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="csrf" content="{}"><link rel="stylesheet" href="/assets/style.css"><script src="/assets/ui.js" defer></script></head>
 <body><header><strong>Sallyport</strong>{nav}</header><main><h1>{}</h1>{body}</main></body></html>"#,
         esc(title),
         esc(csrf.unwrap_or_default()),

@@ -22,12 +22,8 @@ pub(super) async fn syncs_page(
     let workers = server.workers().await.unwrap_or_default();
     let mut rows = String::new();
     for (name, s) in &e.config.syncs {
-        let last = e
-            .state
-            .runs(Some(name), 1)
-            .await
-            .ok()
-            .and_then(|r| r.into_iter().next());
+        let recent = e.state.runs(Some(name), 30).await.unwrap_or_default();
+        let last = recent.first().cloned();
         let running = server
             .running
             .lock()
@@ -43,19 +39,28 @@ pub(super) async fn syncs_page(
         } else {
             "idle"
         };
+        let health = match last.as_ref().map(|r| r.status) {
+            Some(sallyport_state::RunStatus::Succeeded) => ("ok", "healthy"),
+            Some(sallyport_state::RunStatus::Partial) => ("warn", "some rows failed"),
+            Some(sallyport_state::RunStatus::Failed) => ("bad", "last run failed"),
+            Some(sallyport_state::RunStatus::Interrupted) => ("warn", "interrupted"),
+            Some(sallyport_state::RunStatus::Running) => ("ok", "running"),
+            None => ("none", "never run"),
+        };
         let _ = write!(
             rows,
-            r#"<tr><td><a href="/syncs/{0}">{0}</a></td><td>{1} → {2} {3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>"#,
+            r#"<tr><td><a href="/syncs/{0}">{1}</a></td><td>{2} → {3} {4}</td><td>{5}</td><td><span class="health health-{6}">{7}</span> {8}</td><td>{9}</td><td>{10}</td></tr>"#,
+            path_segment(name),
             esc(name),
             esc(&s.warehouse),
             esc(&s.app),
             s.object.name(),
             state,
-            last.map(|r| format!(
-                "{} ({} sent, {} failed)",
-                r.status, r.rows_sent, r.rows_failed
-            ))
-            .unwrap_or_else(|| "never run".into()),
+            health.0,
+            health.1,
+            last.map(|r| format!("({} sent, {} failed)", r.rows_sent, r.rows_failed))
+                .unwrap_or_default(),
+            charts::sparkline(&recent),
             scheduler::next_run(&server, name)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_else(|| "manual".into()),
@@ -140,7 +145,7 @@ pub(super) async fn syncs_page(
         Some(&csrf),
         &format!(
             r#"<p><a class="button" href="/syncs/new">New sync</a></p>
-<table><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Last run</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table>
+<div class="scroll" tabindex="0"><table id="overview"><thead><tr><th>Sync</th><th>From → to</th><th>State</th><th>Health</th><th>Last 30 runs (rows sent)</th><th>Next run</th></tr></thead><tbody>{rows}</tbody></table></div>
 <h2>Workers</h2>
 <p>The <code>serve</code> processes sharing this state store. Each run is made by one of them; a worker that stops beating loses its runs to another within the lease.</p>
 <table id="workers"><thead><tr><th>Worker</th><th>Process</th><th>Started</th><th>Last heartbeat</th><th>State</th><th>Running</th></tr></thead><tbody>{worker_rows}</tbody></table>
@@ -148,138 +153,6 @@ pub(super) async fn syncs_page(
 {alerts}"#
         ),
     )
-}
-
-pub(super) fn runs_table(runs: &[sallyport_state::RunRecord]) -> String {
-    let mut rows = String::new();
-    for r in runs {
-        let took = r
-            .finished_at
-            .map(|f| format!("{:.1}s", (f - r.started_at) as f64 / 1000.0))
-            .unwrap_or_else(|| "…".into());
-        let _ = write!(
-            rows,
-            "<tr><td>{}</td><td>{}</td><td>{took}</td><td class=\"status-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            r.id,
-            time(Some(r.started_at)),
-            esc(r.status.as_str()),
-            esc(r.status.as_str()),
-            r.rows_read,
-            r.rows_new,
-            r.rows_changed,
-            r.rows_sent,
-            r.rows_failed,
-            esc(r.worker.as_deref().unwrap_or("CLI")),
-        );
-    }
-    format!(
-        r#"<table id="runs"><thead><tr><th>Run</th><th>Started</th><th>Duration</th><th>Status</th><th>Read</th><th>New</th><th>Changed</th><th>Sent</th><th>Failed</th><th>Worker</th></tr></thead><tbody>{rows}</tbody></table>"#
-    )
-}
-
-pub(super) async fn sync_page(
-    State(server): State<Arc<Server>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    let csrf = csrf_of(&server, &headers).unwrap_or_default();
-    let e = server.engine();
-    let Some(s) = e.config.syncs.get(&name).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            page(
-                "Not found",
-                Some(&csrf),
-                &banner("error", &format!("no sync named `{name}`")),
-            ),
-        )
-            .into_response();
-    };
-    let paused = e.state.paused().await.unwrap_or_default().contains(&name);
-    let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
-    let failures = e
-        .state
-        .failures_page(&e.state_key(&name), None, 100)
-        .await
-        .unwrap_or_default();
-    let settings = serde_json::to_string_pretty(&s).unwrap_or_default();
-    let mut fails = String::new();
-    for f in &failures {
-        let _ = write!(
-            fails,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&f.key),
-            esc(&f.reason),
-            f.run_id,
-            f.attempts
-        );
-    }
-    // The API inspector: the last requests this process made for the sync.
-    let mut requests = String::new();
-    for r in e.requests(&name).await.unwrap_or_default() {
-        let answer = match (r.status, &r.error) {
-            (Some(st), _) => st.to_string(),
-            (None, Some(why)) => format!("no answer: {why}"),
-            (None, None) => String::new(),
-        };
-        let _ = write!(
-            requests,
-            "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{} ms</td><td><details><summary>{} bytes{}</summary><pre>{}</pre></details></td></tr>",
-            esc(&r.at),
-            r.run_id,
-            esc(&r.method),
-            esc(&r.path),
-            esc(&answer),
-            r.attempt,
-            r.duration_ms,
-            r.body.len(),
-            if r.truncated { ", cut at 4 KB" } else { "" },
-            esc(&r.body)
-        );
-    }
-    if requests.is_empty() {
-        requests = r#"<tr><td colspan="7">No request since this server started.</td></tr>"#.into();
-    }
-    let running = server
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains_key(&name);
-    let pause_action = if paused { "resume" } else { "pause" };
-    // The runaway-removal guard stopped the last run: say why, and offer to let it through.
-    let guard = match runs.first().and_then(|r| r.error.as_deref()) {
-        Some(why) if why.contains("--allow-removals") => format!(
-            r#"{}<form method="post" action="/syncs/{n}/run-allowing-removals" class="inline">{c}<button>Run once, allowing these removals</button></form>"#,
-            banner("error", why),
-            n = esc(&name),
-            c = hidden_csrf(&csrf),
-        ),
-        _ => String::new(),
-    };
-    let body = format!(
-        r#"<p id="state" data-live="/syncs/{n}/live">{state}</p>{guard}
-<p class="actions"><form method="post" action="/syncs/{n}/run" class="inline">{c}<button>Run now</button></form>
-<form method="post" action="/syncs/{n}/{pause_action}" class="inline">{c}<button>{pause_label}</button></form>
-<form method="post" action="/syncs/{n}/preview" class="inline">{c}<button>Preview</button></form></p>
-<h2>Settings</h2><pre>{settings}</pre>
-<h2>Run history</h2><div id="history">{runs}</div>
-<h2>Failed rows</h2><table id="failures"><thead><tr><th>Key</th><th>Reason</th><th>Last run</th><th>Attempts</th></tr></thead><tbody>{fails}</tbody></table>
-<h2>Requests to the app</h2><p>The last 100 requests of this sync made by this server (no header is kept; secrets are blanked out; bodies are cut at 4 KB). Also at <code>GET /api/v1/syncs/{n}/requests</code>.</p>
-<table id="requests"><thead><tr><th>At</th><th>Run</th><th>Request</th><th>Answer</th><th>Attempt</th><th>Took</th><th>Body</th></tr></thead><tbody>{requests}</tbody></table>"#,
-        n = esc(&name),
-        c = hidden_csrf(&csrf),
-        state = if running {
-            "running"
-        } else if paused {
-            "paused"
-        } else {
-            "idle"
-        },
-        pause_label = if paused { "Resume" } else { "Pause" },
-        settings = esc(&settings),
-        runs = runs_table(&runs),
-    );
-    page(&format!("Sync {name}"), Some(&csrf), &body).into_response()
 }
 
 /// What the sync page's script polls: the state and the history, so that a run in progress
@@ -296,9 +169,31 @@ pub(super) async fn sync_live(
         .contains_key(&name);
     let paused = e.state.paused().await.unwrap_or_default().contains(&name);
     let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
+    // Rows read, sent and failed so far, and the pace, while this server runs the sync.
+    let progress = server
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&name)
+        .map(|r| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let secs = (chrono::Utc::now() - r.started_at)
+                .num_milliseconds()
+                .max(1) as f64
+                / 1000.0;
+            let read = r.live.rows_read.load(Relaxed);
+            json!({
+                "rows_read": read,
+                "rows_sent": r.live.rows_sent.load(Relaxed),
+                "rows_failed": r.live.rows_failed.load(Relaxed),
+                "seconds": (secs * 10.0).round() / 10.0,
+                "rows_per_second": (read as f64 / secs).round(),
+            })
+        });
     Json(json!({
         "state": if running { "running" } else if paused { "paused" } else { "idle" },
-        "history": runs_table(&runs),
+        "history": runs_table(&name, &runs),
+        "progress": progress,
     }))
     .into_response()
 }
@@ -359,13 +254,13 @@ pub(super) async fn sync_action_route(
     h: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    if !matches!(
-        action.as_str(),
-        "run" | "run-allowing-removals" | "pause" | "resume"
-    ) {
-        return (StatusCode::NOT_FOUND, "no such action").into_response();
+    match action.as_str() {
+        "run" | "run-allowing-removals" | "pause" | "resume" => {
+            sync_action(&s, &h, &name, &action).await
+        }
+        "full-resync" | "stop" | "delete" | "duplicate" => sync_more(&s, &h, &name, &action).await,
+        _ => (StatusCode::NOT_FOUND, "no such action").into_response(),
     }
-    sync_action(&s, &h, &name, &action).await
 }
 
 pub(super) async fn sync_preview(

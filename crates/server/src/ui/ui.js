@@ -74,14 +74,50 @@
   }
   if (kind) { kind.addEventListener('change', showKind); showKind(); }
 
+  // A sync's or a run's page: the state, the history and the live figures of a run going,
+  // every second.
   const state = document.querySelector('[data-live]');
   if (state) {
+    const progress = document.getElementById('progress');
     setInterval(async function () {
       const resp = await fetch(state.dataset.live);
       if (!resp.ok) return;
       const live = await resp.json();
       state.textContent = live.state;
-      document.getElementById('history').innerHTML = live.history;
-    }, 1500);
+      const history = document.getElementById('history');
+      if (history) history.innerHTML = live.history;
+      if (progress) {
+        const p = live.progress;
+        progress.textContent = p
+          ? p.rows_read + ' read · ' + p.rows_sent + ' sent · ' + p.rows_failed + ' failed · ' + p.rows_per_second + ' rows/s · ' + p.seconds + ' s'
+          : (live.state === 'running' ? 'running in another worker' : 'not running');
+      }
+    }, 1000);
+  }
+
+  // The schedule: presets fill it in, and the next three run times show before saving.
+  const schedule = document.querySelector('input[name="schedule"]');
+  if (schedule) {
+    const next = document.getElementById('schedule-next');
+    async function preview() {
+      if (!next) return;
+      const resp = await fetch('/schedule/next?spec=' + encodeURIComponent(schedule.value));
+      const r = await resp.json();
+      next.textContent = r.error ? r.error : r.next.length ? 'Next runs: ' + r.next.join(', ') : 'Manual runs only.';
+    }
+    document.querySelectorAll('[data-preset]').forEach(function (b) {
+      b.addEventListener('click', function () {
+        let v = b.dataset.preset;
+        if (v === 'daily') {
+          const at = (document.querySelector('input[name="daily_at"]') || {}).value || '09:00';
+          const [h, m] = at.split(':');
+          v = parseInt(m, 10) + ' ' + parseInt(h, 10) + ' * * *';
+        }
+        schedule.value = v;
+        preview();
+      });
+    });
+    schedule.addEventListener('input', preview);
+    preview();
   }
 })();
