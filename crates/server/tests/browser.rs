@@ -175,13 +175,23 @@ async fn choose(c: &Client, css: &str, value: &str) {
         .unwrap();
 }
 
+/// Clicks the element; one replaced meanwhile (the sync page redraws its history every
+/// second) is found again.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    for attempt in 0.. {
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) if attempt < 20 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot click `{css}`: {e}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
