@@ -470,16 +470,17 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     wait_text(&c, ".banner.warning", "sends every row of the model").await;
     shot(&c, "16-full-resync-confirm").await;
 
-    // A long run, watched live and stopped.
-    c.goto(&format!("{base}/syncs/new")).await.unwrap();
-    choose(&c, "#step-model select[name=warehouse]", "pg").await;
-    fill(
-        &c,
-        "#step-model textarea[name=model]",
-        &format!("{schema}.crowd"),
-    )
-    .await;
-    click(&c, "#step-model button").await;
+    // A long run, watched live and stopped; its sync started from the warehouse browser.
+    c.goto(&format!("{base}/warehouses/pg")).await.unwrap();
+    let crowd = format!("details[data-table='{schema}.crowd']");
+    click(&c, &format!("{crowd} summary")).await;
+    let columns = wait_text(&c, &format!("{crowd} table"), "crowd_id").await;
+    assert!(
+        columns.contains("note") && columns.contains("text"),
+        "{columns}"
+    );
+    shot(&c, "16a-warehouse-browser").await;
+    click(&c, &format!("{crowd} form button")).await;
     wait_text(&c, "#model-preview", "c1").await;
     fill(&c, "#step-sync input[name=name]", "crowd").await;
     choose(&c, "#step-sync select[name=app]", "cio").await;

@@ -151,6 +151,11 @@ impl WarehouseSettings {
         each_settings!(self, s => crate::Settings::sallyport_schema(s))
     }
 
+    /// The query listing (schema, table, column, type), when the warehouse has one.
+    pub fn catalog_sql(&self) -> Option<&'static str> {
+        each_settings!(self, s => crate::Settings::catalog_sql(s))
+    }
+
     /// Where run logs go (`writeback:`), when the warehouse writes them.
     pub fn writeback(&self) -> Option<&writeback::WriteBack> {
         each_settings!(self, s => crate::Settings::writeback(s))
@@ -210,6 +215,11 @@ pub trait Settings {
     }
     /// Where run logs go (`writeback:`), for warehouses that write them.
     fn writeback(&self) -> Option<&writeback::WriteBack> {
+        None
+    }
+    /// A query listing the warehouse's tables and views with their columns, as rows of
+    /// (schema, table, column, type) in that order, for the UI's warehouse browser.
+    fn catalog_sql(&self) -> Option<&'static str> {
         None
     }
 }

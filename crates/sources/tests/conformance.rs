@@ -37,6 +37,40 @@ const NAMES: [&str; 9] = [
     "id", "name", "active", "score", "amount", "born", "seen", "prefs", "note",
 ];
 
+/// The warehouse browser's catalog query lists the table's columns in order.
+async fn catalog_lists(
+    what: &str,
+    settings: &WarehouseSettings,
+    source: &Source,
+    (schema, table): (&str, &str),
+) {
+    let sql = settings
+        .catalog_sql()
+        .unwrap_or_else(|| panic!("{what}: no catalog query"));
+    let (_, rows) = source
+        .sample(&Model::Sql(sql.to_string()), 100_000)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_ascii_lowercase();
+    let columns: Vec<String> = rows
+        .iter()
+        .filter(|r| {
+            text(&r.values[0]) == schema.to_ascii_lowercase()
+                && text(&r.values[1]) == table.to_ascii_lowercase()
+        })
+        .map(|r| text(&r.values[2]))
+        .collect();
+    assert_eq!(
+        columns,
+        ["id", "name", "active", "score", "amount", "born", "seen", "prefs", "note"],
+        "{what}: the catalog's columns of {table}"
+    );
+    assert!(
+        rows.iter().all(|r| !text(&r.values[3]).is_empty()),
+        "{what}: every column has a type"
+    );
+}
+
 async fn conforms(what: &str, source: Source, model: Model) {
     conforms_without(what, source, model, &[]).await
 }
@@ -287,12 +321,11 @@ async fn postgres_conforms() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Postgres(postgres::Settings::url(
-        sallyport_testkit::pg_url(),
-    )))
-    .await
-    .unwrap();
+    let settings =
+        WarehouseSettings::Postgres(postgres::Settings::url(sallyport_testkit::pg_url()));
+    let source = Source::open(&settings).await.unwrap();
     let model = Model::Table(format!("{schema}.users"));
+    catalog_lists("postgres", &settings, &source, (&schema, "users")).await;
     snapshots_conform("postgres", &source, &model, &schema).await;
     conforms("postgres", source, model).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
@@ -315,12 +348,11 @@ async fn redshift_conforms() {
         ))
         .await
         .unwrap();
-    let source = Source::open(&WarehouseSettings::Redshift(redshift::Settings::url(
-        sallyport_testkit::pg_url(),
-    )))
-    .await
-    .unwrap();
+    let settings =
+        WarehouseSettings::Redshift(redshift::Settings::url(sallyport_testkit::pg_url()));
+    let source = Source::open(&settings).await.unwrap();
     let model = Model::Table(format!("{schema}.users"));
+    catalog_lists("redshift", &settings, &source, (&schema, "users")).await;
     snapshots_conform("redshift", &source, &model, &schema).await;
     conforms("redshift", source, model).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
@@ -343,11 +375,11 @@ async fn sqlite_conforms() {
     ))
     .unwrap();
     drop(conn);
-    let source = Source::open(&WarehouseSettings::Sqlite(sqlite::Settings {
+    let settings = WarehouseSettings::Sqlite(sqlite::Settings {
         path: path.display().to_string(),
-    }))
-    .await
-    .unwrap();
+    });
+    let source = Source::open(&settings).await.unwrap();
+    catalog_lists("sqlite", &settings, &source, ("main", "users")).await;
     conforms("sqlite", source, Model::Table("users".into())).await;
 }
 
@@ -366,10 +398,10 @@ async fn mysql_conforms() {
     ))
     .await
     .unwrap();
-    let source = Source::open(&WarehouseSettings::Mysql(mysql::Settings::url(url)))
-        .await
-        .unwrap();
+    let settings = WarehouseSettings::Mysql(mysql::Settings::url(url));
+    let source = Source::open(&settings).await.unwrap();
     let model = Model::Table(format!("test.{table}"));
+    catalog_lists("mysql", &settings, &source, ("test", &table)).await;
     let home = format!("{table}_sp");
     snapshots_conform("mysql", &source, &model, &home).await;
     conforms("mysql", source, model).await;
@@ -600,10 +632,10 @@ async fn snowflake_conforms() {
         ],
     )
     .await;
-    let source = Source::open(&WarehouseSettings::Snowflake(snowflake_settings(&url, &db)))
-        .await
-        .unwrap();
+    let settings = WarehouseSettings::Snowflake(snowflake_settings(&url, &db));
+    let source = Source::open(&settings).await.unwrap();
     let model = Model::Table(format!("{db}.PUBLIC.USERS"));
+    catalog_lists("snowflake", &settings, &source, ("PUBLIC", "USERS")).await;
     snapshots_conform("snowflake", &source, &model, "SALLYPORT").await;
     conforms("snowflake", source, model).await;
 }

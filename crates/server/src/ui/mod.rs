@@ -60,6 +60,7 @@ pub fn routes(server: Arc<Server>) -> Router {
         .route("/apps/test", post(app_test_unsaved))
         .route("/apps/{name}/test", post(app_test))
         .route("/warehouses", get(warehouses_page).post(warehouse_create))
+        .route("/warehouses/{name}", get(warehouse_browse))
         .route("/warehouses/{name}/test", post(warehouse_test))
         .route("/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(

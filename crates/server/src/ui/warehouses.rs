@@ -23,14 +23,15 @@ pub(super) async fn warehouses_body(
         let detail = esc(&w.describe());
         let _ = write!(
             rows,
-            r#"<tr><td>{}</td><td>{detail}</td><td>{}</td><td><form method="post" action="/warehouses/{}/test" class="inline">{}<button>Test connection</button></form></td></tr>"#,
+            r#"<tr><td><a href="/warehouses/{}">{}</a></td><td>{detail}</td><td>{}</td><td><form method="post" action="/warehouses/{}/test" class="inline">{}<button>Test connection</button></form></td></tr>"#,
+            path_segment(name),
             esc(name),
             if e.config.defined_in(entities::WAREHOUSE, name) == sallyport_config::FROM_FILE {
                 "defined in sallyport.yaml"
             } else {
                 "made here"
             },
-            esc(name),
+            path_segment(name),
             hidden_csrf(csrf)
         );
     }
@@ -54,7 +55,7 @@ pub(super) async fn warehouses_body(
         fieldsets.push_str("</fieldset>");
     }
     format!(
-        r#"{msg}<table><thead><tr><th>Name</th><th>Kind</th><th>Where</th><th></th></tr></thead><tbody>{rows}</tbody></table>
+        r#"{msg}<div class="scroll" tabindex="0"><table><thead><tr><th>Name</th><th>Kind</th><th>Where</th><th></th></tr></thead><tbody>{rows}</tbody></table></div><p class="hint">Open a warehouse to browse its schemas, tables and columns, and to start a sync from a table.</p>
 <h2>New warehouse</h2>
 <form method="post" action="/warehouses" class="card" id="new-warehouse">{}
 <label>Name <input name="name" required pattern="[A-Za-z0-9_-]+"></label>
@@ -138,4 +139,128 @@ pub(super) async fn warehouse_test(
         &warehouses_body(&server, &csrf, Some(message)).await,
     )
     .into_response()
+}
+
+/// A table's columns: name and type.
+type Columns = Vec<(String, String)>;
+
+/// The most columns the browser lists.
+const BROWSE_COLUMNS: usize = 20_000;
+
+/// A warehouse's schemas and tables with their columns, each table with a shortcut to a new
+/// sync from it.
+pub(super) async fn warehouse_browse(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let csrf = csrf_of(&server, &headers).unwrap_or_default();
+    let e = server.engine();
+    let Some(w) = e.config.warehouses.get(&name).cloned() else {
+        let body = banner("error", &format!("no warehouse named `{name}`"));
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            page("Not found", Some(&csrf), &body),
+        )
+            .into_response();
+    };
+    let title = format!("Warehouse {name}");
+    let Some(sql) = w.catalog_sql() else {
+        let body = banner(
+            "error",
+            &format!("Browsing is not available for {} warehouses yet: write the table's name or a query in New sync.", w.kind()),
+        );
+        return page(&title, Some(&csrf), &body).into_response();
+    };
+    let options = sallyport_sources::OpenOptions {
+        statement_timeout: Some(e.check_timeout),
+    };
+    let listed = match sallyport_sources::Source::open_with(&w, &options).await {
+        Ok(src) => {
+            src.sample(
+                &sallyport_config::Model::Sql(sql.to_string()),
+                BROWSE_COLUMNS,
+            )
+            .await
+        }
+        Err(err) => Err(err),
+    };
+    let rows = match listed {
+        Ok((_, rows)) => rows,
+        Err(err) => {
+            let body = banner(
+                "error",
+                &format!("The warehouse did not list its tables: {err}"),
+            );
+            return page(&title, Some(&csrf), &body).into_response();
+        }
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    // schema → table → columns, in the order the catalog gives.
+    let mut tables: Vec<(String, String, Columns)> = Vec::new();
+    for r in &rows {
+        let v: Vec<String> = r.values.iter().map(text).collect();
+        let [schema, table, column, kind] = [&v[0], &v[1], &v[2], &v[3]];
+        match tables.last_mut() {
+            Some((s, t, cols)) if s == schema && t == table => {
+                cols.push((column.clone(), kind.clone()))
+            }
+            _ => tables.push((
+                schema.clone(),
+                table.clone(),
+                vec![(column.clone(), kind.clone())],
+            )),
+        }
+    }
+    let mut html = format!(
+        r#"<p>{} · {} tables and views in {} schemas. Open one to see its columns; "New sync from this table" starts the form with it.</p>"#,
+        esc(&w.describe()),
+        tables.len(),
+        tables
+            .iter()
+            .map(|t| &t.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
+    let mut schema_open: Option<String> = None;
+    for (schema, table, cols) in &tables {
+        if schema_open.as_deref() != Some(schema) {
+            if schema_open.is_some() {
+                html.push_str("</section>");
+            }
+            let _ = write!(html, r#"<section class="schema"><h2>{}</h2>"#, esc(schema));
+            schema_open = Some(schema.clone());
+        }
+        let qualified = if w.kind() == "sqlite" {
+            table.clone()
+        } else {
+            format!("{schema}.{table}")
+        };
+        let columns: String = cols
+            .iter()
+            .map(|(c, t)| format!("<tr><td>{}</td><td>{}</td></tr>", esc(c), esc(t)))
+            .collect();
+        let _ = write!(
+            html,
+            r#"<details class="table" data-table="{q}"><summary>{t} <span class="hint">({n} columns)</span></summary><div class="scroll" tabindex="0"><table><thead><tr><th>Column</th><th>Type</th></tr></thead><tbody>{columns}</tbody></table></div><form method="post" action="/syncs/new/model" class="inline">{c}<input type="hidden" name="warehouse" value="{w}"><input type="hidden" name="model_kind" value="table"><input type="hidden" name="model" value="{q}"><button>New sync from this table</button></form></details>"#,
+            q = esc(&qualified),
+            t = esc(table),
+            n = cols.len(),
+            c = hidden_csrf(&csrf),
+            w = esc(&name),
+        );
+    }
+    if schema_open.is_some() {
+        html.push_str("</section>");
+    }
+    if rows.len() >= BROWSE_COLUMNS {
+        html.push_str(&banner(
+            "warning",
+            &format!("Only the first {BROWSE_COLUMNS} columns are listed."),
+        ));
+    }
+    page(&title, Some(&csrf), &html).into_response()
 }

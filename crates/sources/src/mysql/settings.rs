@@ -138,6 +138,10 @@ pub const FIELDS: &[Field] = &[
 ];
 
 impl crate::Settings for Settings {
+    fn catalog_sql(&self) -> Option<&'static str> {
+        Some("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2, ORDINAL_POSITION")
+    }
+
     fn sallyport_schema(&self) -> Option<String> {
         Some(
             self.sallyport_schema

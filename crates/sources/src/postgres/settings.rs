@@ -109,6 +109,10 @@ pub const FIELDS: &[Field] = &[
 ];
 
 impl crate::Settings for Settings {
+    fn catalog_sql(&self) -> Option<&'static str> {
+        Some("SELECT table_schema::text, table_name::text, column_name::text, data_type::text FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema NOT LIKE 'pg\\_%' ORDER BY 1, 2, ordinal_position")
+    }
+
     fn sallyport_schema(&self) -> Option<String> {
         Some(
             self.sallyport_schema

@@ -141,6 +141,10 @@ impl Settings {
 }
 
 impl crate::Settings for Settings {
+    fn catalog_sql(&self) -> Option<&'static str> {
+        Some("SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA <> 'INFORMATION_SCHEMA' ORDER BY 1, 2, ORDINAL_POSITION")
+    }
+
     fn sallyport_schema(&self) -> Option<String> {
         Some(
             self.sallyport_schema

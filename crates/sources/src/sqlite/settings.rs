@@ -22,6 +22,10 @@ pub const FIELDS: &[Field] = &[Field {
 }];
 
 impl crate::Settings for Settings {
+    fn catalog_sql(&self) -> Option<&'static str> {
+        Some("SELECT 'main', m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY m.name, p.cid")
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }
