@@ -1,7 +1,7 @@
 //! One run of a sync, and its dry run (preview).
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -318,6 +318,7 @@ impl Engine {
             p.mapper.clone(),
             dups,
             &spec,
+            Arc::default(),
         )
         .await?;
         let mut classifier = Classifier::new(&key_of_state, p.mapper.as_ref(), full_resync);
@@ -528,6 +529,7 @@ impl Engine {
             started_at: sallyport_state::now_ms(),
             ..Default::default()
         };
+        let timings: Arc<Timings> = Arc::default();
         let mut changelog = Changelog {
             on: true,
             cap: p.writeback.is_none().then_some(CHANGES_KEPT),
@@ -560,6 +562,7 @@ impl Engine {
             snap_removed: Vec::new(),
             duplicates_found: false,
             changelog: &mut changelog,
+            timings: timings.clone(),
         }
         .run(&p.source, p.mapper.clone(), &p.model)
         .instrument(span)
@@ -584,6 +587,7 @@ impl Engine {
         record.status = status;
         record.error = error.clone();
         record.finished_at = Some(sallyport_state::now_ms());
+        record.stages = timings.stages();
         let finish = self.state.finish_run(&record).await;
         let _ = self.state.unlock(&key, &holder).await;
         finish?;
@@ -765,6 +769,8 @@ struct Pipeline<'a> {
     duplicates_found: bool,
     /// What each delivered key went through, for the warehouse's `writeback:` changelog.
     changelog: &'a mut Changelog,
+    /// Where the run's time goes.
+    timings: Arc<Timings>,
 }
 
 /// The keys a run delivered and what happened to each (kept only for warehouses with
@@ -803,6 +809,39 @@ impl Changelog {
         if self.cap.is_none_or(|c| self.entries.len() < c) {
             self.entries.push((key.to_string(), what));
         }
+    }
+}
+
+/// Milliseconds each stage of a run was busy, added to from the tasks that do the work.
+#[derive(Debug, Default)]
+pub(crate) struct Timings {
+    read: AtomicU64,
+    map: AtomicU64,
+    compare: AtomicU64,
+    deliver: AtomicU64,
+}
+
+impl Timings {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn stages(&self) -> sallyport_state::StageTimes {
+        sallyport_state::StageTimes {
+            read_ms: self.read.load(Ordering::Relaxed),
+            map_ms: self.map.load(Ordering::Relaxed),
+            compare_ms: self.compare.load(Ordering::Relaxed),
+            deliver_ms: self.deliver.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds the time since it was made to delivery when dropped (however the scope ends).
+struct TimeTo(Arc<Timings>, Instant);
+
+impl Drop for TimeTo {
+    fn drop(&mut self) {
+        Timings::add(&self.0.deliver, self.1);
     }
 }
 
@@ -896,6 +935,7 @@ impl Pipeline<'_> {
             mapper.clone(),
             dups,
             &spec,
+            self.timings.clone(),
         )
         .await?;
         let concurrency = self.destination.concurrency().max(1);
@@ -926,6 +966,7 @@ impl Pipeline<'_> {
                     break;
                 }
             };
+            let comparing = Instant::now();
             let out = classifier.chunk(chunk, state).await?;
             self.record_counts(&classifier);
             self.commit_failures(out.failed).await?;
@@ -934,10 +975,13 @@ impl Pipeline<'_> {
             self.snap_rows.extend(out.refresh);
             self.flush_snapshot_when_full().await?;
             self.changelog.sent(&out.send, &out.changes);
+            Timings::add(&self.timings.compare, comparing);
             for op in out.send {
                 if let Some((route, full)) = batches.add(&self.destination, op) {
+                    let sending = Instant::now();
                     self.dispatch(&mut inflight, full, route, concurrency)
                         .await?;
+                    Timings::add(&self.timings.deliver, sending);
                 }
                 if let Some(e) = self.fatal.take() {
                     fatal = Some(e);
@@ -946,6 +990,9 @@ impl Pipeline<'_> {
             }
             self.progress();
         }
+        // From here on the run only delivers what is left and waits for the answers.
+        let delivering = Instant::now();
+        let _delivered = TimeTo(self.timings.clone(), delivering);
         if fatal.is_none() {
             for (route, full) in batches.drain() {
                 self.dispatch(&mut inflight, full, route, concurrency)
@@ -1617,6 +1664,7 @@ async fn mapped_stream(
     mapper: Arc<dyn ObjectMapper>,
     duplicates: Option<Arc<Duplicates>>,
     spec: &ReadSpec<'_>,
+    timings: Arc<Timings>,
 ) -> Result<mpsc::Receiver<Result<MappedChunk, Stop>>, Stop> {
     let mut rows = source.read(model, spec).await?;
     let (tx, rx) = mpsc::channel(2);
@@ -1625,8 +1673,14 @@ async fn mapped_stream(
     // drain the warehouse connection and to deliver.
     let handle = tokio::runtime::Handle::current();
     let failed = tx.clone();
-    let mapping = tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = rows.blocking_recv() {
+    let mapping = tokio::task::spawn_blocking(move || loop {
+        let waited = Instant::now();
+        let Some(chunk) = rows.blocking_recv() else {
+            return;
+        };
+        Timings::add(&timings.read, waited);
+        {
+            let mapping_started = Instant::now();
             let mapped = match chunk {
                 Ok(rows) => handle.block_on(map_chunk(
                     &sync,
@@ -1638,6 +1692,7 @@ async fn mapped_stream(
                 )),
                 Err(e) => Err(Stop::Warehouse(e)),
             };
+            Timings::add(&timings.map, mapping_started);
             let failed = mapped.is_err();
             if tx.blocking_send(mapped).is_err() || failed {
                 return;

@@ -19,6 +19,14 @@ async fn persisted_requests_are_seen_by_another_process() {
     let worker = h.engine(syncs).await;
     let summary = h.run(&worker, "people").await;
     assert!(summary.requests > 100, "{} requests", summary.requests);
+    // The run's time, stage by stage, is in its history.
+    let run = &worker.state.runs(Some("people"), 1).await.unwrap()[0];
+    assert!(run.stages.deliver_ms > 0, "{:?}", run.stages);
+    assert!(
+        run.stages.read_ms + run.stages.map_ms + run.stages.compare_ms > 0,
+        "{:?}",
+        run.stages
+    );
 
     // Another process over the same store: nothing in its memory, the run's requests in the store.
     let other = h.engine(syncs).await;

@@ -410,6 +410,13 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
         figures.contains("Sent 12") && figures.contains("succeeded"),
         "{figures}"
     );
+    let stages = text(&c, "#stages").await;
+    assert!(
+        ["reading", "mapping", "comparing", "delivery"]
+            .iter()
+            .all(|s| stages.contains(s)),
+        "{stages}"
+    );
     shot(&c, "12-run-page").await;
 
     // Edit: the form comes filled in; a rename and an hourly schedule are reviewed, with the

@@ -95,6 +95,23 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// The `serve` worker that ran it (none for a CLI run).
     pub worker: Option<String>,
+    /// Where the run's time went, stage by stage (the stages overlap: the next rows are read
+    /// while earlier ones are sent).
+    #[serde(flatten)]
+    pub stages: StageTimes,
+}
+
+/// Milliseconds each stage of a run was busy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StageTimes {
+    /// Waiting for the warehouse's rows.
+    pub read_ms: u64,
+    /// Mapping rows to what the app is sent.
+    pub map_ms: u64,
+    /// Comparing with what was delivered before.
+    pub compare_ms: u64,
+    /// Sending to the app and committing its answers.
+    pub deliver_ms: u64,
 }
 
 /// An alert's open incident: what fired, for which sync, since when.
@@ -689,7 +706,11 @@ fn runs_table(id: &str) -> String {
             rows_failed BIGINT NOT NULL DEFAULT 0,
             rows_removed BIGINT NOT NULL DEFAULT 0,
             error TEXT,
-            worker TEXT
+            worker TEXT,
+            read_ms BIGINT NOT NULL DEFAULT 0,
+            map_ms BIGINT NOT NULL DEFAULT 0,
+            compare_ms BIGINT NOT NULL DEFAULT 0,
+            deliver_ms BIGINT NOT NULL DEFAULT 0
         );
         CREATE INDEX IF NOT EXISTS runs_by_sync ON runs (sync, id);"
     )
@@ -697,4 +718,14 @@ fn runs_table(id: &str) -> String {
 
 const RUN_COLUMNS: &str =
     "id, sync, status, started_at, finished_at, full_resync, rows_read, rows_new, \
-    rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error, worker";
+    rows_changed, rows_unchanged, rows_sent, rows_failed, rows_removed, error, worker, read_ms, \
+    map_ms, compare_ms, deliver_ms";
+
+/// Columns added to the run history after its first version: (name, type).
+const RUN_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("worker", "TEXT"),
+    ("read_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("map_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("compare_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("deliver_ms", "BIGINT NOT NULL DEFAULT 0"),
+];

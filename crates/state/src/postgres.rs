@@ -31,6 +31,12 @@ fn run_from_row(r: &tokio_postgres::Row) -> RunRecord {
         },
         error: r.get(13),
         worker: r.get(14),
+        stages: crate::StageTimes {
+            read_ms: r.get::<_, i64>(15) as u64,
+            map_ms: r.get::<_, i64>(16) as u64,
+            compare_ms: r.get::<_, i64>(17) as u64,
+            deliver_ms: r.get::<_, i64>(18) as u64,
+        },
     }
 }
 
@@ -93,20 +99,24 @@ impl PgState {
         client
             .batch_execute(&runs_table("BIGSERIAL PRIMARY KEY"))
             .await?;
-        // Stores made before runs named their worker gain the column.
-        let has_worker: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
-                    WHERE table_name = 'runs' AND column_name = 'worker'
-                    AND table_schema = ANY (current_schemas(false)))",
-                &[],
-            )
-            .await?
-            .get(0);
-        if !has_worker {
-            client
-                .batch_execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS worker TEXT")
-                .await?;
+        // Stores made by an earlier version gain the run history's newer columns.
+        for (column, kind) in crate::RUN_COLUMNS_ADDED {
+            let has: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                        WHERE table_name = 'runs' AND column_name = $1
+                        AND table_schema = ANY (current_schemas(false)))",
+                    &[column],
+                )
+                .await?
+                .get(0);
+            if !has {
+                client
+                    .batch_execute(&format!(
+                        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} {kind}"
+                    ))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -436,7 +446,8 @@ impl PgState {
             .execute(
                 "UPDATE runs SET status = $2, finished_at = $3, rows_read = $4, rows_new = $5,
                     rows_changed = $6, rows_unchanged = $7, rows_sent = $8, rows_failed = $9,
-                    rows_removed = $10, error = $11
+                    rows_removed = $10, error = $11, read_ms = $12, map_ms = $13,
+                    compare_ms = $14, deliver_ms = $15
                  WHERE id = $1",
                 &[
                     &r.id,
@@ -450,6 +461,10 @@ impl PgState {
                     &n(r.rows_failed),
                     &n(r.rows_removed),
                     &r.error,
+                    &n(r.stages.read_ms),
+                    &n(r.stages.map_ms),
+                    &n(r.stages.compare_ms),
+                    &n(r.stages.deliver_ms),
                 ],
             )
             .await?;

@@ -35,6 +35,12 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         },
         error: r.get(13)?,
         worker: r.get(14)?,
+        stages: crate::StageTimes {
+            read_ms: r.get::<_, i64>(15)? as u64,
+            map_ms: r.get::<_, i64>(16)? as u64,
+            compare_ms: r.get::<_, i64>(17)? as u64,
+            deliver_ms: r.get::<_, i64>(18)? as u64,
+        },
     })
 }
 
@@ -61,12 +67,14 @@ impl SqliteState {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&runs_table("INTEGER PRIMARY KEY AUTOINCREMENT"))?;
-        // Stores made before runs named their worker gain the column.
-        let has_worker: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'worker'")?
-            .exists([])?;
-        if !has_worker {
-            conn.execute_batch("ALTER TABLE runs ADD COLUMN worker TEXT")?;
+        // Stores made by an earlier version gain the run history's newer columns.
+        for (column, kind) in crate::RUN_COLUMNS_ADDED {
+            let has: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = ?1")?
+                .exists([column])?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {column} {kind}"))?;
+            }
         }
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS present_keys (sync TEXT NOT NULL, key TEXT NOT NULL,
@@ -429,7 +437,8 @@ impl SqliteState {
             conn.execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, rows_read = ?4, rows_new = ?5,
                     rows_changed = ?6, rows_unchanged = ?7, rows_sent = ?8, rows_failed = ?9,
-                    rows_removed = ?10, error = ?11
+                    rows_removed = ?10, error = ?11, read_ms = ?12, map_ms = ?13,
+                    compare_ms = ?14, deliver_ms = ?15
                  WHERE id = ?1",
                 params![
                     r.id,
@@ -442,7 +451,11 @@ impl SqliteState {
                     r.rows_sent as i64,
                     r.rows_failed as i64,
                     r.rows_removed as i64,
-                    r.error
+                    r.error,
+                    r.stages.read_ms as i64,
+                    r.stages.map_ms as i64,
+                    r.stages.compare_ms as i64,
+                    r.stages.deliver_ms as i64
                 ],
             )?;
             Ok(())

@@ -351,3 +351,52 @@ async fn postgres() {
         .await
         .unwrap();
 }
+
+/// A store made by an earlier version (its run history without the worker and the stage
+/// times) gains the columns when opened, and keeps its runs.
+#[tokio::test]
+async fn an_earlier_run_history_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, sync TEXT NOT NULL,
+            status TEXT NOT NULL, started_at BIGINT NOT NULL, finished_at BIGINT,
+            full_resync BOOLEAN NOT NULL, rows_read BIGINT NOT NULL DEFAULT 0,
+            rows_new BIGINT NOT NULL DEFAULT 0, rows_changed BIGINT NOT NULL DEFAULT 0,
+            rows_unchanged BIGINT NOT NULL DEFAULT 0, rows_sent BIGINT NOT NULL DEFAULT 0,
+            rows_failed BIGINT NOT NULL DEFAULT 0, rows_removed BIGINT NOT NULL DEFAULT 0,
+            error TEXT);
+         INSERT INTO runs (sync, status, started_at, finished_at, full_resync, rows_sent)
+            VALUES ('people', 'succeeded', 1, 2, 0, 7);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = StateStore::open(&StateLocation::Sqlite(path))
+        .await
+        .unwrap();
+    let runs = store.runs(Some("people"), 5).await.unwrap();
+    assert_eq!(runs[0].rows_sent, 7);
+    assert_eq!(
+        (runs[0].worker.as_deref(), runs[0].stages.read_ms),
+        (None, 0)
+    );
+    let id = store.begin_run("people", false, Some("w")).await.unwrap();
+    store
+        .finish_run(&RunRecord {
+            id,
+            stages: sallyport_state::StageTimes {
+                deliver_ms: 9,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.runs(Some("people"), 1).await.unwrap()[0]
+            .stages
+            .deliver_ms,
+        9
+    );
+}

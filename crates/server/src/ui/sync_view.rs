@@ -517,6 +517,20 @@ pub(super) async fn run_page(
             took.map(|t| format!("{:.1} s", t as f64 / 1000.0))
                 .unwrap_or_else(|| "going".into()),
         ),
+        figure(
+            "Time by stage",
+            {
+                let st = r.stages;
+                let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+                format!(
+                    r#"<span id="stages">reading {} · mapping {} · comparing {} · delivery {}</span> <span class="hint">(the stages overlap: the next rows are read while earlier ones are sent)</span>"#,
+                    secs(st.read_ms),
+                    secs(st.map_ms),
+                    secs(st.compare_ms),
+                    secs(st.deliver_ms)
+                )
+            },
+        ),
         figure("Worker", esc(r.worker.as_deref().unwrap_or("CLI"))),
         figure(
             "Full resync",
