@@ -134,13 +134,20 @@ fn axe_source() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The element's text; one replaced meanwhile (a redrawn history) is found again.
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    for attempt in 0.. {
+        let got = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(t) => return t,
+            Err(_) if attempt < 20 => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("cannot read `{css}`: {e}"),
+        }
+    }
+    unreachable!()
 }
 
 async fn wait_text(c: &Client, css: &str, want: &str) -> String {
@@ -457,6 +464,48 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
         .await
         .unwrap();
     assert_eq!(p["attributes"]["given_name"], "Name3", "{p}");
+
+    // The keyboard alone: Tab reaches "Run now" with a visible focus ring, Enter runs it.
+    c.goto(&format!("{base}/syncs/people")).await.unwrap();
+    let mut reached = false;
+    for _ in 0..25 {
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&fantoccini::key::Key::Tab.to_string())
+            .await
+            .unwrap();
+        let focused = c
+            .execute(
+                "const e = document.activeElement; return [e.textContent.trim(), getComputedStyle(e).outlineStyle, getComputedStyle(e).outlineWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if focused[0] == "Run now" {
+            assert_ne!(focused[1], "none", "a visible focus: {focused}");
+            assert_ne!(focused[2], "0px", "a visible focus: {focused}");
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches Run now");
+    let first_run = text(&c, "#runs tbody tr:first-child td").await;
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while text(&c, "#runs tbody tr:first-child td").await == first_run {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Enter started no run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_text(&c, "#runs tbody tr:first-child", "succeeded").await;
 
     // Duplicate, then delete the copy after a page that names it.
     click(&c, "form[action='/syncs/people/duplicate'] button").await;
