@@ -409,6 +409,12 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     assert!(chart.contains("The last 1 runs"), "{chart}");
     shot(&c, "11-sync-page").await;
 
+    // The dry run.
+    click(&c, "form[action='/syncs/people/preview'] button").await;
+    wait_text(&c, "h1", "Preview of people").await;
+    shot(&c, "11a-preview").await;
+    c.goto(&format!("{base}/syncs/people")).await.unwrap();
+
     // A run's own page.
     click(&c, "#runs tbody a").await;
     wait_text(&c, "h1", "Run ").await;
