@@ -568,6 +568,7 @@ async fn a_marketer_builds_and_runs_syncs_in_the_browser() {
     shot(&c, "17-run-live").await;
     click(&c, "#stop").await;
     wait_text(&c, ".banner.ok", "Stopping `crowd`").await;
+    shot(&c, "17a-stopping").await;
     c.goto(&format!("{base}/syncs/crowd")).await.unwrap();
     wait_text(&c, "#runs tbody tr:first-child", "interrupted").await;
     sandbox.shared().set_faults(Default::default()).unwrap();
