@@ -432,8 +432,12 @@ impl Engine {
 
     async fn run_once(&self, name: &str, opts: RunOptions) -> Result<RunSummary, RunError> {
         let started = Instant::now();
-        // A scheduled run that another worker already made is not made again.
+        // A scheduled run that another worker already made is not made again, and a sync
+        // that a live run holds answers so before its warehouse and app are opened.
         self.still_due(name, opts.unless_started_after).await?;
+        if self.run_holder(name).await?.is_some() {
+            return Err(RunError::AlreadyRunning(name.to_string()));
+        }
         // The app's check retries what is transient; a stop asked for meanwhile ends it.
         let p = match opts.cancel.clone() {
             Some(mut c) => tokio::select! {
@@ -532,7 +536,11 @@ impl Engine {
         let timings: Arc<Timings> = Arc::default();
         let mut changelog = Changelog {
             on: true,
-            cap: p.writeback.is_none().then_some(CHANGES_KEPT),
+            cap: Some(if p.writeback.is_some() {
+                WRITEBACK_CHANGES
+            } else {
+                CHANGES_KEPT
+            }),
             ..Default::default()
         };
         let mut destination = p.destination;
@@ -847,6 +855,9 @@ impl Drop for TimeTo {
 
 /// The changes of a run kept for its page, and how many runs of a sync keep theirs.
 pub const CHANGES_KEPT: usize = 100_000;
+/// The most changed keys of one run written to a warehouse's `sync_changelog` (they are held
+/// in memory until the run ends).
+pub const WRITEBACK_CHANGES: usize = 1_000_000;
 pub const CHANGES_RUNS: usize = 30;
 
 /// How many acknowledged keys are merged into a snapshot at once.

@@ -625,10 +625,9 @@ impl Server {
             // The schedule keeps time by the history: a run made here or by another worker
             // is learned from it again (a run that could not start is tried again a schedule
             // later, not at once).
-            if matches!(
-                result,
-                Ok(_) | Err(sallyport_engine::RunError::AlreadyRunning(_))
-            ) {
+            // A run that another worker holds keeps this attempt's time: the sync is tried
+            // again a schedule later, not at every tick while that run goes on.
+            if result.is_ok() {
                 server
                     .last_start
                     .lock()
@@ -896,10 +895,32 @@ async fn watch_alerts(server: Arc<Server>) {
 }
 
 async fn heartbeat(server: Arc<Server>) {
+    let mut seen: Option<u64> = None;
     loop {
         server.beat().await;
+        // Warehouses, apps and syncs made, edited or deleted through another worker: this
+        // worker's config follows within a heartbeat.
+        if let Some(now) = entities_fingerprint(&server).await {
+            if seen.is_some_and(|s| s != now) {
+                if let Err(e) = server.reload().await {
+                    tracing::warn!(error = %e, "cannot load the entities another worker changed");
+                }
+            }
+            seen = Some(now);
+        }
         tokio::time::sleep(HEARTBEAT).await;
     }
+}
+
+/// A fingerprint of every entity stored by the UI or the API.
+async fn entities_fingerprint(server: &Server) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let state = server.engine().state.clone();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for kind in [entities::WAREHOUSE, entities::APP, entities::SYNC] {
+        state.entities(kind).await.ok()?.hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 /// What a client may take of the server.

@@ -132,3 +132,86 @@ async fn a_starting_server_marks_runs_left_running_as_interrupted() {
     assert_eq!(status(left), "interrupted");
     assert_eq!(status(live), "running");
 }
+
+/// Two workers over one PostgreSQL state store: a sync made, then deleted, through one of them
+/// reaches the other within a heartbeat or two, so neither keeps a schedule the other dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_made_or_deleted_on_one_worker_reaches_the_others() {
+    sallyport_testkit::needs_postgres!();
+    let (dir, _sandbox, _config, schema) = setup(5).await;
+    let state = sallyport_testkit::database().await;
+    let text = std::fs::read_to_string(dir.path().join("sallyport.yaml")).unwrap();
+    let path = dir.path().join("shared.yaml");
+    std::fs::write(&path, format!("state: \"{state}\"\n{text}")).unwrap();
+    let key = "5".repeat(64);
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let engine = Engine::open(Config::load(&path).unwrap()).await.unwrap();
+        let server = Server::start(
+            engine,
+            "t".repeat(32),
+            sallyport_server::Vault::from_hex(&key).unwrap(),
+        )
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(sallyport_server::serve(
+            server,
+            listener,
+            std::future::pending(),
+        ));
+    }
+    let http = reqwest::Client::new();
+    let token = "t".repeat(32);
+    let made = http
+        .post(format!("{}/api/v1/syncs", bases[0]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "name": "copy", "warehouse": "pg", "model": {"table": format!("{schema}.users")},
+            "app": "cio", "object": "person", "mode": "upsert", "primary_key": "user_id",
+            "schedule": "every 1h"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201, "{}", made.text().await.unwrap());
+    let listed = |base: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let v: serde_json::Value = http
+                .get(format!("{base}/api/v1/syncs"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.to_string().contains("\"copy\"")
+        }
+    };
+    let start = Instant::now();
+    while !listed(bases[1].clone()).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the other worker never saw it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deleted = http
+        .delete(format!("{}/api/v1/syncs/copy", bases[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let start = Instant::now();
+    while listed(bases[1].clone()).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the other worker kept it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -350,6 +350,8 @@ fn sync_from_form(form: &HashMap<String, String>) -> Value {
         .filter_map(|f| sync.get(f.name).and_then(Value::as_str).map(str::to_string))
         .collect();
     exclude.retain(|c| !used.iter().any(|u| Some(u.as_str()) == c.as_str()));
+    // In one order, whatever order the form's fields came in.
+    exclude.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     sync["mapping"] = json!({"auto": true, "fields": fields, "exclude": exclude});
     if let Some(d) = get("change_detection").filter(|d| d != "local") {
         sync["change_detection"] = json!(d);
@@ -522,6 +524,12 @@ fn flat(v: &Value, at: &str, out: &mut std::collections::BTreeMap<String, String
         }
         Value::Null => {}
         Value::Array(a) if a.is_empty() => {}
+        // A list (the excluded columns) compares as a set.
+        Value::Array(a) => {
+            let mut items: Vec<String> = a.iter().map(Value::to_string).collect();
+            items.sort();
+            out.insert(at.to_string(), format!("[{}]", items.join(",")));
+        }
         other => {
             out.insert(at.to_string(), other.to_string());
         }
@@ -629,4 +637,39 @@ pub(super) async fn edit_sync_submit(
         c = hidden_csrf(&csrf),
     );
     page(&format!("Edit sync {name}: review"), Some(&csrf), &body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excluded_columns_compare_as_a_set() {
+        let (mut a, mut b) = (Default::default(), Default::default());
+        flat(
+            &json!({"mapping": {"exclude": ["notes", "bio"]}}),
+            "",
+            &mut a,
+        );
+        flat(
+            &json!({"mapping": {"exclude": ["bio", "notes"]}}),
+            "",
+            &mut b,
+        );
+        assert_eq!(a, b);
+        let form: HashMap<String, String> = [
+            ("as:notes", ""),
+            ("as:bio", ""),
+            ("as:email", "email"),
+            ("send:email", "on"),
+            ("model", "t"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            sync_from_form(&form)["mapping"]["exclude"],
+            json!(["bio", "notes"])
+        );
+    }
 }

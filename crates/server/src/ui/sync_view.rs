@@ -489,7 +489,14 @@ pub(super) async fn run_page(
         _ => String::new(),
     };
     let running = r.status == sallyport_state::RunStatus::Running;
-    let live = if running {
+    let here = r.worker.as_deref() == Some(server.worker_id());
+    let live = if running && !here {
+        format!(
+            r#"<p>Running in worker <code>{}</code>: its figures and its Stop button are on that worker's page (<a href="/syncs/{}">the sync's state</a> updates here).</p>"#,
+            esc(r.worker.as_deref().unwrap_or("a CLI process")),
+            path_segment(&name)
+        )
+    } else if running {
         format!(
             r#"<p>Live: <span id="progress" aria-live="polite">starting…</span> <span id="state" data-live="/syncs/{n}/live" hidden>running</span></p>
 <form method="post" action="/syncs/{n}/stop" class="inline">{c}<button id="stop">Stop this run</button></form>"#,

@@ -162,11 +162,18 @@ pub(super) async fn sync_live(
     Path(name): Path<String>,
 ) -> Response {
     let e = server.engine();
-    let running = server
+    let here = server
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .contains_key(&name);
+    let running = here
+        || server
+            .workers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|w| w.alive && w.worker.running.contains(&name));
     let paused = e.state.paused().await.unwrap_or_default().contains(&name);
     let runs = e.state.runs(Some(&name), 20).await.unwrap_or_default();
     // Rows read, sent and failed so far, and the pace, while this server runs the sync.
