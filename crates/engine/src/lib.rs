@@ -295,6 +295,18 @@ impl Engine {
         })
     }
 
+    /// Opens a warehouse for a person who waits (a check, a preview, a page of the UI): each
+    /// statement stops after `check_timeout`.
+    pub async fn open_for_person(
+        &self,
+        w: &sallyport_config::Warehouse,
+    ) -> Result<sallyport_sources::Source, sallyport_sources::SourceError> {
+        let options = sallyport_sources::OpenOptions {
+            statement_timeout: Some(self.check_timeout),
+        };
+        sallyport_sources::Source::open_with(w, &options).await
+    }
+
     /// A sync's last requests to its app, the newest first: from the state store with
     /// `inspector: persist` (every worker's and the CLI's), else from this process's memory.
     pub async fn requests(&self, sync: &str) -> Result<Vec<Inspected>, RunError> {

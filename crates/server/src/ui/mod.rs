@@ -126,6 +126,16 @@ fn page(title: &str, csrf: Option<&str>, body: &str) -> Html<String> {
     ))
 }
 
+/// A 404 page saying what is missing.
+fn not_found(csrf: &str, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        page("Not found", Some(csrf), &banner("error", message)),
+    )
+        .into_response()
+}
+
 fn hidden_csrf(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
 }

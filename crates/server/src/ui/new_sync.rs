@@ -8,7 +8,6 @@ use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use sallyport_config::{object_kind, FieldKind, Model, OBJECTS};
-use sallyport_sources::Source;
 use serde_json::{json, Value};
 
 use super::*;
@@ -109,10 +108,7 @@ pub(super) async fn new_sync_form(
         html.push_str(&banner("error", &format!("no warehouse named `{wname}`")));
         return page("New sync", Some(csrf), &html);
     };
-    let open_options = sallyport_sources::OpenOptions {
-        statement_timeout: Some(e.check_timeout),
-    };
-    let sample = match Source::open_with(&w, &open_options).await {
+    let sample = match e.open_for_person(&w).await {
         Ok(src) => src.sample(&model, 5).await,
         Err(err) => Err(err),
     };
@@ -454,27 +450,16 @@ async fn form_of(server: &Arc<Server>, name: &str) -> Option<HashMap<String, Str
         },
     );
     // The mapping, column by column, over the columns the model has now.
-    let w = e.config.warehouses.get(&s.warehouse)?.clone();
-    let options = sallyport_sources::OpenOptions {
-        statement_timeout: Some(e.check_timeout),
-    };
-    if let Ok(src) = Source::open_with(&w, &options).await {
-        if let Ok(columns) = src.describe(&s.model).await {
-            for c in columns {
-                let sent = !s.mapping.exclude.contains(&c.name)
-                    && (s.mapping.auto || s.mapping.fields.contains_key(&c.name));
-                if sent {
-                    q.insert(format!("send:{}", c.name), "on".into());
-                }
-                let to = s
-                    .mapping
-                    .fields
-                    .get(&c.name)
-                    .cloned()
-                    .unwrap_or(c.name.clone());
-                q.insert(format!("as:{}", c.name), to);
-            }
+    for (column, _) in super::sync_view::columns_of(server, s)
+        .await
+        .unwrap_or_default()
+    {
+        let m = &s.mapping;
+        if !m.exclude.contains(&column) && (m.auto || m.fields.contains_key(&column)) {
+            q.insert(format!("send:{column}"), "on".into());
         }
+        let to = m.fields.get(&column).cloned().unwrap_or(column.clone());
+        q.insert(format!("as:{column}"), to);
     }
     Some(q)
 }
@@ -497,15 +482,7 @@ pub(super) async fn edit_sync_page(
         Some(q) => new_sync_form(&server, &csrf, &q, None)
             .await
             .into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            page(
-                "Not found",
-                Some(&csrf),
-                &banner("error", &format!("no sync named `{name}`")),
-            ),
-        )
-            .into_response(),
+        None => not_found(&csrf, &format!("no sync named `{name}`")),
     }
 }
 
@@ -549,8 +526,7 @@ pub(super) async fn edit_sync_submit(
     new["name"] = json!(name);
     let e = server.engine();
     let Some(current) = e.config.syncs.get(&name) else {
-        let body = banner("error", &format!("no sync named `{name}`"));
-        return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
+        return not_found(&csrf, &format!("no sync named `{name}`"));
     };
     if form.get("confirmed").map(String::as_str) == Some("yes") {
         // The saved sync keeps its state id, so that its delivered rows stay on record.

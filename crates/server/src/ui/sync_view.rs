@@ -16,14 +16,11 @@ use super::*;
 use crate::{api, entities, Server};
 
 /// The model's columns (name, type), when the warehouse answers within a few seconds.
-async fn columns_of(server: &Server, s: &Sync) -> Option<Vec<(String, String)>> {
+pub(super) async fn columns_of(server: &Server, s: &Sync) -> Option<Vec<(String, String)>> {
     let e = server.engine();
     let w = e.config.warehouses.get(&s.warehouse)?.clone();
-    let options = sallyport_sources::OpenOptions {
-        statement_timeout: Some(e.check_timeout),
-    };
     let described = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let src = sallyport_sources::Source::open_with(&w, &options).await?;
+        let src = e.open_for_person(&w).await?;
         src.describe(&s.model).await
     })
     .await
@@ -181,15 +178,7 @@ pub(super) async fn sync_page(
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let e = server.engine();
     let Some(s) = e.config.syncs.get(&name).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            page(
-                "Not found",
-                Some(&csrf),
-                &banner("error", &format!("no sync named `{name}`")),
-            ),
-        )
-            .into_response();
+        return not_found(&csrf, &format!("no sync named `{name}`"));
     };
     let v = serde_json::to_value(&s).unwrap_or_default();
     let paused = e.state.paused().await.unwrap_or_default().contains(&name);
@@ -381,15 +370,8 @@ pub(super) async fn run_page(
 ) -> Response {
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let e = server.engine();
-    let not_found = |what: String| {
-        (
-            StatusCode::NOT_FOUND,
-            page("Not found", Some(&csrf), &banner("error", &what)),
-        )
-            .into_response()
-    };
     if !e.config.syncs.contains_key(&name) {
-        return not_found(format!("no sync named `{name}`"));
+        return not_found(&csrf, &format!("no sync named `{name}`"));
     }
     let Some(r) = e
         .state
@@ -399,7 +381,7 @@ pub(super) async fn run_page(
         .and_then(|r| r.into_iter().next())
         .filter(|r| r.id == id)
     else {
-        return not_found(format!("no run {id} of `{name}`"));
+        return not_found(&csrf, &format!("no run {id} of `{name}`"));
     };
     let took = r.finished_at.map(|f| f - r.started_at);
     let requests: Vec<_> = e
@@ -588,8 +570,7 @@ pub(super) async fn confirm_page(
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let e = server.engine();
     if !e.config.syncs.contains_key(&name) {
-        let body = banner("error", &format!("no sync named `{name}`"));
-        return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
+        return not_found(&csrf, &format!("no sync named `{name}`"));
     }
     let on_record = e.state.count(&e.state_key(&name)).await.unwrap_or(0);
     let (title, text, button) = match action.as_str() {

@@ -214,8 +214,7 @@ pub(super) async fn sync_action(
     let e = server.engine();
     if !e.config.syncs.contains_key(name) {
         let csrf = csrf_of(server, headers).unwrap_or_default();
-        let body = banner("error", &format!("no sync named `{name}`"));
-        return (StatusCode::NOT_FOUND, page("Not found", Some(&csrf), &body)).into_response();
+        return not_found(&csrf, &format!("no sync named `{name}`"));
     }
     let result = match action {
         "run" | "run-allowing-removals" => match server.refuse_if_held(name).await {

@@ -157,12 +157,7 @@ pub(super) async fn warehouse_browse(
     let csrf = csrf_of(&server, &headers).unwrap_or_default();
     let e = server.engine();
     let Some(w) = e.config.warehouses.get(&name).cloned() else {
-        let body = banner("error", &format!("no warehouse named `{name}`"));
-        return (
-            axum::http::StatusCode::NOT_FOUND,
-            page("Not found", Some(&csrf), &body),
-        )
-            .into_response();
+        return not_found(&csrf, &format!("no warehouse named `{name}`"));
     };
     let title = format!("Warehouse {name}");
     let Some(sql) = w.catalog_sql() else {
@@ -172,10 +167,7 @@ pub(super) async fn warehouse_browse(
         );
         return page(&title, Some(&csrf), &body).into_response();
     };
-    let options = sallyport_sources::OpenOptions {
-        statement_timeout: Some(e.check_timeout),
-    };
-    let listed = match sallyport_sources::Source::open_with(&w, &options).await {
+    let listed = match e.open_for_person(&w).await {
         Ok(src) => {
             src.sample(
                 &sallyport_config::Model::Sql(sql.to_string()),
