@@ -535,12 +535,11 @@ impl Engine {
         };
         let timings: Arc<Timings> = Arc::default();
         let mut changelog = Changelog {
-            on: true,
-            cap: Some(if p.writeback.is_some() {
+            cap: if p.writeback.is_some() {
                 WRITEBACK_CHANGES
             } else {
                 CHANGES_KEPT
-            }),
+            },
             ..Default::default()
         };
         let mut destination = p.destination;
@@ -781,14 +780,12 @@ struct Pipeline<'a> {
     timings: Arc<Timings>,
 }
 
-/// The keys a run delivered and what happened to each (kept only for warehouses with
-/// `writeback:`).
+/// The keys a run delivered and what happened to each, up to `cap` of them: past it no key is
+/// followed any more (nothing is kept per row once the list is full).
 #[derive(Default)]
 pub(crate) struct Changelog {
-    /// Whether it is kept.
-    on: bool,
-    /// The most entries kept (all of them for `writeback:`).
-    cap: Option<usize>,
+    /// The most entries kept.
+    cap: usize,
     /// Keys sent and not yet answered, with what the classifier found.
     pending: std::collections::HashMap<String, Change>,
     /// Delivered keys: `added`, `changed`, `removed` or `resent`.
@@ -796,27 +793,36 @@ pub(crate) struct Changelog {
 }
 
 impl Changelog {
+    fn full(&self) -> bool {
+        self.entries.len() + self.pending.len() >= self.cap
+    }
+
     fn sent(&mut self, ops: &[sallyport_destinations::Op], changes: &[Change]) {
-        if self.on {
-            for (op, change) in ops.iter().zip(changes) {
-                self.pending.insert(op.key.clone(), *change);
+        for (op, change) in ops.iter().zip(changes) {
+            if self.full() {
+                return;
             }
+            self.pending.insert(op.key.clone(), *change);
         }
     }
 
     fn delivered(&mut self, key: &str, removal: bool) {
-        if !self.on {
-            return;
-        }
-        let what = match (removal, self.pending.remove(key)) {
-            (true, _) | (_, Some(Change::Removed)) => "removed",
-            (false, Some(Change::New)) => "added",
-            (false, Some(Change::Unchanged)) => "resent",
-            (false, _) => "changed",
+        let what = if removal {
+            if self.full() {
+                return;
+            }
+            "removed"
+        } else {
+            match self.pending.remove(key) {
+                Some(Change::New) => "added",
+                Some(Change::Changed) => "changed",
+                Some(Change::Unchanged) => "resent",
+                Some(Change::Removed) => "removed",
+                // Sent after the list was full.
+                None => return,
+            }
         };
-        if self.cap.is_none_or(|c| self.entries.len() < c) {
-            self.entries.push((key.to_string(), what));
-        }
+        self.entries.push((key.to_string(), what));
     }
 }
 
@@ -1997,5 +2003,44 @@ mod lock_tests {
         let other_boot = format!("{host}|another-boot|{}", here.rsplit('|').next().unwrap());
         assert!(!holder_is_dead(&format!("{other_boot}/{gone}/00ff"), &here));
         assert!(!holder_is_dead(&format!("{host}/{gone}/00ff"), &here));
+    }
+}
+
+#[cfg(test)]
+mod changelog_tests {
+    use super::*;
+    use sallyport_destinations::{Op, Route};
+
+    #[test]
+    fn the_changelog_follows_keys_up_to_its_cap_and_no_further() {
+        let mut log = Changelog {
+            cap: 3,
+            ..Default::default()
+        };
+        let ops: Vec<Op> = (1..=5)
+            .map(|i| Op::new(i.to_string(), 0, "{}".into(), Route::Batch))
+            .collect();
+        let changes = [
+            Change::New,
+            Change::Changed,
+            Change::Unchanged,
+            Change::New,
+            Change::New,
+        ];
+        log.sent(&ops, &changes);
+        assert_eq!(log.pending.len(), 3, "nothing is kept past the cap");
+        for i in 1..=5 {
+            log.delivered(&i.to_string(), false);
+        }
+        log.delivered("gone", true);
+        assert_eq!(
+            log.entries,
+            vec![
+                ("1".to_string(), "added"),
+                ("2".to_string(), "changed"),
+                ("3".to_string(), "resent")
+            ]
+        );
+        assert!(log.pending.is_empty());
     }
 }
