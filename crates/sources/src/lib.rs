@@ -353,6 +353,21 @@ macro_rules! snapshot_calls {
 }
 pub(crate) use snapshot_calls;
 
+/// The `writeback:` call of a warehouse that writes run logs: one line in its `impl Warehouse`,
+/// forwarding to the `write_back` of its `writeback.rs`.
+macro_rules! writeback_calls {
+    ($t:ty) => {
+        async fn write_back(
+            &self,
+            w: &$crate::writeback::WriteBack,
+            log: &$crate::writeback::RunLog,
+        ) -> Result<(), $crate::SourceError> {
+            <$t>::write_back(self, w, log).await
+        }
+    };
+}
+pub(crate) use writeback_calls;
+
 /// What every warehouse module provides once open. A warehouse reads a model (a table or a
 /// query) in its own dialect, streams its rows in bounded chunks, and finds duplicate keys and
 /// the model's keys by itself.

@@ -309,14 +309,7 @@ impl Warehouse for MySource {
     }
 
     crate::snapshot_calls!(MySource);
-
-    async fn write_back(
-        &self,
-        w: &crate::writeback::WriteBack,
-        log: &crate::writeback::RunLog,
-    ) -> Result<(), SourceError> {
-        Self::write_back(self, w, log).await
-    }
+    crate::writeback_calls!(MySource);
 }
 
 /// A column as read: its name, type and how it is decoded.

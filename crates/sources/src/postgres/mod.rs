@@ -98,14 +98,7 @@ impl Warehouse for PgSource {
     }
 
     crate::snapshot_calls!(PgSource);
-
-    async fn write_back(
-        &self,
-        w: &crate::writeback::WriteBack,
-        log: &crate::writeback::RunLog,
-    ) -> Result<(), SourceError> {
-        Self::write_back(self, w, log).await
-    }
+    crate::writeback_calls!(PgSource);
 }
 
 impl PgSource {
