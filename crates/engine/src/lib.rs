@@ -23,7 +23,7 @@ use sallyport_state::StateError;
 use sallyport_state::StateStore;
 use serde::Serialize;
 
-pub use run::{place as lock_place, Change, Preview, PreviewOp, Progress, RunOptions};
+pub use run::{host_name, place as lock_place, Change, Preview, PreviewOp, Progress, RunOptions};
 
 pub use sallyport_state::{RowCounts, RunStatus};
 

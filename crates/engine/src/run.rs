@@ -674,15 +674,21 @@ impl Engine {
     }
 }
 
+/// This machine's host name.
+pub fn host_name() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|t| t.trim().to_string());
+    read("/proc/sys/kernel/hostname")
+        .or_else(|_| read("/etc/hostname"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
 /// Where a process runs, as lock holders record it: the host's name, the kernel's boot id and
 /// the process's PID namespace. Two processes share a place only when they see the same process
 /// table: containers on one host share a boot id but not a PID namespace, and a host name alone
 /// is shared by many containers.
 pub fn place() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|t| t.trim().to_string());
-    let host = read("/proc/sys/kernel/hostname")
-        .or_else(|_| read("/etc/hostname"))
-        .unwrap_or_else(|_| "localhost".into());
+    let host = host_name();
     let boot = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let pid_ns = std::fs::read_link("/proc/self/ns/pid")
         .map(|l| l.display().to_string())

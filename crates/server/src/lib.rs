@@ -341,6 +341,8 @@ pub struct Server {
     stop: tokio::sync::watch::Sender<bool>,
     /// This process as the other workers over the same state store see it.
     pub(crate) worker: sallyport_state::WorkerRecord,
+    /// The fingerprint of the stored entities the current config was built from.
+    loaded: Mutex<Option<u64>>,
 }
 
 impl Server {
@@ -382,6 +384,7 @@ impl Server {
                 None => std::path::PathBuf::from("."),
             }),
             worker: this_worker(),
+            loaded: Mutex::new(None),
         });
         // Secrets an earlier version stored without their address binding are sealed again.
         let upgraded = entities::upgrade(&server.engine().state, &server.vault).await?;
@@ -427,6 +430,8 @@ impl Server {
 
     /// Rebuilds the config from the file and the stored entities.
     pub(crate) async fn reload(&self) -> Result<(), String> {
+        // Taken before the entities are read: a change made meanwhile is loaded next time.
+        let fingerprint = entities_fingerprint(self).await;
         let engine = self.engine();
         let config = entities::merged(&self.base, &engine.state, &self.vault)
             .await
@@ -440,6 +445,7 @@ impl Server {
             stop_grace: engine.stop_grace,
             inspector: engine.inspector.clone(),
         });
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
         Ok(())
     }
 
@@ -822,10 +828,7 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 /// This process as a worker: host, process id and a random part (a restarted process is a new
 /// worker).
 fn this_worker() -> sallyport_state::WorkerRecord {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = sallyport_engine::host_name();
     let pid = std::process::id();
     sallyport_state::WorkerRecord {
         id: format!("{host}-{pid}-{:04x}", fastrand::u16(..)),
@@ -895,18 +898,16 @@ async fn watch_alerts(server: Arc<Server>) {
 }
 
 async fn heartbeat(server: Arc<Server>) {
-    let mut seen: Option<u64> = None;
     loop {
         server.beat().await;
         // Warehouses, apps and syncs made, edited or deleted through another worker: this
         // worker's config follows within a heartbeat.
-        if let Some(now) = entities_fingerprint(&server).await {
-            if seen.is_some_and(|s| s != now) {
-                if let Err(e) = server.reload().await {
-                    tracing::warn!(error = %e, "cannot load the entities another worker changed");
-                }
+        let now = entities_fingerprint(&server).await;
+        let loaded = *server.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if now.is_some() && now != loaded {
+            if let Err(e) = server.reload().await {
+                tracing::warn!(error = %e, "cannot load the entities another worker changed");
             }
-            seen = Some(now);
         }
         tokio::time::sleep(HEARTBEAT).await;
     }
