@@ -12,6 +12,7 @@
 pub mod alerts;
 mod classify;
 mod run;
+mod snapshot_writer;
 
 use std::sync::Arc;
 

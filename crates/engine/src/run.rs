@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 pub use crate::classify::Change;
 use crate::classify::{key_rows, map_chunk, Classifier, Duplicates, MappedChunk};
+use crate::snapshot_writer::{self, SnapshotWriter};
 use crate::{Engine, RunError, RunSummary, Stop};
 use sallyport_sources::writeback::RunLog;
 
@@ -567,6 +568,7 @@ impl Engine {
             home: p.snapshot_home.clone(),
             snap_rows: Vec::new(),
             snap_removed: Vec::new(),
+            snap_writer: None,
             duplicates_found: false,
             changelog: &mut changelog,
             timings: timings.clone(),
@@ -775,9 +777,11 @@ struct Pipeline<'a> {
     /// Where a snapshot table would be (a sync switched back to local change detection
     /// carries it over).
     home: Option<Snapshot>,
-    /// Acknowledged keys (and removals) not yet merged into the snapshot.
+    /// Acknowledged keys (and removals) not yet handed to the snapshot's writer.
     snap_rows: Vec<SnapshotRow>,
     snap_removed: Vec<String>,
+    /// Merges them into the snapshot beside the run (while [`Pipeline::run`] goes on).
+    snap_writer: Option<SnapshotWriter>,
     /// Whether the model has keys in more than one row.
     duplicates_found: bool,
     /// What each delivered key went through, for the warehouse's `writeback:` changelog.
@@ -884,14 +888,33 @@ impl Pipeline<'_> {
         mapper: Arc<dyn ObjectMapper>,
         model: &Model,
     ) -> Result<(bool, Vec<String>), (Stop, Vec<String>)> {
-        let mut result = self.inner(source, mapper, model).await;
-        // What was acknowledged reaches the snapshot however the run ends (should the
-        // warehouse refuse it now, those keys are sent again next run).
-        if let Err(e) = self.flush_snapshot().await {
-            if result.is_ok() {
-                result = Err(e);
+        // With change detection in the warehouse, merges into the snapshot run beside the
+        // run's own work (in this task: the writer borrows the source as the run does).
+        let (writer, merging) = match self.snapshot.clone() {
+            Some(snap) => {
+                let (w, merging) = snapshot_writer::start(self.source, snap);
+                (Some(w), Some(merging))
             }
-        }
+            None => (None, None),
+        };
+        self.snap_writer = writer;
+        let work = async {
+            let mut result = self.inner(source, mapper, model).await;
+            // What was acknowledged reaches the snapshot however the run ends (should the
+            // warehouse refuse it now, those keys are sent again next run).
+            if let Err(e) = self.flush_snapshot().await {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            // The writer's work ends with it.
+            self.snap_writer = None;
+            result
+        };
+        let result = match merging {
+            Some(merging) => tokio::join!(work, merging).0,
+            None => work.await,
+        };
         let failures = std::mem::take(&mut self.failures);
         match result {
             Ok(i) => Ok((i, failures)),
@@ -1491,7 +1514,8 @@ impl Pipeline<'_> {
         self.record.rows_failed = self.read_failed + self.delivery_failed;
         self.note_failures(commit.failed.iter().map(|(_, r)| r));
         // With change detection in the warehouse, what was delivered goes to its snapshot, a
-        // merge per SNAPSHOT_FLUSH keys (a crash before one leaves those keys to be sent again).
+        // merge per SNAPSHOT_FLUSH keys made beside the run (a crash before one is made leaves
+        // those keys to be sent again).
         self.snap_rows.append(&mut snap_rows);
         self.snap_removed.append(&mut snap_removed);
         self.flush_snapshot_when_full().await?;
@@ -1503,24 +1527,30 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Hands the acknowledged keys waiting to the snapshot's writer once they are a batch.
     async fn flush_snapshot_when_full(&mut self) -> Result<(), Stop> {
         if self.snap_rows.len() + self.snap_removed.len() >= SNAPSHOT_FLUSH {
-            self.flush_snapshot().await?;
+            self.hand_over().await?;
         }
         Ok(())
     }
 
-    /// Merges the acknowledged keys waiting into the snapshot.
-    async fn flush_snapshot(&mut self) -> Result<(), Stop> {
-        let Some(snap) = &self.snapshot else {
+    async fn hand_over(&mut self) -> Result<(), Stop> {
+        let Some(writer) = &self.snap_writer else {
             return Ok(());
         };
         let rows = std::mem::take(&mut self.snap_rows);
         let removed = std::mem::take(&mut self.snap_removed);
-        self.source
-            .snapshot_write(snap, &rows, &removed)
-            .await
-            .map_err(Stop::Warehouse)
+        writer.merge(rows, removed).await.map_err(Stop::Warehouse)
+    }
+
+    /// Merges every acknowledged key into the snapshot, and waits until it is there.
+    async fn flush_snapshot(&mut self) -> Result<(), Stop> {
+        self.hand_over().await?;
+        match &self.snap_writer {
+            Some(writer) => writer.settled().await.map_err(Stop::Warehouse),
+            None => Ok(()),
+        }
     }
 
     /// Keys compared without regard to case (emails) are kept in lower case: a state written
