@@ -233,7 +233,7 @@ impl PgSource {
         };
         let decode = Arc::new(decode);
         let set = if diff_at.is_some() {
-            snapshot::WORK_MEM
+            snapshot::DIFF_SETTINGS
         } else {
             ""
         };
