@@ -32,6 +32,8 @@ pub struct PgSource {
     statement_timeout: Option<std::time::Duration>,
     /// Writes to snapshot tables (change detection in the warehouse), opened when first needed.
     writer: tokio::sync::Mutex<Option<Client>>,
+    /// Whether every key written to a snapshot so far was new to it (see `snapshot_write`).
+    inserts_only: std::sync::atomic::AtomicBool,
 }
 
 fn quote_ident(name: &str) -> String {
@@ -124,6 +126,7 @@ impl PgSource {
             connector: Box::new(connector),
             statement_timeout,
             writer: tokio::sync::Mutex::new(None),
+            inserts_only: std::sync::atomic::AtomicBool::new(true),
         })
     }
 

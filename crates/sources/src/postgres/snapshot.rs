@@ -5,7 +5,10 @@
 //! the read-only transactions of [`PgSource::run`]; writes to the snapshot go over a
 //! connection of their own and take lists of keys, never the model's SQL.
 
+use std::sync::atomic::Ordering;
+
 use sallyport_core::Model;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::{model_from, query_error, quote_ident, PgSource};
@@ -214,25 +217,54 @@ impl PgSource {
     ) -> Result<(), SourceError> {
         let mut w = self.writer().await?;
         let w = w.as_mut().expect("connected");
-        let tx = w.transaction().await.map_err(query_error)?;
+        let mut tx = w.transaction().await.map_err(query_error)?;
         if !rows.is_empty() {
             let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
             let wfps: Vec<Option<i64>> = rows.iter().map(|r| r.warehouse_fingerprint).collect();
             let lfps: Vec<i64> = rows.iter().map(|r| r.fingerprint as i64).collect();
             let notes: Vec<Option<&str>> = rows.iter().map(|r| r.note.as_deref()).collect();
+            let staged: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&keys, &wfps, &lfps, &notes];
             // The batch arrives as arrays (the staging rows) and is merged in one statement.
-            tx.execute(
-                &format!(
-                    "INSERT INTO {} AS s (key, wfp, lfp, note)
-                     SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])
-                     ON CONFLICT (key) DO UPDATE SET wfp = excluded.wfp, lfp = excluded.lfp,
-                        note = COALESCE(excluded.note, s.note)",
-                    table(s)
-                ),
-                &[&keys, &wfps, &lfps, &notes],
-            )
-            .await
-            .map_err(query_error)?;
+            let insert = format!(
+                "INSERT INTO {} AS s (key, wfp, lfp, note)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])",
+                table(s)
+            );
+            // While every batch has held new keys only (a first run), a plain INSERT: half the
+            // work of an upsert, whose every row is first looked for in the index and then
+            // confirmed. The first key found there turns this source to upserts for good, and
+            // that batch is merged again as one.
+            let mut merged = false;
+            if self.inserts_only.load(Ordering::Relaxed) {
+                let plain = tx
+                    .savepoint("sallyport_insert")
+                    .await
+                    .map_err(query_error)?;
+                match plain.execute(&insert, &staged).await {
+                    Ok(_) => {
+                        plain.commit().await.map_err(query_error)?;
+                        merged = true;
+                    }
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        plain.rollback().await.map_err(query_error)?;
+                        self.inserts_only.store(false, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(query_error(e)),
+                }
+            }
+            if !merged {
+                tx.execute(
+                    &format!(
+                        "{insert}
+                         ON CONFLICT (key) DO UPDATE SET wfp = excluded.wfp, lfp = excluded.lfp,
+                            note = COALESCE(excluded.note, s.note)"
+                    ),
+                    &staged,
+                )
+                .await
+                .map_err(query_error)?;
+            }
         }
         if !removed.is_empty() {
             tx.execute(
