@@ -2,7 +2,7 @@
 //! over a batch and goes back to reading and sending, and one merge at a time runs beside it,
 //! in the order the batches were handed over. The snapshot still follows acknowledgements only
 //! (a batch is handed over once the app has acknowledged its keys); what a crash can leave out
-//! is the batch being merged, the one waiting and the one being filled, and those keys are sent
+//! is the batch being merged, the two waiting and the one being filled, and those keys are sent
 //! again next run.
 
 use std::future::Future;
@@ -31,9 +31,10 @@ pub(crate) fn start<'a>(
     source: &'a Source,
     snapshot: Snapshot,
 ) -> (SnapshotWriter, impl Future<Output = ()> + 'a) {
-    // One batch waits while another is merged: the run is held up only when the warehouse
-    // merges more slowly than the app acknowledges.
-    let (tx, mut rx) = mpsc::channel::<Work>(1);
+    // Two batches wait while another is merged: the run is held up only when the warehouse
+    // merges more slowly than the app acknowledges, not each time one merge is slow (a
+    // checkpoint, an autovacuum).
+    let (tx, mut rx) = mpsc::channel::<Work>(2);
     let failed = Arc::new(Mutex::new(None));
     let writer = SnapshotWriter {
         tx,
@@ -58,7 +59,7 @@ pub(crate) fn start<'a>(
 }
 
 impl SnapshotWriter {
-    /// Hands a batch over (waiting while another batch already waits).
+    /// Hands a batch over (waiting while two batches already wait).
     pub(crate) async fn merge(
         &self,
         rows: Vec<SnapshotRow>,
