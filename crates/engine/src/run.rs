@@ -1596,7 +1596,8 @@ impl Pipeline<'_> {
     /// rows are next read); the keys it holds.
     async fn carry_over(&mut self, snap: &Snapshot) -> Result<u64, Stop> {
         let state = &self.engine.state;
-        self.source
+        let (held, _) = self
+            .source
             .snapshot_prepare(snap)
             .await
             .map_err(Stop::Warehouse)?;
@@ -1623,15 +1624,18 @@ impl Pipeline<'_> {
                 .await
                 .map_err(Stop::Warehouse)?;
         }
-        if moved > 0 {
-            // Only once every row is in the snapshot: a crash before leaves them to be
-            // carried over again.
-            state.clear(self.name).await?;
-            tracing::info!(
-                keys = moved,
-                "carried the state over to the warehouse's snapshot"
-            );
+        if moved == 0 {
+            // Nothing carried over: the snapshot holds what it held (counted once: a count is a
+            // scan of the snapshot, 0.2 s for 10,000,000 keys in PostgreSQL).
+            return Ok(held);
         }
+        // Only once every row is in the snapshot: a crash before leaves them to be carried
+        // over again.
+        state.clear(self.name).await?;
+        tracing::info!(
+            keys = moved,
+            "carried the state over to the warehouse's snapshot"
+        );
         Ok(self
             .source
             .snapshot_count(snap)
