@@ -32,7 +32,8 @@ pub struct PgSource {
     statement_timeout: Option<std::time::Duration>,
     /// Writes to snapshot tables (change detection in the warehouse), opened when first needed.
     writer: tokio::sync::Mutex<Option<Client>>,
-    /// Whether every key written to a snapshot so far was new to it (see `snapshot_write`).
+    /// Whether the snapshot was empty when prepared and every key written to it since was new
+    /// (see `snapshot_write`).
     inserts_only: std::sync::atomic::AtomicBool,
 }
 
@@ -126,7 +127,7 @@ impl PgSource {
             connector: Box::new(connector),
             statement_timeout,
             writer: tokio::sync::Mutex::new(None),
-            inserts_only: std::sync::atomic::AtomicBool::new(true),
+            inserts_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

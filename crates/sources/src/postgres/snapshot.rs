@@ -195,8 +195,11 @@ impl PgSource {
 
     pub(super) async fn snapshot_prepare(&self, s: &Snapshot) -> Result<(u64, bool), SourceError> {
         if let Some(n) = self.snapshot_count(s).await? {
+            // A run's writes start as plain inserts only into an empty snapshot (a first run).
+            self.inserts_only.store(n == 0, Ordering::Relaxed);
             return Ok((n, true));
         }
+        self.inserts_only.store(true, Ordering::Relaxed);
         self.snapshot_check(&s.schema).await?;
         let w = self.writer().await?;
         let w = w.as_ref().expect("connected");
@@ -234,10 +237,10 @@ impl PgSource {
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[])",
                 table(s)
             );
-            // While every batch has held new keys only (a first run), a plain INSERT: half the
-            // work of an upsert, whose every row is first looked for in the index and then
-            // confirmed. The first key found there turns this source to upserts for good, and
-            // that batch is merged again as one.
+            // Into a snapshot that was empty when the run prepared it (a first run), and while
+            // every batch has held new keys only, a plain INSERT: half the work of an upsert,
+            // whose every row is first looked for in the index and then confirmed. The first
+            // key found there turns the writes to upserts, and that batch is merged again.
             let mut merged = false;
             if self.inserts_only.load(Ordering::Relaxed) {
                 let plain = tx
