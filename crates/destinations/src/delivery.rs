@@ -666,11 +666,12 @@ mod tests {
             .body(body)
             .build()
             .unwrap();
+        let long = "sk_live_0123456789abcdefghijklmnopqrstuv";
         let rec = Recording {
             inspector: Arc::default(),
             sync: "people".into(),
             run_id: 7,
-            secrets: vec!["sk-1234".into()],
+            secrets: vec!["sk-1234".into(), long.into()],
         };
         let seen = rec.seen(&req);
         rec.write(seen, 2, Duration::from_millis(5), Err("timed out".into()));
@@ -691,13 +692,6 @@ mod tests {
         );
         // A long secret across the cut, after another one blanked before it (which moves
         // what follows nearer the start): no piece of either is kept.
-        let long = "sk_live_0123456789abcdefghijklmnopqrstuv";
-        let rec_long = Recording {
-            inspector: Arc::default(),
-            sync: "people".into(),
-            run_id: 7,
-            secrets: vec![long.into()],
-        };
         let body = format!(
             "{long}{}{long}{}",
             "x".repeat(4120 - long.len()),
@@ -708,7 +702,7 @@ mod tests {
             .body(body)
             .build()
             .unwrap();
-        let seen = rec_long.seen(&req);
+        let seen = rec.seen(&req);
         assert!(seen.truncated && seen.body.len() <= INSPECTED_BODY);
         assert!(!seen.body.contains("sk_live"), "{}", &seen.body[4000..]);
         assert!(seen.body.starts_with("[secret]xxx"));

@@ -241,7 +241,7 @@ impl PgSource {
             // every batch has held new keys only, a plain INSERT: half the work of an upsert,
             // whose every row is first looked for in the index and then confirmed. The first
             // key found there turns the writes to upserts, and that batch is merged again.
-            let mut merged = false;
+            let mut written = false;
             if self.inserts_only.load(Ordering::Relaxed) {
                 let plain = tx
                     .savepoint("sallyport_insert")
@@ -250,7 +250,7 @@ impl PgSource {
                 match plain.execute(&insert, &staged).await {
                     Ok(_) => {
                         plain.commit().await.map_err(query_error)?;
-                        merged = true;
+                        written = true;
                     }
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         plain.rollback().await.map_err(query_error)?;
@@ -259,7 +259,7 @@ impl PgSource {
                     Err(e) => return Err(query_error(e)),
                 }
             }
-            if !merged {
+            if !written {
                 tx.execute(
                     &format!(
                         "{insert}
