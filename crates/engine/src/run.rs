@@ -1219,9 +1219,10 @@ impl Pipeline<'_> {
         synced: u64,
         left: Option<u64>,
     ) -> Result<bool, Stop> {
-        // The snapshot first holds everything acknowledged so far.
+        // The snapshot first holds everything acknowledged so far, ready to be looked up.
         self.flush_snapshot().await?;
         let source = self.source;
+        source.snapshot_seal(snap).await.map_err(Stop::Warehouse)?;
         let n = match left {
             Some(n) => n,
             None => source
@@ -1629,6 +1630,11 @@ impl Pipeline<'_> {
             // scan of the snapshot, 0.2 s for 10,000,000 keys in PostgreSQL).
             return Ok(held);
         }
+        // The run's keys may be among those carried over: it upserts them.
+        self.source
+            .snapshot_seal(snap)
+            .await
+            .map_err(Stop::Warehouse)?;
         // Only once every row is in the snapshot: a crash before leaves them to be carried
         // over again.
         state.clear(self.name).await?;

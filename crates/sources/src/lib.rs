@@ -425,6 +425,14 @@ pub trait Warehouse: Sized {
         Ok(None)
     }
 
+    /// The snapshot holds what the run wrote so far and is about to be looked up by key (the
+    /// run's removals, upserts of keys it may hold): a warehouse that fills a new snapshot
+    /// without its key index builds the index now (PostgreSQL). Nothing for the others.
+    async fn snapshot_seal(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        let _ = snapshot;
+        Ok(())
+    }
+
     /// Writes acknowledged keys (one merge) and deletes removed ones.
     async fn snapshot_write(
         &self,
@@ -744,7 +752,7 @@ pub enum SourceError {
 
 /// An open warehouse: one variant per module (see [`WarehouseSettings`]).
 pub enum Source {
-    Postgres(postgres::PgSource),
+    Postgres(Box<postgres::PgSource>),
     Mysql(Box<mysql::MySource>),
     Redshift(Box<redshift::RedshiftSource>),
     #[cfg(feature = "databricks")]
@@ -787,7 +795,7 @@ impl Source {
     ) -> Result<Source, SourceError> {
         Ok(match w {
             WarehouseSettings::Postgres(s) => {
-                Source::Postgres(postgres::PgSource::open(s, options).await?)
+                Source::Postgres(Box::new(postgres::PgSource::open(s, options).await?))
             }
             WarehouseSettings::Mysql(s) => {
                 Source::Mysql(Box::new(mysql::MySource::open(s, options).await?))
@@ -885,6 +893,10 @@ impl Source {
 
     pub async fn snapshot_count(&self, snapshot: &Snapshot) -> Result<Option<u64>, SourceError> {
         each_source!(self, s => s.snapshot_count(snapshot).await)
+    }
+
+    pub async fn snapshot_seal(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        each_source!(self, s => s.snapshot_seal(snapshot).await)
     }
 
     pub async fn snapshot_write(

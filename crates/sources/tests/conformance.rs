@@ -231,6 +231,10 @@ async fn snapshots_conform(what: &str, source: &Source, model: &Model, schema: &
         Some(3),
         "{what}"
     );
+    // The run is over its new keys: from here on, keys it holds may be written again (twice
+    // is harmless).
+    source.snapshot_seal(&snap).await.unwrap();
+    source.snapshot_seal(&snap).await.unwrap();
 
     // Only what differs comes out: key 2's other row, and the row without a key.
     let changed = read(diff(Some(&spec), false, false)).await;
@@ -327,8 +331,74 @@ async fn postgres_conforms() {
     let model = Model::Table(format!("{schema}.users"));
     catalog_lists("postgres", &settings, &source, (&schema, "users")).await;
     snapshots_conform("postgres", &source, &model, &schema).await;
+    postgres_first_run_stopped(&client, &settings, &schema).await;
     conforms("postgres", source, model).await;
     sallyport_testkit::drop_schema(&client, &schema).await;
+}
+
+/// A first run fills its new snapshot without a key index and builds the index when sealed; a
+/// run stopped before that leaves the next run to build it, keeping one row of a key written
+/// twice (which a run never does; a table written by hand may).
+async fn postgres_first_run_stopped(
+    client: &tokio_postgres::Client,
+    settings: &WarehouseSettings,
+    schema: &str,
+) {
+    use sallyport_sources::{Snapshot, SnapshotRow};
+    let snap = Snapshot {
+        schema: schema.into(),
+        sync: "stopped first run".into(),
+    };
+    let table = format!("{schema}.\"{}\"", snap.table());
+    let has_key = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_index WHERE indrelid = $1::text::regclass AND indisprimary",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let row = |key: &str, fp: u64, note: Option<&str>| SnapshotRow {
+        key: key.into(),
+        warehouse_fingerprint: Some(fp as i64),
+        fingerprint: fp,
+        note: note.map(String::from),
+    };
+    let first = Source::open(settings).await.unwrap();
+    assert_eq!(first.snapshot_prepare(&snap).await.unwrap(), (0, false));
+    first
+        .snapshot_write(&snap, &[row("a", 1, Some("n")), row("b", 2, None)], &[])
+        .await
+        .unwrap();
+    assert_eq!(has_key().await, 0, "no index while the first run fills it");
+    // The run stops here; the same key lands twice by hand.
+    client
+        .batch_execute(&format!("INSERT INTO {table} VALUES ('b', 3, 3, NULL)"))
+        .await
+        .unwrap();
+    drop(first);
+    let next = Source::open(settings).await.unwrap();
+    assert_eq!(next.snapshot_prepare(&snap).await.unwrap(), (2, true));
+    assert_eq!(has_key().await, 1, "the next run builds it first");
+    // Keys it holds are merged, as ever.
+    next.snapshot_write(&snap, &[row("a", 4, None)], &[])
+        .await
+        .unwrap();
+    let rows = next.snapshot_rows(&snap, "", 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], row("a", 4, Some("n")));
+    assert_eq!(rows[1].key, "b");
+    next.snapshot_drop(&snap).await.unwrap();
+    // A new snapshot sealed by its run has its key.
+    assert_eq!(next.snapshot_prepare(&snap).await.unwrap(), (0, false));
+    next.snapshot_write(&snap, &[row("c", 5, None)], &[])
+        .await
+        .unwrap();
+    next.snapshot_seal(&snap).await.unwrap();
+    assert_eq!(has_key().await, 1);
+    next.snapshot_drop(&snap).await.unwrap();
 }
 
 /// Redshift, read as Redshift is (text results through a cursor, its type names), against

@@ -31,11 +31,13 @@ async fn postgres_types_become_customerio_values() {
                 id bigint, name varchar(20), code text, small smallint, mid integer,
                 amount numeric(12,2), huge numeric, ratio real, score double precision, active boolean,
                 born date, seen timestamp, seen_tz timestamptz, uid uuid, prefs jsonb, raw json,
-                tags text[], nums int[], nothing text, "Odd ""Name""" text);
+                tags text[], nums int[], nothing text, "Odd ""Name""" text, nan numeric, inf numeric,
+                tiny numeric(8,4), neg numeric, zero numeric(6,3), doc jsonb);
             INSERT INTO {schema}.users VALUES (
                 42, 'Ann', 'x', 7, 70000, 12.50, 123456789012345678901234.5, 0.5, 2.25, true,
                 '2024-01-02', '2024-01-02 03:04:05', '2024-01-02 03:04:05+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
-                '{{"a": [1, 2]}}', '{{"b": null}}', ARRAY['x', 'y'], ARRAY[1, NULL], NULL, 'odd');"#
+                '{{"a": [1, 2]}}', '{{"b": null}}', ARRAY['x', 'y'], ARRAY[1, NULL], NULL, 'odd', 'NaN',
+                '-Infinity', 0.005, -12345, 0, '"ünï"');"#
         ))
         .await
         .unwrap();
@@ -46,7 +48,7 @@ async fn postgres_types_become_customerio_values() {
     .unwrap();
     let model = Model::Table(format!("{schema}.users"));
     let columns = source.describe(&model).await.unwrap();
-    assert_eq!(columns.len(), 20);
+    assert_eq!(columns.len(), 26);
     assert_eq!(columns[12].type_name, "timestamptz");
     assert_eq!(columns[19].name, "Odd \"Name\"");
     let rows = all_rows(&source, &model, Some("id")).await;
@@ -57,7 +59,8 @@ async fn postgres_types_become_customerio_values() {
         json!([
             42, "Ann", "x", 7, 70000, 12.5, "123456789012345678901234.5", 0.5, 2.25, true,
             1704153600, 1704164645, 1704157445, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-            {"a": [1, 2]}, {"b": null}, ["x", "y"], [1, null], null, "odd"
+            {"a": [1, 2]}, {"b": null}, ["x", "y"], [1, null], null, "odd", null, null, 0.005,
+            -12345.0, 0.0, "ünï"
         ])
     );
 }

@@ -20,8 +20,8 @@ pub use connect::{split_tls, Connector, SslMode, Tls};
 pub use settings::{Settings, FIELDS};
 
 use crate::{
-    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, SourceError, Warehouse,
-    CHUNK_ROWS,
+    decimal_value, AnsiQuotes, Column, Dialect, ReadSpec, Row, RowStream, Snapshot, SourceError,
+    Warehouse, CHUNK_ROWS,
 };
 
 pub struct PgSource {
@@ -35,6 +35,9 @@ pub struct PgSource {
     /// Whether the snapshot was empty when prepared and every key written to it since was new
     /// (see `snapshot_write`).
     inserts_only: std::sync::atomic::AtomicBool,
+    /// The snapshots (tables) that were new (or empty) when prepared and have no key index yet:
+    /// filled by plain inserts, indexed once, when sealed (see `snapshot_seal`).
+    unindexed: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn quote_ident(name: &str) -> String {
@@ -56,6 +59,8 @@ pub(crate) enum Decode {
     F64,
     Text,
     Json,
+    /// JSON asked for as text.
+    JsonText,
     Numeric,
     Timestamp,
     Date,
@@ -102,6 +107,10 @@ impl Warehouse for PgSource {
 
     crate::snapshot_calls!(PgSource);
     crate::writeback_calls!(PgSource);
+
+    async fn snapshot_seal(&self, snapshot: &Snapshot) -> Result<(), SourceError> {
+        PgSource::snapshot_seal(self, snapshot).await
+    }
 }
 
 impl PgSource {
@@ -128,6 +137,7 @@ impl PgSource {
             statement_timeout,
             writer: tokio::sync::Mutex::new(None),
             inserts_only: std::sync::atomic::AtomicBool::new(false),
+            unindexed: Default::default(),
         })
     }
 
@@ -236,7 +246,9 @@ impl PgSource {
             }
         };
         let decode = Arc::new(decode);
-        let set = if diff_at.is_some() {
+        // A first run's read (an empty snapshot) joins nothing: it is read like any model, by
+        // one process (parallel workers would only pass its rows through another queue).
+        let set = if diff_at.is_some_and(|(_, empty)| !empty) {
             snapshot::DIFF_SETTINGS
         } else {
             ""
@@ -284,10 +296,24 @@ fn read_row(
             .try_get::<_, Option<Wire>>(i)
             .map_err(|e| SourceError::Query(e.to_string()))?
         {
-            Some(Wire(bytes)) => {
-                h.update(&(bytes.len() as u32).to_le_bytes());
-                h.update(bytes);
-            }
+            // Columns asked for as text are hashed as their binary form, so that a fingerprint
+            // does not depend on how the column travels.
+            Some(Wire(bytes)) => match decode[i] {
+                Decode::Numeric => {
+                    let b = numeric_binary(bytes);
+                    h.update(&(b.len() as u32).to_le_bytes());
+                    h.update(&b);
+                }
+                Decode::JsonText => {
+                    h.update(&(bytes.len() as u32 + 1).to_le_bytes());
+                    h.update(&[1]);
+                    h.update(bytes);
+                }
+                _ => {
+                    h.update(&(bytes.len() as u32).to_le_bytes());
+                    h.update(bytes);
+                }
+            },
             None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
         }
     }
@@ -514,8 +540,12 @@ fn select_expr(col: &str, t: &Type) -> (String, Decode) {
         Type::FLOAT4 => Decode::F32,
         Type::FLOAT8 => Decode::F64,
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Decode::Text,
-        Type::JSON | Type::JSONB => Decode::Json,
-        Type::NUMERIC => Decode::Numeric,
+        Type::JSON => Decode::Json,
+        // Asked for as text: a `jsonb` is its text after a version byte, and a NUMERIC's text is
+        // shorter than its binary form (8 bytes of header, 2 per 4 digits) up to 16 digits or
+        // so: `12345.67` is 8 bytes, not 14. Both read back to the same values.
+        Type::JSONB => return (format!("{col}::text"), Decode::JsonText),
+        Type::NUMERIC => return (format!("{col}::text"), Decode::Numeric),
         Type::DATE => Decode::Date,
         Type::TIMESTAMP | Type::TIMESTAMPTZ => Decode::Timestamp,
         _ => return (format!("{col}::text"), Decode::Text),
@@ -582,64 +612,84 @@ fn read(row: &tokio_postgres::Row, i: usize, d: Decode) -> Result<Value, SourceE
                 }
             }
         },
-        Decode::Numeric => match get::<Wire>(row, i)? {
+        Decode::JsonText => match get::<&str>(row, i)? {
             None => Value::Null,
-            Some(Wire(b)) => match numeric_text(b).ok_or_else(|| bad("numeric"))? {
-                Some(text) => decimal_value(&text),
-                None => Value::Null,
-            },
+            Some(t) => serde_json::from_str(t).map_err(|_| bad("json"))?,
+        },
+        // PostgreSQL's text of a NUMERIC keeps its scale (`12.50`); NaN and the infinities have
+        // no JSON number.
+        Decode::Numeric => match get::<&str>(row, i)? {
+            None | Some("NaN" | "Infinity" | "-Infinity") => Value::Null,
+            Some(t) => decimal_value(t),
         },
     })
 }
 
-/// The decimal text of a binary NUMERIC (`None` for NaN and the infinities): base-10000 digits
-/// with a weight, a sign and a display scale.
-fn numeric_text(b: &[u8]) -> Option<Option<String>> {
-    let u16_at = |i: usize| b.get(i..i + 2).map(|x| u16::from_be_bytes([x[0], x[1]]));
-    let ndigits = u16_at(0)? as usize;
-    let weight = u16_at(2)? as i16 as i64;
-    let sign = u16_at(4)?;
-    let dscale = u16_at(6)? as usize;
-    if sign != 0x0000 && sign != 0x4000 {
-        return Some(None);
+/// PostgreSQL's binary NUMERIC (as `numeric_send` writes it) of its text (as `numeric_out`
+/// writes it: `-`, digits, `.` and exactly the display scale's digits, or `NaN`, `Infinity`,
+/// `-Infinity`): a count of base-10000 digits, the weight of the first, the sign, the display
+/// scale, then the digits, without leading or trailing zero digits.
+pub(crate) fn numeric_binary(text: &[u8]) -> Vec<u8> {
+    // No digits; the server sends the infinities with a display scale of 32.
+    let special = |sign: u16, dscale: u16| {
+        [0u16, 0, sign, dscale]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    };
+    match text {
+        b"NaN" => return special(0xC000, 0),
+        b"Infinity" => return special(0xD000, 32),
+        b"-Infinity" => return special(0xF000, 32),
+        _ => {}
     }
-    let digits: Vec<u16> = (0..ndigits)
-        .map(|k| u16_at(8 + 2 * k))
-        .collect::<Option<_>>()?;
-    let group = |k: i64| -> u16 {
-        if k < 0 {
-            0
-        } else {
-            digits.get(k as usize).copied().unwrap_or(0)
+    let (negative, text) = match text.strip_prefix(b"-") {
+        Some(t) => (true, t),
+        None => (false, text),
+    };
+    let (int, frac) = match text.iter().position(|&c| c == b'.') {
+        Some(p) => (&text[..p], &text[p + 1..]),
+        None => (text, &text[text.len()..]),
+    };
+    // Groups of four digits on each side of the point: the integer part padded on the left,
+    // the fraction on the right.
+    let lead = (4 - int.len() % 4) % 4;
+    let digit = |c: u8| (c - b'0') as u16;
+    let mut groups: Vec<u16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
+    let mut g = 0u16;
+    let mut n = lead;
+    for &c in int.iter().chain(frac) {
+        g = g * 10 + digit(c);
+        n += 1;
+        if n == 4 {
+            groups.push(g);
+            (g, n) = (0, 0);
+        }
+    }
+    if n > 0 {
+        groups.push(g * 10u16.pow(4 - n as u32));
+    }
+    let mut weight = ((lead + int.len()) / 4) as i16 - 1;
+    let first = groups.iter().position(|&g| g != 0);
+    let last = groups.iter().rposition(|&g| g != 0);
+    let (digits, sign) = match (first, last) {
+        (Some(f), Some(l)) => {
+            weight -= f as i16;
+            (&groups[f..=l], if negative { 0x4000u16 } else { 0 })
+        }
+        _ => {
+            weight = 0;
+            (&groups[..0], 0)
         }
     };
-    let mut out = String::new();
-    if sign == 0x4000 {
-        out.push('-');
+    let mut out = Vec::with_capacity(8 + 2 * digits.len());
+    for v in [digits.len() as u16, weight as u16, sign, frac.len() as u16] {
+        out.extend_from_slice(&v.to_be_bytes());
     }
-    if weight < 0 {
-        out.push('0');
-    } else {
-        for k in 0..=weight {
-            if k == 0 {
-                out.push_str(&group(0).to_string());
-            } else {
-                out.push_str(&format!("{:04}", group(k)));
-            }
-        }
+    for d in digits {
+        out.extend_from_slice(&d.to_be_bytes());
     }
-    if dscale > 0 {
-        out.push('.');
-        let mut frac = String::new();
-        let mut k = weight + 1;
-        while frac.len() < dscale {
-            frac.push_str(&format!("{:04}", group(k)));
-            k += 1;
-        }
-        frac.truncate(dscale);
-        out.push_str(&frac);
-    }
-    Some(Some(out))
+    out
 }
 
 /// Connection errors may quote the URL; never its password.
@@ -713,107 +763,95 @@ fn url_passwords(url: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::numeric_text;
-    use proptest::prelude::*;
+    use super::{numeric_binary, Wire};
 
-    /// PostgreSQL's binary NUMERIC of a decimal text: base-10000 groups around the point, a
-    /// weight (of the first group), leading and trailing zero groups left out, as the server
-    /// sends it.
-    fn encode(neg: bool, int: &str, frac: &str) -> Vec<u8> {
-        let int = int.trim_start_matches('0');
-        let pad_int = format!("{}{int}", "0".repeat((4 - int.len() % 4) % 4));
-        let pad_frac = format!("{frac}{}", "0".repeat((4 - frac.len() % 4) % 4));
-        let mut groups: Vec<u16> = Vec::new();
-        let chunk = |t: &str| -> Vec<u16> {
-            t.as_bytes()
-                .chunks(4)
-                .map(|c| std::str::from_utf8(c).unwrap().parse().unwrap())
-                .collect()
-        };
-        let int_groups = chunk(&pad_int);
-        let mut weight = int_groups.len() as i16 - 1;
-        groups.extend(int_groups);
-        groups.extend(chunk(&pad_frac));
-        while groups.first() == Some(&0) {
-            groups.remove(0);
-            weight -= 1;
+    /// Every NUMERIC as PostgreSQL itself sends it in binary and writes it as text: the binary
+    /// form made from the text is the server's, byte for byte (fingerprints hash it, as they
+    /// did when NUMERIC and `jsonb` were read in binary).
+    #[tokio::test]
+    async fn numerics_from_text_are_the_servers_binary() {
+        sallyport_testkit::needs_postgres!();
+        let (client, _schema) = sallyport_testkit::schema().await;
+        let mut values: Vec<String> = [
+            "0",
+            "0.00",
+            "-0.5",
+            "12.50",
+            "-12345",
+            "0.0050",
+            "700000000",
+            "1e-20",
+            "123456789012345678901234.5",
+            "99999999.9999",
+            "10000",
+            "0.0001",
+            "-0.00010",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1.000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Lengths on both sides of the point, zeros at either end, and signs: a fixed walk.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let int_len = (x % 23) as usize;
+            let frac_len = ((x >> 8) % 17) as usize;
+            let digits: String = (0..int_len + frac_len)
+                .map(|k| {
+                    let d = (x >> (k % 60)) % 10;
+                    if (x >> 20) % 3 == 0 && k % 5 != 0 {
+                        '0'
+                    } else {
+                        char::from(b'0' + d as u8)
+                    }
+                })
+                .collect();
+            let sign = if (x >> 30) % 2 == 0 { "" } else { "-" };
+            let (i, f) = digits.split_at(int_len);
+            let i = if i.is_empty() { "0" } else { i };
+            values.push(if f.is_empty() {
+                format!("{sign}{i}")
+            } else {
+                format!("{sign}{i}.{f}")
+            });
         }
-        while groups.last() == Some(&0) {
-            groups.pop();
+        let rows = client
+            .query(
+                "SELECT v::numeric, v::numeric::text FROM unnest($1::text[]) v",
+                &[&values],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), values.len());
+        for r in rows {
+            let Wire(binary) = r.get(0);
+            let text: &str = r.get(1);
+            assert_eq!(numeric_binary(text.as_bytes()), binary, "{text}");
         }
-        if groups.is_empty() {
-            weight = 0;
+        // A `jsonb` is sent as a version byte (1) and its text.
+        let docs = [
+            r#"{"a": [1, 2.50, null], "é": "\"x\""}"#,
+            "3",
+            r#""s""#,
+            "[]",
+        ];
+        for r in client
+            .query(
+                "SELECT v::jsonb, v::jsonb::text FROM unnest($1::text[]) v",
+                &[&&docs[..]],
+            )
+            .await
+            .unwrap()
+        {
+            let Wire(binary) = r.get(0);
+            let text: &str = r.get(1);
+            assert_eq!([&[1u8][..], text.as_bytes()].concat(), binary, "{text}");
         }
-        numeric(
-            groups.len() as u16,
-            weight,
-            if neg && !groups.is_empty() { 0x4000 } else { 0 },
-            frac.len() as u16,
-            &groups,
-        )
-    }
-
-    proptest! {
-        #[test]
-        fn numerics_decode_to_their_decimal_text(
-            neg in any::<bool>(), int in "[0-9]{0,20}", frac in "[0-9]{0,12}"
-        ) {
-            let text = numeric_text(&encode(neg, &int, &frac)).unwrap().unwrap();
-            let int_norm = int.trim_start_matches('0');
-            let int_norm = if int_norm.is_empty() { "0" } else { int_norm };
-            let zero = int_norm == "0" && frac.chars().all(|c| c == '0');
-            let mut want = String::new();
-            if neg && !zero {
-                want.push('-');
-            }
-            want.push_str(int_norm);
-            if !frac.is_empty() {
-                want.push('.');
-                want.push_str(&frac);
-            }
-            prop_assert_eq!(text, want);
-        }
-    }
-
-    fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for v in [ndigits, weight as u16, sign, dscale] {
-            b.extend_from_slice(&v.to_be_bytes());
-        }
-        for d in digits {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b
-    }
-
-    #[test]
-    fn numerics() {
-        let t = |b: Vec<u8>| numeric_text(&b).unwrap().unwrap();
-        assert_eq!(t(numeric(2, 0, 0, 2, &[12, 5000])), "12.50");
-        assert_eq!(t(numeric(3, 1, 0x4000, 0, &[1, 2345, 6789])), "-12345");
-        assert_eq!(t(numeric(1, -1, 0, 4, &[50])), "0.0050");
-        assert_eq!(t(numeric(0, 0, 0, 0, &[])), "0");
-        assert_eq!(t(numeric(1, 2, 0, 0, &[7])), "700000000");
-        assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])), Some(None));
-    }
-}
-
-#[cfg(test)]
-mod redaction {
-    use super::redact_connect_error;
-
-    #[test]
-    fn passwords_with_at_signs_and_settings() {
-        let url = "postgres://me:p@ss@host:5432/db?sslmode=disable";
-        assert_eq!(redact_connect_error("bad p@ss here", url), "bad *** here");
-        let kv = "host=h user=me password=s3cret dbname=d";
-        assert_eq!(redact_connect_error("x s3cret y", kv), "x *** y");
-        let encoded = "postgres://me:p%40ss%2Fw@host/db";
-        assert_eq!(
-            redact_connect_error("password p@ss/w and p%40ss%2Fw", encoded),
-            "password *** and ***"
-        );
-        let quoted = "host=h user=me password='sp ace' dbname=d";
-        assert_eq!(redact_connect_error("bad 'sp ace'", quoted), "bad ***");
     }
 }
