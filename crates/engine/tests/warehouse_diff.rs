@@ -142,6 +142,24 @@ impl W {
             .await
     }
 
+    /// Whether PostgreSQL's snapshot has its primary key (`None` on the other warehouses).
+    async fn snapshot_has_key(&self) -> Option<bool> {
+        if self.my.is_some() || self.redshift {
+            return None;
+        }
+        let table = sallyport_sources::Snapshot {
+            schema: self.schema(),
+            sync: "people".into(),
+        }
+        .table();
+        let n = self
+            .count(&format!(
+                "SELECT count(*) FROM pg_index WHERE indrelid = '{{s}}.{table}'::regclass AND indisprimary"
+            ))
+            .await;
+        Some(n == 1)
+    }
+
     /// The tables left in the schema or database.
     async fn tables(&self) -> i64 {
         match &self.my {
@@ -248,6 +266,11 @@ async fn only_what_changed_leaves_the_warehouse(w: &W) {
     let s = h.run(&engine, "people").await;
     assert_eq!(counts(&s), (50, 50, 0, 50, 0, 0), "{s:?}");
     assert_eq!(w.snapshot_keys().await, 50);
+    assert_ne!(
+        w.snapshot_has_key().await,
+        Some(false),
+        "the first run seals the snapshot it filled"
+    );
     assert_eq!(
         engine.state.count("people").await.unwrap(),
         0,

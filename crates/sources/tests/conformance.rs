@@ -391,14 +391,30 @@ async fn postgres_first_run_stopped(
     assert_eq!(rows[0], row("a", 4, Some("n")));
     assert_eq!(rows[1].key, "b");
     next.snapshot_drop(&snap).await.unwrap();
-    // A new snapshot sealed by its run has its key.
+    // A new snapshot sealed by its run has its key; one left empty by a stopped run is filled
+    // as a new one by the next.
     assert_eq!(next.snapshot_prepare(&snap).await.unwrap(), (0, false));
-    next.snapshot_write(&snap, &[row("c", 5, None)], &[])
+    let again = Source::open(settings).await.unwrap();
+    assert_eq!(again.snapshot_prepare(&snap).await.unwrap(), (0, true));
+    assert_eq!(has_key().await, 0);
+    again
+        .snapshot_write(&snap, &[row("c", 5, None)], &[])
         .await
         .unwrap();
-    next.snapshot_seal(&snap).await.unwrap();
+    again.snapshot_seal(&snap).await.unwrap();
     assert_eq!(has_key().await, 1);
-    next.snapshot_drop(&snap).await.unwrap();
+    again.snapshot_drop(&snap).await.unwrap();
+    // Paging a snapshot in key order (carrying it back to local change detection) gives it its
+    // key first.
+    next.snapshot_prepare(&snap).await.unwrap();
+    next.snapshot_write(&snap, &[row("d", 6, None), row("c", 5, None)], &[])
+        .await
+        .unwrap();
+    let back = Source::open(settings).await.unwrap();
+    let rows = back.snapshot_rows(&snap, "", 10).await.unwrap();
+    assert_eq!(rows, [row("c", 5, None), row("d", 6, None)]);
+    assert_eq!(has_key().await, 1);
+    back.snapshot_drop(&snap).await.unwrap();
 }
 
 /// Redshift, read as Redshift is (text results through a cursor, its type names), against

@@ -296,24 +296,7 @@ fn read_row(
             .try_get::<_, Option<Wire>>(i)
             .map_err(|e| SourceError::Query(e.to_string()))?
         {
-            // Columns asked for as text are hashed as their binary form, so that a fingerprint
-            // does not depend on how the column travels.
-            Some(Wire(bytes)) => match decode[i] {
-                Decode::Numeric => {
-                    let b = numeric_binary(bytes);
-                    h.update(&(b.len() as u32).to_le_bytes());
-                    h.update(&b);
-                }
-                Decode::JsonText => {
-                    h.update(&(bytes.len() as u32 + 1).to_le_bytes());
-                    h.update(&[1]);
-                    h.update(bytes);
-                }
-                _ => {
-                    h.update(&(bytes.len() as u32).to_le_bytes());
-                    h.update(bytes);
-                }
-            },
+            Some(Wire(bytes)) => hash_column(&mut h, decode[i], bytes),
             None => h.update(&[0xff, 0xff, 0xff, 0xff, 0xff]),
         }
     }
@@ -378,7 +361,7 @@ impl PgSource {
                 "SELECT EXISTS (SELECT 1 FROM pg_index i
                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1
-                      AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)",
+                      AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)",
                 &[&name, &key],
             )
             .await
@@ -625,6 +608,29 @@ fn read(row: &tokio_postgres::Row, i: usize, d: Decode) -> Result<Value, SourceE
     })
 }
 
+/// Adds a column's bytes to a row's fingerprint: their length, then the bytes. Columns asked
+/// for as text are hashed as their binary form, so that a fingerprint does not depend on how a
+/// column travels (nor changed when NUMERIC and `jsonb` came to travel as text).
+fn hash_column(h: &mut Xxh3, d: Decode, bytes: &[u8]) {
+    match d {
+        Decode::Numeric => {
+            let b = numeric_binary(bytes);
+            h.update(&(b.len() as u32).to_le_bytes());
+            h.update(&b);
+        }
+        // `jsonb`'s binary form is a version byte (1) and its text.
+        Decode::JsonText => {
+            h.update(&(bytes.len() as u32 + 1).to_le_bytes());
+            h.update(&[1]);
+            h.update(bytes);
+        }
+        _ => {
+            h.update(&(bytes.len() as u32).to_le_bytes());
+            h.update(bytes);
+        }
+    }
+}
+
 /// PostgreSQL's binary NUMERIC (as `numeric_send` writes it) of its text (as `numeric_out`
 /// writes it: `-`, digits, `.` and exactly the display scale's digits, or `NaN`, `Infinity`,
 /// `-Infinity`): a count of base-10000 digits, the weight of the first, the sign, the display
@@ -669,12 +675,13 @@ pub(crate) fn numeric_binary(text: &[u8]) -> Vec<u8> {
     if n > 0 {
         groups.push(g * 10u16.pow(4 - n as u32));
     }
-    let mut weight = ((lead + int.len()) / 4) as i16 - 1;
+    // (In i32: a NUMERIC's integer part may have 131,072 digits, a weight of 32,767.)
+    let mut weight = ((lead + int.len()) / 4) as i32 - 1;
     let first = groups.iter().position(|&g| g != 0);
     let last = groups.iter().rposition(|&g| g != 0);
     let (digits, sign) = match (first, last) {
         (Some(f), Some(l)) => {
-            weight -= f as i16;
+            weight -= f as i32;
             (&groups[f..=l], if negative { 0x4000u16 } else { 0 })
         }
         _ => {
@@ -683,7 +690,12 @@ pub(crate) fn numeric_binary(text: &[u8]) -> Vec<u8> {
         }
     };
     let mut out = Vec::with_capacity(8 + 2 * digits.len());
-    for v in [digits.len() as u16, weight as u16, sign, frac.len() as u16] {
+    for v in [
+        digits.len() as u16,
+        weight as i16 as u16,
+        sign,
+        frac.len() as u16,
+    ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     for d in digits {
@@ -763,7 +775,47 @@ fn url_passwords(url: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{numeric_binary, Wire};
+    use super::{hash_column, numeric_binary, Decode, Wire};
+    use xxhash_rust::xxh3::Xxh3;
+
+    /// How a column was hashed when it came in binary: its length, then its bytes.
+    fn hashed_as_binary(binary: &[u8]) -> u64 {
+        let mut h = Xxh3::new();
+        h.update(&(binary.len() as u32).to_le_bytes());
+        h.update(binary);
+        h.digest()
+    }
+
+    fn hashed_from_text(d: Decode, text: &str) -> u64 {
+        let mut h = Xxh3::new();
+        hash_column(&mut h, d, text.as_bytes());
+        h.digest()
+    }
+
+    fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        [ndigits, weight as u16, sign, dscale]
+            .iter()
+            .chain(digits)
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn numerics_take_their_binary_form() {
+        let b = |t: &str| numeric_binary(t.as_bytes());
+        assert_eq!(b("12.50"), numeric(2, 0, 0, 2, &[12, 5000]));
+        assert_eq!(b("-12345"), numeric(2, 1, 0x4000, 0, &[1, 2345]));
+        assert_eq!(b("-123456789"), numeric(3, 2, 0x4000, 0, &[1, 2345, 6789]));
+        assert_eq!(b("0.0050"), numeric(1, -1, 0, 4, &[50]));
+        assert_eq!(b("0"), numeric(0, 0, 0, 0, &[]));
+        assert_eq!(b("0.000"), numeric(0, 0, 0, 3, &[]));
+        assert_eq!(b("700000000"), numeric(1, 2, 0, 0, &[7]));
+        assert_eq!(b("NaN"), numeric(0, 0, 0xC000, 0, &[]));
+        assert_eq!(b("-Infinity"), numeric(0, 0, 0xF000, 32, &[]));
+        // The largest weight a NUMERIC has (131,072 integer digits).
+        let huge = format!("9{}", "0".repeat(131_071));
+        assert_eq!(b(&huge), numeric(1, 32767, 0, 0, &[9000]));
+    }
 
     /// Every NUMERIC as PostgreSQL itself sends it in binary and writes it as text: the binary
     /// form made from the text is the server's, byte for byte (fingerprints hash it, as they
@@ -833,6 +885,11 @@ mod tests {
             let Wire(binary) = r.get(0);
             let text: &str = r.get(1);
             assert_eq!(numeric_binary(text.as_bytes()), binary, "{text}");
+            assert_eq!(
+                hashed_from_text(Decode::Numeric, text),
+                hashed_as_binary(binary),
+                "{text}: the fingerprint it had"
+            );
         }
         // A `jsonb` is sent as a version byte (1) and its text.
         let docs = [
@@ -852,6 +909,31 @@ mod tests {
             let Wire(binary) = r.get(0);
             let text: &str = r.get(1);
             assert_eq!([&[1u8][..], text.as_bytes()].concat(), binary, "{text}");
+            assert_eq!(
+                hashed_from_text(Decode::JsonText, text),
+                hashed_as_binary(binary),
+                "{text}: the fingerprint it had"
+            );
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::redact_connect_error;
+
+    #[test]
+    fn passwords_with_at_signs_and_settings() {
+        let url = "postgres://me:p@ss@host:5432/db?sslmode=disable";
+        assert_eq!(redact_connect_error("bad p@ss here", url), "bad *** here");
+        let kv = "host=h user=me password=s3cret dbname=d";
+        assert_eq!(redact_connect_error("x s3cret y", kv), "x *** y");
+        let encoded = "postgres://me:p%40ss%2Fw@host/db";
+        assert_eq!(
+            redact_connect_error("password p@ss/w and p%40ss%2Fw", encoded),
+            "password *** and ***"
+        );
+        let quoted = "host=h user=me password='sp ace' dbname=d";
+        assert_eq!(redact_connect_error("bad 'sp ace'", quoted), "bad ***");
     }
 }
