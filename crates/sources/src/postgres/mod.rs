@@ -661,45 +661,51 @@ pub(crate) fn numeric_binary(text: &[u8]) -> Vec<u8> {
     // the fraction on the right.
     let lead = (4 - int.len() % 4) % 4;
     let digit = |c: u8| (c - b'0') as u16;
-    let mut groups: Vec<u16> = Vec::with_capacity((int.len() + frac.len()) / 4 + 2);
+    // One buffer (fingerprints make one per NUMERIC of every row read): the header's place,
+    // then every group, of which the zero ones at either end are then taken out.
+    let mut out = vec![0u8; 8];
+    out.reserve(2 * ((int.len() + frac.len()) / 4 + 2));
     let mut g = 0u16;
     let mut n = lead;
     for &c in int.iter().chain(frac) {
         g = g * 10 + digit(c);
         n += 1;
         if n == 4 {
-            groups.push(g);
+            out.extend_from_slice(&g.to_be_bytes());
             (g, n) = (0, 0);
         }
     }
     if n > 0 {
-        groups.push(g * 10u16.pow(4 - n as u32));
+        out.extend_from_slice(&(g * 10u16.pow(4 - n as u32)).to_be_bytes());
     }
     // (In i32: a NUMERIC's integer part may have 131,072 digits, a weight of 32,767.)
     let mut weight = ((lead + int.len()) / 4) as i32 - 1;
-    let first = groups.iter().position(|&g| g != 0);
-    let last = groups.iter().rposition(|&g| g != 0);
-    let (digits, sign) = match (first, last) {
+    let nonzero = |c: &[u8]| c != [0, 0];
+    let first = out[8..].chunks(2).position(nonzero);
+    let last = out[8..].chunks(2).rposition(nonzero);
+    let sign = match (first, last) {
         (Some(f), Some(l)) => {
+            out.truncate(8 + 2 * (l + 1));
+            out.drain(8..8 + 2 * f);
             weight -= f as i32;
-            (&groups[f..=l], if negative { 0x4000u16 } else { 0 })
+            if negative {
+                0x4000u16
+            } else {
+                0
+            }
         }
         _ => {
+            out.truncate(8);
             weight = 0;
-            (&groups[..0], 0)
+            0
         }
     };
-    let mut out = Vec::with_capacity(8 + 2 * digits.len());
-    for v in [
-        digits.len() as u16,
-        weight as i16 as u16,
-        sign,
-        frac.len() as u16,
-    ] {
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    for d in digits {
-        out.extend_from_slice(&d.to_be_bytes());
+    let ndigits = ((out.len() - 8) / 2) as u16;
+    for (k, v) in [ndigits, weight as i16 as u16, sign, frac.len() as u16]
+        .into_iter()
+        .enumerate()
+    {
+        out[2 * k..2 * k + 2].copy_from_slice(&v.to_be_bytes());
     }
     out
 }

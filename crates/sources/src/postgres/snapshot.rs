@@ -196,16 +196,15 @@ impl PgSource {
 
     pub(super) async fn snapshot_prepare(&self, s: &Snapshot) -> Result<(u64, bool), SourceError> {
         if let Some(mut n) = self.snapshot_count(s).await? {
-            let indexed = self.has_key_index(s).await?;
+            let unindexed = !self.has_key_index(s).await?;
             // An empty snapshot without its index (a first run stopped before any write) is
             // filled as a new one; one with keys gets its index before anything looks them up
             // (and is counted again should a key have been there twice).
-            let unindexed = n == 0 && !indexed;
-            if !indexed && !unindexed {
+            if unindexed && n > 0 {
                 self.build_key_index(s).await?;
                 n = self.snapshot_count(s).await?.unwrap_or(0);
             }
-            self.set_unindexed(s, unindexed);
+            self.set_unindexed(s, unindexed && n == 0);
             // A run's writes start as plain inserts only into an empty snapshot (a first run).
             self.inserts_only.store(n == 0, Ordering::Relaxed);
             return Ok((n, true));
